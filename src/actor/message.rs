@@ -1,0 +1,108 @@
+//! The commands an [`AsyncSession`](crate::AsyncSession) sends, and their replies.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::error::Error;
+
+/// Field name prefix reserved for session metadata. User keys may not start with it, so
+/// metadata can never collide with them.
+pub(crate) const META_PREFIX: u8 = 0;
+/// Metadata field holding the creation time (Unix seconds). It also keeps the hash alive when
+/// every user key has been removed.
+pub const META_CREATED: &str = "\0created";
+
+/// One operation on one session hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    /// Full Redis key of the session hash (`<prefix>:<id>`).
+    pub key: Arc<str>,
+    /// What to do.
+    pub op: Op,
+    /// Push the idle timer back to this TTL. `None`: leave the TTL alone (already refreshed in
+    /// this request, or the refresh policy says no). A creating write always sets it.
+    pub refresh: Option<Duration>,
+}
+
+/// Whether a write may create the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// The session was issued in this request and is not in the store yet (or is): create it
+    /// if absent, stamping `created` (Unix seconds) and the TTL.
+    Create {
+        /// Creation time stored as metadata.
+        created: u64,
+        /// TTL of the new hash.
+        ttl: Duration,
+    },
+    /// The session came from a cookie: write only if it still exists, else reply
+    /// [`Reply::Gone`]. This is the guard that stops an expired session coming back to life.
+    Existing,
+}
+
+/// The operations. Each maps to one Redis command or one script call (see the Redis backend).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// Values of some fields (`HMGET`). `get` and `mget` both use it.
+    Get(Vec<String>),
+    /// Every user field (`HGETALL`, metadata filtered out).
+    Entries,
+    /// Set fields (`HSET` in the write script).
+    Set(WriteMode, Vec<(String, Vec<u8>)>),
+    /// Delete fields (`HDEL` in the write script); replies the number removed.
+    Remove(Vec<String>),
+    /// Atomic integer increment (`HINCRBY` in the write script).
+    Incr(WriteMode, String, i64),
+    /// Set a field only if absent (`HSETNX` in the write script); replies whether it was set.
+    SetIfAbsent(WriteMode, String, Vec<u8>),
+    /// Delete the session (`DEL`); replies whether it existed.
+    Invalidate,
+    /// Refresh the TTL only (`PEXPIRE`); replies whether the session exists.
+    Touch,
+    /// Move the whole hash to a new key (renew script), with no moment at which neither key
+    /// holds it. Replies `Done` or `Gone`.
+    Renew {
+        /// Full Redis key of the new hash.
+        to: Arc<str>,
+        /// TTL of the new hash.
+        ttl: Duration,
+    },
+}
+
+impl Op {
+    /// Whether the op changes the session (and so goes through the existence guard).
+    pub fn is_write(&self) -> bool {
+        !matches!(self, Op::Get(_) | Op::Entries | Op::Touch)
+    }
+}
+
+/// A successful reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// For `Get`: one value per asked field, in order.
+    Values(Vec<Option<Vec<u8>>>),
+    /// For `Entries`: user fields and values.
+    Entries(Vec<(String, Vec<u8>)>),
+    /// For `Remove` (fields removed) and `Incr` (the new value).
+    Int(i64),
+    /// For `SetIfAbsent`, `Invalidate`, `Touch`.
+    Bool(bool),
+    /// For `Set` and `Renew`.
+    Done,
+    /// The session does not exist (expired or invalidated): nothing was written.
+    Gone,
+}
+
+/// A command and where its reply goes: the tower-buffer shape.
+pub(crate) struct Envelope {
+    pub(crate) command: Command,
+    pub(crate) reply: oneshot::Sender<Result<Reply, Error>>,
+    /// Counts the command in the engine's queue depth until answered or dropped.
+    pub(crate) depth: crate::stats::DepthGuard,
+}
+
+impl actix::Message for Envelope {
+    type Result = ();
+}

@@ -1,0 +1,185 @@
+//! The `SessionActor`: one queue, batches, pipelines.
+//!
+//! # Why an actor
+//! An on-demand session sends several small commands per request (a read, a write, a TTL
+//! refresh). Sent one by one they cost a round trip and a syscall pair each, on both sides.
+//! The actor collects the commands of every concurrent request and sends them as one batch
+//! (one Redis pipeline), so the cost per command falls as load rises.
+//!
+//! # When a batch flushes
+//! - **Mailbox drained.** When a command arrives into an empty batch, the actor schedules a
+//!   flush as a spawned item. Actix polls spawned items only after the mailbox has no more
+//!   messages, so the flush runs once every command that was already waiting has joined the
+//!   batch: no timer, no added latency when idle, and large batches under load.
+//! - **Size cap.** A batch that reaches `max_batch` commands flushes at once.
+//! - **In-flight bound.** At most `max_in_flight` batches run at a time. While they run, new
+//!   commands accumulate, and the next batch leaves as soon as a slot frees. With the default of
+//!   one, this is what makes batches grow with load instead of staying at one command each.
+//!
+//! # Failures
+//! A per-command server error fails only that command. A batch-wide failure (connection lost,
+//! pool timeout) or a batch that exceeds the deadline fails every command in it with that error.
+//! Every queued command holds a depth guard, so the queue depth is exact even when an actor
+//! stops with work queued; its callers then get `ActorClosed`. No caller waits past its deadline.
+//!
+//! # Order
+//! The mailbox is FIFO and a batch keeps arrival order, so commands one request issues one after
+//! another run in that order; fusion (see the Redis backend) never moves a read across a write
+//! to the same session.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, WrapFuture};
+
+use crate::backend::Backend;
+use crate::error::Error;
+use crate::stats::Stats;
+
+pub mod message;
+
+use message::Envelope;
+
+/// Collects session commands from many requests and runs them as batches on a backend.
+///
+/// Normally started for you by [`SessionMiddleware`](crate::SessionMiddleware) (see
+/// [`Placement`](crate::config::Placement)); use [`SessionEngine`](crate::SessionEngine) to
+/// start one yourself.
+pub struct SessionActor {
+    backend: Arc<dyn Backend>,
+    stats: Arc<Stats>,
+    max_batch: usize,
+    max_in_flight: usize,
+    deadline: Duration,
+    pending: Vec<Envelope>,
+    flush_scheduled: bool,
+    in_flight: usize,
+}
+
+impl std::fmt::Debug for SessionActor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionActor")
+            .field("backend", &self.backend.name())
+            .field("pending", &self.pending.len())
+            .field("in_flight", &self.in_flight)
+            .finish()
+    }
+}
+
+impl SessionActor {
+    pub(crate) fn new(
+        backend: Arc<dyn Backend>,
+        stats: Arc<Stats>,
+        max_batch: usize,
+        max_in_flight: usize,
+        deadline: Duration,
+    ) -> Self {
+        Self {
+            backend,
+            stats,
+            max_batch,
+            max_in_flight,
+            deadline,
+            pending: Vec::new(),
+            flush_scheduled: false,
+            in_flight: 0,
+        }
+    }
+
+    /// Starts batches while there is work and a free in-flight slot.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        while self.in_flight < self.max_in_flight && !self.pending.is_empty() {
+            let batch = if self.pending.len() <= self.max_batch {
+                std::mem::take(&mut self.pending)
+            } else {
+                self.pending.drain(..self.max_batch).collect()
+            };
+            self.in_flight += 1;
+            let run = run_batch(
+                self.backend.clone(),
+                self.stats.clone(),
+                batch,
+                self.deadline,
+            );
+            ctx.spawn(run.into_actor(self).map(|(), actor, ctx| {
+                actor.in_flight -= 1;
+                actor.flush(ctx);
+            }));
+        }
+    }
+}
+
+impl Actor for SessionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // The address-side queue is bounded by the engine's depth counter, not by actix's
+        // mailbox capacity (which `do_send` ignores anyway).
+        ctx.set_mailbox_capacity(usize::MAX);
+    }
+}
+
+impl Handler<Envelope> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, envelope: Envelope, ctx: &mut Self::Context) {
+        self.pending.push(envelope);
+        if self.pending.len() >= self.max_batch {
+            self.flush(ctx);
+        } else if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            ctx.spawn(actix::fut::ready(()).map(|(), actor: &mut Self, ctx| {
+                actor.flush_scheduled = false;
+                actor.flush(ctx);
+            }));
+        }
+    }
+}
+
+/// Runs one batch and answers every caller in it.
+async fn run_batch(
+    backend: Arc<dyn Backend>,
+    stats: Arc<Stats>,
+    batch: Vec<Envelope>,
+    deadline: Duration,
+) {
+    let (commands, replies): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .map(|e| (e.command, (e.reply, e.depth)))
+        .unzip();
+    stats.record_batch(commands.len());
+    let outcome = tokio::time::timeout(deadline, backend.execute(&commands, &stats)).await;
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(_) => Err(Error::Timeout(deadline)),
+    };
+    use std::sync::atomic::Ordering::Relaxed;
+    match outcome {
+        Ok(results) => {
+            for ((reply, _depth), result) in replies.into_iter().zip(results) {
+                match &result {
+                    Err(Error::Server(_)) | Err(Error::NotAnInteger(_)) => {
+                        stats.errors_server.fetch_add(1, Relaxed);
+                    }
+                    Ok(message::Reply::Gone) => {
+                        stats.gone.fetch_add(1, Relaxed);
+                    }
+                    _ => {}
+                }
+                let _ = reply.send(result);
+            }
+        }
+        Err(error) => {
+            // Timeouts are counted where callers see them (`SessionEngine::call`).
+            if !matches!(error, Error::Timeout(_)) {
+                stats
+                    .errors_unavailable
+                    .fetch_add(replies.len() as u64, Relaxed);
+            }
+            tracing::warn!(%error, commands = replies.len(), "session batch failed");
+            for (reply, _depth) in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Session ids and the session cookie: generation (CSPRNG), signing or encryption through the
+//! `cookie` crate that actix-web re-exports, and parsing of untrusted cookie values.
+//!
+//! The cookie carries `<id>.<created>`: a 128-bit random id in lowercase hex and the creation
+//! time in Unix seconds (for the optional absolute lifetime). Nothing from a cookie reaches a
+//! Redis key unless its signature (or AEAD tag) verified and the payload parsed strictly.
+
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use actix_web::cookie::{time, Cookie, CookieJar, Key, SameSite as CookieSameSite};
+use rand::RngCore as _;
+
+use crate::config::{CookieConfig, CookieLifecycle, CookieSecurity, SameSite};
+
+/// Random bytes in a session id: 128 bits.
+const ID_BYTES: usize = 16;
+/// Length of an id in hex.
+pub(crate) const ID_LEN: usize = ID_BYTES * 2;
+
+/// A verified (or freshly generated) session identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Ticket {
+    /// 32 lowercase hex characters.
+    pub(crate) id: String,
+    /// Creation time, Unix seconds.
+    pub(crate) created: u64,
+}
+
+impl Ticket {
+    /// A new identity with a fresh id from the thread-local CSPRNG (ChaCha, seeded by the OS).
+    pub(crate) fn generate() -> Self {
+        Self::with_created(now_secs())
+    }
+
+    /// A new id that keeps an existing creation time (used by `renew`).
+    pub(crate) fn with_created(created: u64) -> Self {
+        let mut bytes = [0u8; ID_BYTES];
+        rand::rng().fill_bytes(&mut bytes);
+        let mut id = String::with_capacity(ID_LEN);
+        for b in bytes {
+            // Writing to a String cannot fail.
+            let _ = write!(id, "{b:02x}");
+        }
+        Ticket { id, created }
+    }
+
+    fn encode(&self) -> String {
+        format!("{}.{}", self.id, self.created)
+    }
+
+    /// Strict parse of a verified payload: exactly 32 lowercase hex, a dot, decimal seconds.
+    fn parse(payload: &str) -> Option<Self> {
+        let (id, created) = payload.split_once('.')?;
+        let hex_ok =
+            id.len() == ID_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let digits_ok = !created.is_empty()
+            && created.len() <= 20
+            && created.bytes().all(|b| b.is_ascii_digit());
+        if !hex_ok || !digits_ok {
+            return None;
+        }
+        Some(Ticket {
+            id: id.to_owned(),
+            created: created.parse().ok()?,
+        })
+    }
+}
+
+/// Current Unix time in seconds.
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Signs, encrypts and verifies session cookies.
+pub(crate) struct CookieCodec {
+    /// The first key signs; every key verifies (rotation).
+    keys: Vec<Key>,
+    config: CookieConfig,
+}
+
+impl CookieCodec {
+    pub(crate) fn new(key: Key, old_keys: Vec<Key>, config: CookieConfig) -> Self {
+        let mut keys = Vec::with_capacity(1 + old_keys.len());
+        keys.push(key);
+        keys.extend(old_keys);
+        Self { keys, config }
+    }
+
+    pub(crate) fn config(&self) -> &CookieConfig {
+        &self.config
+    }
+
+    /// Verifies an untrusted cookie value. Any failure (bad signature, garbage, unknown key,
+    /// malformed payload) is `None`: the visitor simply has no session.
+    pub(crate) fn decode(&self, raw: &str) -> Option<Ticket> {
+        let cookie = Cookie::new(self.config.name.clone(), raw.to_owned());
+        let jar = CookieJar::new();
+        self.keys.iter().find_map(|key| {
+            let verified = match self.config.security {
+                CookieSecurity::Signed => jar.signed(key).verify(cookie.clone()),
+                CookieSecurity::Private => jar.private(key).decrypt(cookie.clone()),
+            }?;
+            Ticket::parse(verified.value())
+        })
+    }
+
+    /// The `Set-Cookie` for a session, signed or encrypted with the current key.
+    pub(crate) fn encode(
+        &self,
+        ticket: &Ticket,
+        max_age: Option<time::Duration>,
+    ) -> Cookie<'static> {
+        let mut jar = CookieJar::new();
+        let plain = self.attributes(Cookie::new(self.config.name.clone(), ticket.encode()));
+        match self.config.security {
+            CookieSecurity::Signed => jar.signed_mut(&self.keys[0]).add(plain),
+            CookieSecurity::Private => jar.private_mut(&self.keys[0]).add(plain),
+        }
+        let mut cookie = jar
+            .delta()
+            .next()
+            .cloned()
+            .unwrap_or_else(|| Cookie::new(self.config.name.clone(), ""));
+        if self.config.lifecycle == CookieLifecycle::Persistent {
+            if let Some(max_age) = max_age {
+                cookie.set_max_age(max_age);
+            }
+        }
+        cookie
+    }
+
+    /// A cookie that makes the browser drop the session cookie (same name, path and domain).
+    pub(crate) fn removal(&self) -> Cookie<'static> {
+        let mut cookie = self.attributes(Cookie::new(self.config.name.clone(), ""));
+        cookie.make_removal();
+        cookie
+    }
+
+    fn attributes(&self, mut cookie: Cookie<'static>) -> Cookie<'static> {
+        let c = &self.config;
+        cookie.set_path(c.path.clone());
+        cookie.set_secure(c.secure);
+        cookie.set_http_only(c.http_only);
+        cookie.set_same_site(match c.same_site {
+            SameSite::Strict => CookieSameSite::Strict,
+            SameSite::Lax => CookieSameSite::Lax,
+            SameSite::None => CookieSameSite::None,
+        });
+        if let Some(domain) = &c.domain {
+            cookie.set_domain(domain.clone());
+        }
+        cookie
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn codec(security: CookieSecurity) -> CookieCodec {
+        let config = CookieConfig {
+            security,
+            ..CookieConfig::default()
+        };
+        CookieCodec::new(Key::generate(), Vec::new(), config)
+    }
+
+    #[test]
+    fn generated_ids_are_128_bit_hex_and_distinct() {
+        let a = Ticket::generate();
+        let b = Ticket::generate();
+        assert_eq!(a.id.len(), 32);
+        assert!(a.id.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a.id, b.id);
+    }
+
+    #[test]
+    fn signed_cookie_round_trips() {
+        let codec = codec(CookieSecurity::Signed);
+        let ticket = Ticket::generate();
+        let cookie = codec.encode(&ticket, None);
+        assert!(
+            cookie.value().contains(&ticket.id),
+            "signed cookies are readable"
+        );
+        assert_eq!(codec.decode(cookie.value()), Some(ticket));
+    }
+
+    #[test]
+    fn private_cookie_round_trips_and_hides_the_id() {
+        let codec = codec(CookieSecurity::Private);
+        let ticket = Ticket::generate();
+        let cookie = codec.encode(&ticket, None);
+        assert!(!cookie.value().contains(&ticket.id));
+        assert_eq!(codec.decode(cookie.value()), Some(ticket));
+    }
+
+    #[test]
+    fn tampered_cookie_is_rejected() {
+        let codec = codec(CookieSecurity::Signed);
+        let ticket = Ticket::generate();
+        let value = codec.encode(&ticket, None).value().to_owned();
+        // Flip the last hex digit of the id, keep the signature.
+        let other = Ticket::generate();
+        let forged = value.replace(&ticket.id, &other.id);
+        assert_eq!(codec.decode(&forged), None);
+        assert_eq!(codec.decode(&ticket.encode()), None, "unsigned payload");
+    }
+
+    #[test]
+    fn garbage_cookies_are_rejected_without_panicking() {
+        let codec = codec(CookieSecurity::Signed);
+        for raw in [
+            "",
+            "x",
+            "=",
+            "%%%",
+            "\u{0}",
+            &"a".repeat(10_000),
+            "abc.def.ghi",
+        ] {
+            assert_eq!(codec.decode(raw), None, "{raw:?}");
+        }
+        let private = self::codec(CookieSecurity::Private);
+        for raw in ["", "AAAA", &"A".repeat(100)] {
+            assert_eq!(private.decode(raw), None, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn old_keys_still_verify_and_new_cookies_use_the_new_key() {
+        let old = Key::generate();
+        let old_codec = CookieCodec::new(old.clone(), Vec::new(), CookieConfig::default());
+        let ticket = Ticket::generate();
+        let old_value = old_codec.encode(&ticket, None).value().to_owned();
+
+        let rotated = CookieCodec::new(Key::generate(), vec![old], CookieConfig::default());
+        assert_eq!(rotated.decode(&old_value), Some(ticket.clone()));
+        let new_value = rotated.encode(&ticket, None).value().to_owned();
+        assert_eq!(
+            old_codec.decode(&new_value),
+            None,
+            "signed with the new key"
+        );
+    }
+
+    #[test]
+    fn payload_parse_is_strict() {
+        let id = "0123456789abcdef0123456789abcdef";
+        assert!(Ticket::parse(&format!("{id}.17")).is_some());
+        assert!(Ticket::parse(&format!("{}.17", id.to_uppercase())).is_none());
+        assert!(Ticket::parse(&format!("{id}.")).is_none());
+        assert!(Ticket::parse(&format!("{id}.1x")).is_none());
+        assert!(Ticket::parse(&format!("{id}0.17")).is_none());
+        assert!(Ticket::parse(&format!("{id}.{}", "9".repeat(30))).is_none());
+        assert!(Ticket::parse(id).is_none());
+    }
+
+    #[test]
+    fn removal_cookie_keeps_path_and_domain() {
+        let config = CookieConfig {
+            domain: Some("example.com".into()),
+            path: "/app".into(),
+            ..CookieConfig::default()
+        };
+        let codec = CookieCodec::new(Key::generate(), Vec::new(), config);
+        let removal = codec.removal();
+        assert_eq!(removal.path(), Some("/app"));
+        assert_eq!(removal.domain(), Some("example.com"));
+        assert_eq!(removal.max_age(), Some(time::Duration::ZERO));
+    }
+}

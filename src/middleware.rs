@@ -1,0 +1,316 @@
+//! `SessionMiddleware`: reads the session cookie on the way in, writes it on the way out.
+//!
+//! # Cookie rules
+//! - **In.** The middleware only finds the raw cookie value and hands it to a fresh
+//!   [`AsyncSession`]. The signature is checked on first use, so a request whose handler never
+//!   touches the session costs neither a MAC nor a Redis command.
+//! - **Out.** A `Set-Cookie` is sent only when the request issued a session (first write, or
+//!   `renew`), when `invalidate` ended one (a removal cookie with the same path and domain), or
+//!   when a persistent cookie's `Max-Age` follows a TTL refresh. A visitor who only reads gets
+//!   no cookie.
+//! - **Distrust.** A tampered, garbage or unknown cookie, or one whose session expired, is no
+//!   session; a write then creates a new session under a new id. A client-presented id is never
+//!   adopted.
+
+use std::future::{ready, Ready};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use actix_web::body::MessageBody;
+use actix_web::cookie::{time, Key};
+use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::http::header::{HeaderValue, COOKIE, SET_COOKIE};
+use actix_web::HttpMessage;
+use futures::future::LocalBoxFuture;
+
+use crate::actor::SessionActor;
+use crate::config::{
+    Config, CookieConfig, CookieLifecycle, CookieSecurity, SameSite, SessionConfig, TtlRefresh,
+};
+use crate::cookie::CookieCodec;
+use crate::engine::SessionEngine;
+use crate::error::Error;
+use crate::session::{AsyncSession, CookieUpdate, Policy};
+
+/// Redis-backed, on-demand sessions for an actix-web `App`.
+///
+/// ```no_run
+/// use actix_web::{cookie::Key, App};
+/// use circumflex_session::{MemoryBackend, SessionMiddleware};
+///
+/// let key = Key::generate(); // load a stable 64-byte key in production
+/// let app = App::new().wrap(SessionMiddleware::new(MemoryBackend::new(), key));
+/// ```
+#[derive(Clone)]
+pub struct SessionMiddleware {
+    engine: SessionEngine,
+    policy: Arc<Policy>,
+}
+
+impl std::fmt::Debug for SessionMiddleware {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionMiddleware")
+            .field("engine", &self.engine)
+            .field("cookie", self.policy.codec.config())
+            .field("session", &self.policy.session)
+            .finish()
+    }
+}
+
+impl SessionMiddleware {
+    /// Secure defaults: a signed, `Secure`, `HttpOnly`, `SameSite=Lax` browser-session cookie
+    /// named `session`, 30 minutes time to idle refreshed on use. Exactly
+    /// `SessionMiddleware::builder(engine, key).build()`.
+    pub fn new(engine: impl Into<SessionEngine>, key: Key) -> Self {
+        Self::builder(engine, key).build()
+    }
+
+    /// A builder to change any of the defaults.
+    pub fn builder(engine: impl Into<SessionEngine>, key: Key) -> SessionMiddlewareBuilder {
+        SessionMiddlewareBuilder {
+            engine: engine.into(),
+            key,
+            old_keys: Vec::new(),
+            cookie: CookieConfig::default(),
+            session: SessionConfig::default(),
+        }
+    }
+
+    /// Builds the middleware from the `[cookie]` and `[session]` sections of a [`Config`],
+    /// validating them.
+    pub fn from_config(
+        engine: impl Into<SessionEngine>,
+        key: Key,
+        config: &Config,
+    ) -> Result<Self, Error> {
+        config.cookie.validate()?;
+        config.session.validate()?;
+        let mut builder = Self::builder(engine, key);
+        builder.cookie = config.cookie.clone();
+        builder.session = config.session.clone();
+        Ok(builder.build())
+    }
+
+    /// The engine behind this middleware (for its stats).
+    pub fn engine(&self) -> &SessionEngine {
+        &self.engine
+    }
+}
+
+/// Builder for [`SessionMiddleware`]; every setter documents its default.
+#[must_use]
+pub struct SessionMiddlewareBuilder {
+    engine: SessionEngine,
+    key: Key,
+    old_keys: Vec<Key>,
+    cookie: CookieConfig,
+    session: SessionConfig,
+}
+
+impl std::fmt::Debug for SessionMiddlewareBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionMiddlewareBuilder")
+            .field("cookie", &self.cookie)
+            .field("session", &self.session)
+            .finish()
+    }
+}
+
+impl SessionMiddlewareBuilder {
+    /// Cookie name. Default `session`. Must be a valid cookie name (token characters).
+    pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.cookie.name = name.into();
+        self
+    }
+
+    /// `Secure` attribute. Default `true`: the cookie only travels over HTTPS (browsers also
+    /// accept it on `http://localhost`).
+    pub fn cookie_secure(mut self, secure: bool) -> Self {
+        self.cookie.secure = secure;
+        self
+    }
+
+    /// `HttpOnly` attribute. Default `true`: scripts cannot read the cookie.
+    pub fn cookie_http_only(mut self, http_only: bool) -> Self {
+        self.cookie.http_only = http_only;
+        self
+    }
+
+    /// `SameSite` attribute. Default [`SameSite::Lax`].
+    pub fn cookie_same_site(mut self, same_site: SameSite) -> Self {
+        self.cookie.same_site = same_site;
+        self
+    }
+
+    /// `Path` attribute. Default `/`.
+    pub fn cookie_path(mut self, path: impl Into<String>) -> Self {
+        self.cookie.path = path.into();
+        self
+    }
+
+    /// `Domain` attribute. Default none: a host-only cookie.
+    pub fn cookie_domain(mut self, domain: impl Into<String>) -> Self {
+        self.cookie.domain = Some(domain.into());
+        self
+    }
+
+    /// Signed (default) or private (encrypted) cookie.
+    pub fn cookie_security(mut self, security: CookieSecurity) -> Self {
+        self.cookie.security = security;
+        self
+    }
+
+    /// Browser-session cookie (default) or persistent cookie with `Max-Age` = time to idle.
+    pub fn cookie_lifecycle(mut self, lifecycle: CookieLifecycle) -> Self {
+        self.cookie.lifecycle = lifecycle;
+        self
+    }
+
+    /// A previous key that still verifies cookies (key rotation). New cookies are signed with
+    /// the key given to `builder`. Default: none.
+    pub fn old_key(mut self, key: Key) -> Self {
+        self.old_keys.push(key);
+        self
+    }
+
+    /// Time to idle: an unused session expires after this long. Default 30 minutes.
+    pub fn tti(mut self, tti: Duration) -> Self {
+        self.session.tti_secs = tti.as_secs().max(1);
+        self
+    }
+
+    /// When the idle timer is pushed back. Default [`TtlRefresh::OnUse`].
+    pub fn ttl_refresh(mut self, refresh: TtlRefresh) -> Self {
+        self.session.refresh = refresh;
+        self
+    }
+
+    /// Absolute lifetime cap from creation, whatever the activity. Default none.
+    pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
+        self.session.max_lifetime_secs = Some(lifetime.as_secs().max(1));
+        self
+    }
+
+    /// Largest serialised value `set` accepts. Default 64 KiB.
+    pub fn max_value_bytes(mut self, max: usize) -> Self {
+        self.session.max_value_bytes = max.max(1);
+        self
+    }
+
+    /// Builds the middleware.
+    ///
+    /// # Panics
+    /// If the cookie name or path set through this builder is invalid: a programming error
+    /// found at start-up. Use [`SessionMiddleware::from_config`] for settings from a file.
+    pub fn build(self) -> SessionMiddleware {
+        if let Err(e) = self.cookie.validate() {
+            panic!("{e}");
+        }
+        SessionMiddleware {
+            engine: self.engine,
+            policy: Arc::new(Policy {
+                codec: CookieCodec::new(self.key, self.old_keys, self.cookie),
+                session: self.session,
+            }),
+        }
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for SessionMiddleware
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    S::Future: 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Transform = SessionService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        // One call per worker: with `Placement::PerWorker` each worker gets its own actor.
+        ready(Ok(SessionService {
+            service: Rc::new(service),
+            actor: self.engine.actor(),
+            engine: self.engine.clone(),
+            policy: self.policy.clone(),
+        }))
+    }
+}
+
+/// The per-worker service behind [`SessionMiddleware`].
+pub struct SessionService<S> {
+    service: Rc<S>,
+    engine: SessionEngine,
+    actor: Addr<SessionActor>,
+    policy: Arc<Policy>,
+}
+
+impl<S> std::fmt::Debug for SessionService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionService").finish_non_exhaustive()
+    }
+}
+
+impl<S, B> Service<ServiceRequest> for SessionService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    S::Future: 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let raw = find_cookie(&req, &self.policy.codec.config().name);
+        let session = AsyncSession::new(
+            self.engine.clone(),
+            self.actor.clone(),
+            self.policy.clone(),
+            raw,
+        );
+        req.extensions_mut().insert(session.clone());
+        let policy = self.policy.clone();
+        let response = self.service.call(req);
+        Box::pin(async move {
+            let mut response = response.await?;
+            let cookie = match session.cookie_update() {
+                CookieUpdate::Keep => return Ok(response),
+                CookieUpdate::Set(ticket, ttl) => {
+                    let max_age = time::Duration::seconds(ttl.as_secs() as i64);
+                    policy.codec.encode(&ticket, Some(max_age))
+                }
+                CookieUpdate::Remove => policy.codec.removal(),
+            };
+            match HeaderValue::from_str(&cookie.encoded().to_string()) {
+                Ok(value) => {
+                    response.headers_mut().append(SET_COOKIE, value);
+                }
+                Err(e) => tracing::error!(error = %e, "session cookie is not a valid header"),
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// The raw value of the named cookie, without parsing the others into a jar.
+fn find_cookie(req: &ServiceRequest, name: &str) -> Option<String> {
+    req.headers()
+        .get_all(COOKIE)
+        .filter_map(|header| header.to_str().ok())
+        .flat_map(|header| header.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then(|| v.trim_matches('"').to_owned())
+        })
+}
+
+/// Re-exported for `TtlRefresh` docs links.
+#[doc(hidden)]
+pub type _TtlRefresh = TtlRefresh;

@@ -1,0 +1,111 @@
+//! Counters that tests, benchmarks and metrics exporters can read.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// Live counters of one [`SessionEngine`](crate::SessionEngine), shared by all its actors.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub(crate) commands: AtomicU64,
+    pub(crate) pipelines: AtomicU64,
+    pub(crate) redis_commands: AtomicU64,
+    pub(crate) max_batch: AtomicU64,
+    pub(crate) fused_reads: AtomicU64,
+    pub(crate) fused_refreshes: AtomicU64,
+    pub(crate) queue_depth: AtomicUsize,
+    pub(crate) errors_overloaded: AtomicU64,
+    pub(crate) errors_timeout: AtomicU64,
+    pub(crate) errors_unavailable: AtomicU64,
+    pub(crate) errors_server: AtomicU64,
+    pub(crate) gone: AtomicU64,
+}
+
+/// A point-in-time copy of [`Stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StatsSnapshot {
+    /// Session commands accepted into a batch.
+    pub commands: u64,
+    /// Batches sent to the backend (one pipeline each on Redis).
+    pub pipelines: u64,
+    /// Commands the backend sent to Redis after fusion (0 for the memory backend).
+    pub redis_commands: u64,
+    /// Largest batch seen.
+    pub max_batch: u64,
+    /// Reads merged into another read's `HMGET`.
+    pub fused_reads: u64,
+    /// TTL refreshes dropped because the session was already refreshed in the batch.
+    pub fused_refreshes: u64,
+    /// Commands queued or in flight right now.
+    pub queue_depth: usize,
+    /// Commands refused with `Overloaded`.
+    pub errors_overloaded: u64,
+    /// Commands that hit their deadline.
+    pub errors_timeout: u64,
+    /// Commands failed because the store was unreachable.
+    pub errors_unavailable: u64,
+    /// Commands Redis answered with an error.
+    pub errors_server: u64,
+    /// Commands that found their session gone.
+    pub gone: u64,
+}
+
+impl StatsSnapshot {
+    /// Average commands per pipeline.
+    pub fn average_batch(&self) -> f64 {
+        if self.pipelines == 0 {
+            0.0
+        } else {
+            self.commands as f64 / self.pipelines as f64
+        }
+    }
+}
+
+impl Stats {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            commands: self.commands.load(Relaxed),
+            pipelines: self.pipelines.load(Relaxed),
+            redis_commands: self.redis_commands.load(Relaxed),
+            max_batch: self.max_batch.load(Relaxed),
+            fused_reads: self.fused_reads.load(Relaxed),
+            fused_refreshes: self.fused_refreshes.load(Relaxed),
+            queue_depth: self.queue_depth.load(Relaxed),
+            errors_overloaded: self.errors_overloaded.load(Relaxed),
+            errors_timeout: self.errors_timeout.load(Relaxed),
+            errors_unavailable: self.errors_unavailable.load(Relaxed),
+            errors_server: self.errors_server.load(Relaxed),
+            gone: self.gone.load(Relaxed),
+        }
+    }
+
+    pub(crate) fn record_batch(&self, size: usize) {
+        self.pipelines.fetch_add(1, Relaxed);
+        self.commands.fetch_add(size as u64, Relaxed);
+        self.max_batch.fetch_max(size as u64, Relaxed);
+    }
+}
+
+/// Holds one unit of queue depth; releases it when dropped, whether the command was answered or
+/// dropped with a stopped actor.
+pub(crate) struct DepthGuard(Arc<Stats>);
+
+impl DepthGuard {
+    /// Takes a unit of depth, or reports the depth found if `limit` is reached.
+    pub(crate) fn acquire(stats: &Arc<Stats>, limit: usize) -> Result<Self, usize> {
+        let before = stats.queue_depth.fetch_add(1, Relaxed);
+        if before >= limit {
+            stats.queue_depth.fetch_sub(1, Relaxed);
+            stats.errors_overloaded.fetch_add(1, Relaxed);
+            return Err(before);
+        }
+        Ok(DepthGuard(stats.clone()))
+    }
+}
+
+impl Drop for DepthGuard {
+    fn drop(&mut self) {
+        self.0.queue_depth.fetch_sub(1, Relaxed);
+    }
+}
