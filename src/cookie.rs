@@ -97,7 +97,14 @@ impl CookieCodec {
     /// Verifies an untrusted cookie value. Any failure (bad signature, garbage, unknown key,
     /// malformed payload) is `None`: the visitor simply has no session.
     pub(crate) fn decode(&self, raw: &str) -> Option<Ticket> {
-        let cookie = Cookie::new(self.config.name.clone(), raw.to_owned());
+        // We send base64 as is (RFC 6265 allows `+/=` in values); accept a percent-encoded
+        // copy too, as some clients and proxies re-encode.
+        let cookie = if raw.contains('%') {
+            let decoded = Cookie::parse_encoded(format!("{}={raw}", self.config.name)).ok()?;
+            Cookie::new(self.config.name.clone(), decoded.value().to_owned())
+        } else {
+            Cookie::new(self.config.name.clone(), raw.to_owned())
+        };
         let jar = CookieJar::new();
         self.keys.iter().find_map(|key| {
             let verified = match self.config.security {
@@ -204,6 +211,13 @@ mod tests {
         let codec = codec(CookieSecurity::Signed);
         let ticket = Ticket::generate();
         let value = codec.encode(&ticket, None).value().to_owned();
+        let encoded = codec.encode(&ticket, None).encoded().to_string();
+        let encoded = encoded.split_once('=').map(|(_, v)| v.to_owned()).unwrap();
+        assert_eq!(
+            codec.decode(&encoded),
+            Some(ticket.clone()),
+            "percent-encoded copy"
+        );
         // Flip the last hex digit of the id, keep the signature.
         let other = Ticket::generate();
         let forged = value.replace(&ticket.id, &other.id);

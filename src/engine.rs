@@ -134,11 +134,14 @@ impl SessionEngine {
     }
 
     /// Sends one command through `actor` and waits for its reply, within the deadline.
-    pub(crate) async fn call(
-        &self,
-        actor: &Addr<SessionActor>,
-        command: Command,
-    ) -> Result<Reply, Error> {
+    ///
+    /// This is the low-level path under [`AsyncSession`](crate::AsyncSession); use it for
+    /// tooling and tests that work on raw session hashes.
+    ///
+    /// Fails at once with [`Error::Overloaded`] when the engine's queue is full, with
+    /// [`Error::Timeout`] past the deadline, and with [`Error::ActorClosed`] if the actor
+    /// stopped.
+    pub async fn call(&self, actor: &Addr<SessionActor>, command: Command) -> Result<Reply, Error> {
         let config = &self.inner.config;
         let depth = DepthGuard::acquire(&self.inner.stats, config.queue_depth)
             .map_err(Error::Overloaded)?;

@@ -17,7 +17,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Addr;
 use actix_web::body::MessageBody;
 use actix_web::cookie::{time, Key};
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
@@ -25,14 +24,13 @@ use actix_web::http::header::{HeaderValue, COOKIE, SET_COOKIE};
 use actix_web::HttpMessage;
 use futures::future::LocalBoxFuture;
 
-use crate::actor::SessionActor;
 use crate::config::{
     Config, CookieConfig, CookieLifecycle, CookieSecurity, SameSite, SessionConfig, TtlRefresh,
 };
 use crate::cookie::CookieCodec;
 use crate::engine::SessionEngine;
 use crate::error::Error;
-use crate::session::{AsyncSession, CookieUpdate, Policy};
+use crate::session::{AsyncSession, Binding, CookieUpdate, Policy};
 
 /// Redis-backed, on-demand sessions for an actix-web `App`.
 ///
@@ -46,15 +44,16 @@ use crate::session::{AsyncSession, CookieUpdate, Policy};
 #[derive(Clone)]
 pub struct SessionMiddleware {
     engine: SessionEngine,
-    policy: Arc<Policy>,
+    codec: Arc<CookieCodec>,
+    session: SessionConfig,
 }
 
 impl std::fmt::Debug for SessionMiddleware {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionMiddleware")
             .field("engine", &self.engine)
-            .field("cookie", self.policy.codec.config())
-            .field("session", &self.policy.session)
+            .field("cookie", self.codec.config())
+            .field("session", &self.session)
             .finish()
     }
 }
@@ -210,10 +209,8 @@ impl SessionMiddlewareBuilder {
         }
         SessionMiddleware {
             engine: self.engine,
-            policy: Arc::new(Policy {
-                codec: CookieCodec::new(self.key, self.old_keys, self.cookie),
-                session: self.session,
-            }),
+            codec: Arc::new(CookieCodec::new(self.key, self.old_keys, self.cookie)),
+            session: self.session,
         }
     }
 }
@@ -234,9 +231,14 @@ where
         // One call per worker: with `Placement::PerWorker` each worker gets its own actor.
         ready(Ok(SessionService {
             service: Rc::new(service),
-            actor: self.engine.actor(),
-            engine: self.engine.clone(),
-            policy: self.policy.clone(),
+            binding: Arc::new(Binding {
+                engine: self.engine.clone(),
+                actor: self.engine.actor(),
+                policy: Policy {
+                    codec: self.codec.clone(),
+                    session: self.session.clone(),
+                },
+            }),
         }))
     }
 }
@@ -244,9 +246,7 @@ where
 /// The per-worker service behind [`SessionMiddleware`].
 pub struct SessionService<S> {
     service: Rc<S>,
-    engine: SessionEngine,
-    actor: Addr<SessionActor>,
-    policy: Arc<Policy>,
+    binding: Arc<Binding>,
 }
 
 impl<S> std::fmt::Debug for SessionService<S> {
@@ -268,15 +268,10 @@ where
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        let raw = find_cookie(&req, &self.policy.codec.config().name);
-        let session = AsyncSession::new(
-            self.engine.clone(),
-            self.actor.clone(),
-            self.policy.clone(),
-            raw,
-        );
+        let raw = find_cookie(&req, &self.binding.policy.codec.config().name);
+        let session = AsyncSession::new(self.binding.clone(), raw);
         req.extensions_mut().insert(session.clone());
-        let policy = self.policy.clone();
+        let binding = self.binding.clone();
         let response = self.service.call(req);
         Box::pin(async move {
             let mut response = response.await?;
@@ -284,11 +279,11 @@ where
                 CookieUpdate::Keep => return Ok(response),
                 CookieUpdate::Set(ticket, ttl) => {
                     let max_age = time::Duration::seconds(ttl.as_secs() as i64);
-                    policy.codec.encode(&ticket, Some(max_age))
+                    binding.policy.codec.encode(&ticket, Some(max_age))
                 }
-                CookieUpdate::Remove => policy.codec.removal(),
+                CookieUpdate::Remove => binding.policy.codec.removal(),
             };
-            match HeaderValue::from_str(&cookie.encoded().to_string()) {
+            match HeaderValue::from_str(&cookie.to_string()) {
                 Ok(value) => {
                     response.headers_mut().append(SET_COOKIE, value);
                 }

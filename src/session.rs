@@ -22,7 +22,7 @@ pub const MAX_KEY_BYTES: usize = 256;
 
 /// What the middleware needs to know to turn a handle into cookies; shared by all requests.
 pub(crate) struct Policy {
-    pub(crate) codec: CookieCodec,
+    pub(crate) codec: Arc<CookieCodec>,
     pub(crate) session: SessionConfig,
 }
 
@@ -68,10 +68,15 @@ pub struct AsyncSession {
 }
 
 struct Shared {
-    engine: SessionEngine,
-    actor: Addr<SessionActor>,
-    policy: Arc<Policy>,
+    binding: Arc<Binding>,
     state: Mutex<State>,
+}
+
+/// What every session of one worker shares: built once per worker, one `Arc` clone per request.
+pub(crate) struct Binding {
+    pub(crate) engine: SessionEngine,
+    pub(crate) actor: Addr<SessionActor>,
+    pub(crate) policy: Policy,
 }
 
 impl std::fmt::Debug for AsyncSession {
@@ -127,19 +132,12 @@ struct State {
 }
 
 impl AsyncSession {
-    pub(crate) fn new(
-        engine: SessionEngine,
-        actor: Addr<SessionActor>,
-        policy: Arc<Policy>,
-        cookie: Option<String>,
-    ) -> Self {
+    pub(crate) fn new(binding: Arc<Binding>, cookie: Option<String>) -> Self {
         let had_cookie = cookie.is_some();
         let identity = cookie.map_or(Identity::Anonymous, Identity::Unverified);
         AsyncSession {
             inner: Arc::new(Shared {
-                engine,
-                actor,
-                policy,
+                binding,
                 state: Mutex::new(State {
                     identity,
                     had_cookie,
@@ -156,14 +154,18 @@ impl AsyncSession {
     }
 
     fn key_for(&self, ticket: &Ticket) -> Arc<str> {
-        Arc::from(format!("{}:{}", self.inner.engine.key_prefix(), ticket.id))
+        Arc::from(format!(
+            "{}:{}",
+            self.inner.binding.engine.key_prefix(),
+            ticket.id
+        ))
     }
 
     /// Checks the cookie (once) and returns the current ticket and key, if any.
     fn resolve(&self, state: &mut State) -> Option<(Ticket, Arc<str>)> {
         if let Identity::Unverified(raw) = &state.identity {
-            state.identity = match self.inner.policy.codec.decode(raw) {
-                Some(ticket) if self.inner.policy.ttl(&ticket).is_some() => {
+            state.identity = match self.inner.binding.policy.codec.decode(raw) {
+                Some(ticket) if self.inner.binding.policy.ttl(&ticket).is_some() => {
                     let key = self.key_for(&ticket);
                     Identity::Stored(ticket, key)
                 }
@@ -179,16 +181,16 @@ impl AsyncSession {
 
     /// The refresh a command carries: the first eligible command of the request refreshes.
     fn take_refresh(&self, state: &mut State, ticket: &Ticket, write: bool) -> Option<Duration> {
-        let wanted = write || self.inner.policy.session.refresh == TtlRefresh::OnUse;
+        let wanted = write || self.inner.binding.policy.session.refresh == TtlRefresh::OnUse;
         if state.refreshed || !wanted {
             return None;
         }
-        let ttl = self.inner.policy.ttl(ticket)?;
+        let ttl = self.inner.binding.policy.ttl(ticket)?;
         state.refreshed = true;
         if let Identity::Stored(..) = state.identity {
             // A persistent cookie's Max-Age follows the server-side TTL.
             if state.cookie == CookieUpdate::Keep
-                && self.inner.policy.codec.config().lifecycle
+                && self.inner.binding.policy.codec.config().lifecycle
                     == crate::config::CookieLifecycle::Persistent
             {
                 state.cookie = CookieUpdate::Set(ticket.clone(), ttl);
@@ -199,7 +201,11 @@ impl AsyncSession {
 
     async fn call(&self, key: Arc<str>, op: Op, refresh: Option<Duration>) -> Result<Reply, Error> {
         let command = Command { key, op, refresh };
-        self.inner.engine.call(&self.inner.actor, command).await
+        self.inner
+            .binding
+            .engine
+            .call(&self.inner.binding.actor, command)
+            .await
     }
 
     /// Runs a read; `None` when there is no session (no store traffic at all then).
@@ -254,7 +260,7 @@ impl AsyncSession {
                         (ticket, key, true)
                     }
                 };
-                let Some(ttl) = self.inner.policy.ttl(&ticket) else {
+                let Some(ttl) = self.inner.binding.policy.ttl(&ticket) else {
                     // Lifetime ran out during the request: treat as gone.
                     state.identity = Identity::Anonymous;
                     continue;
@@ -487,7 +493,7 @@ impl AsyncSession {
                 return Ok(());
             };
             let ticket = Ticket::with_created(old_ticket.created);
-            let Some(ttl) = self.inner.policy.ttl(&ticket) else {
+            let Some(ttl) = self.inner.binding.policy.ttl(&ticket) else {
                 state.identity = Identity::Anonymous;
                 return Ok(());
             };
@@ -535,7 +541,7 @@ impl AsyncSession {
     fn encode<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<Vec<u8>, Error> {
         check_key(key)?;
         let raw = serde_json::to_vec(value).map_err(|e| Error::serialization(key, e))?;
-        let max = self.inner.policy.session.max_value_bytes;
+        let max = self.inner.binding.policy.session.max_value_bytes;
         if raw.len() > max {
             return Err(Error::ValueTooLarge {
                 key: key.to_owned(),

@@ -110,13 +110,9 @@ impl SessionActor {
 }
 
 impl Actor for SessionActor {
+    // The queue is bounded by the engine's depth counter, not by actix's mailbox capacity,
+    // which `do_send` ignores.
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        // The address-side queue is bounded by the engine's depth counter, not by actix's
-        // mailbox capacity (which `do_send` ignores anyway).
-        ctx.set_mailbox_capacity(usize::MAX);
-    }
 }
 
 impl Handler<Envelope> for SessionActor {

@@ -1,0 +1,243 @@
+//! The circumflex-session demo: `cargo run --example demo`.
+//!
+//! Listens on 127.0.0.1:$PORT (default 8080). Settings come from `config/default.toml` and the
+//! environment (`REDIS_URL`, `PORT`). Redis comes from `REDIS_URL` or the config if they name
+//! one; otherwise a private `redis-server` is started on a free port (and stopped on exit);
+//! otherwise the in-memory backend is used, loudly.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use actix_web::cookie::Key;
+use actix_web::http::StatusCode;
+use actix_web::{get, web, App, HttpResponse, HttpServer, ResponseError};
+use circumflex_session::{
+    AsyncSession, Config, Error, MemoryBackend, RedisBackend, SessionEngine, SessionMiddleware,
+};
+use serde::Deserialize;
+use serde_json::json;
+
+const PAGE: &str = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>circumflex-session demo</title></head>
+<body>
+<h1>circumflex-session demo</h1>
+<p>Sessions live in Redis, one hash each, read and written per key on demand.</p>
+<ul>
+<li><a href="/login?user=ann">/login?user=ann</a> renews the session and stores <code>user</code></li>
+<li><a href="/whoami">/whoami</a> reads <code>user</code></li>
+<li><a href="/counter">/counter</a> increments <code>counter</code> atomically</li>
+<li><a href="/kv/set?key=color&amp;value=blue">/kv/set?key=color&amp;value=blue</a> and
+    <a href="/kv/get?key=color">/kv/get?key=color</a> store and read any key</li>
+<li><a href="/logout">/logout</a> invalidates the session</li>
+</ul>
+<p>This page never touches the session: no Redis command, no cookie.</p>
+</body></html>"#;
+
+/// A private redis-server, killed when dropped.
+struct PrivateRedis(Child);
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn start_private_redis() -> Option<(PrivateRedis, String)> {
+    let port = free_port().ok()?;
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let redis = PrivateRedis(child);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some((redis, format!("redis://127.0.0.1:{port}")));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Session errors for this app: bad keys and values are the client's fault here (400, with the
+/// reason); everything else is the library's opaque 500/503.
+struct DemoError(Error);
+
+impl From<Error> for DemoError {
+    fn from(e: Error) -> Self {
+        DemoError(e)
+    }
+}
+
+impl std::fmt::Debug for DemoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Display for DemoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl ResponseError for DemoError {
+    fn status_code(&self) -> StatusCode {
+        match self.0 {
+            Error::InvalidKey(_) | Error::ValueTooLarge { .. } | Error::NotAnInteger(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            _ => self.0.status_code(),
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self.status_code() {
+            StatusCode::BAD_REQUEST => {
+                HttpResponse::BadRequest().json(json!({ "error": self.0.to_string() }))
+            }
+            _ => self.0.error_response(),
+        }
+    }
+}
+
+type Answer = Result<HttpResponse, DemoError>;
+
+#[get("/")]
+async fn index() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(PAGE)
+}
+
+#[derive(Deserialize)]
+struct Login {
+    user: String,
+}
+
+#[get("/login")]
+async fn login(session: AsyncSession, query: web::Query<Login>) -> Answer {
+    session.renew().await?;
+    session.set("user", &query.user).await?;
+    Ok(HttpResponse::Ok().json(json!({ "user": query.user })))
+}
+
+#[get("/whoami")]
+async fn whoami(session: AsyncSession) -> Answer {
+    let user: Option<String> = session.get("user").await?;
+    Ok(HttpResponse::Ok().json(json!({ "user": user })))
+}
+
+#[get("/counter")]
+async fn counter(session: AsyncSession) -> Answer {
+    let counter = session.incr("counter", 1).await?;
+    Ok(HttpResponse::Ok().json(json!({ "counter": counter })))
+}
+
+#[derive(Deserialize)]
+struct KvSet {
+    key: String,
+    value: String,
+}
+
+#[get("/kv/set")]
+async fn kv_set(session: AsyncSession, query: web::Query<KvSet>) -> Answer {
+    session.set(&query.key, &query.value).await?;
+    Ok(HttpResponse::Ok().json(json!({ "ok": true })))
+}
+
+#[derive(Deserialize)]
+struct KvGet {
+    key: String,
+}
+
+#[get("/kv/get")]
+async fn kv_get(session: AsyncSession, query: web::Query<KvGet>) -> Answer {
+    let value: Option<String> = session.get(&query.key).await?;
+    Ok(HttpResponse::Ok().json(json!({ "key": query.key, "value": value })))
+}
+
+#[get("/logout")]
+async fn logout(session: AsyncSession) -> Answer {
+    session.invalidate().await?;
+    Ok(HttpResponse::Ok().json(json!({ "ok": true })))
+}
+
+#[actix_web::main]
+async fn main() -> std::io::Result<()> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml");
+    let config = Config::load(path).map_err(std::io::Error::other)?;
+    let port: u16 = match std::env::var("PORT") {
+        Ok(p) => p
+            .parse()
+            .map_err(|_| std::io::Error::other(format!("PORT={p:?} is not a port number")))?,
+        Err(_) => 8080,
+    };
+
+    let mut private_redis = None;
+    let engine = match config.redis.url.clone() {
+        Some(url) => {
+            println!("using Redis at {url}");
+            redis_engine(&config, url).await?
+        }
+        None => match start_private_redis() {
+            Some((redis, url)) => {
+                println!("started a private redis-server at {url} (stopped on exit)");
+                private_redis = Some(redis);
+                redis_engine(&config, url).await?
+            }
+            None => {
+                eprintln!("==================================================================");
+                eprintln!(" WARNING: no REDIS_URL and no redis-server binary found.");
+                eprintln!(" Falling back to the IN-MEMORY backend: sessions vanish on exit.");
+                eprintln!(" Install Redis (apt-get install redis-server) or set REDIS_URL.");
+                eprintln!("==================================================================");
+                SessionEngine::with_config(
+                    MemoryBackend::with_prefix(config.redis.key_prefix.clone()),
+                    config.actor.clone(),
+                )
+                .map_err(std::io::Error::other)?
+            }
+        },
+    };
+
+    // A fresh key per run: cookies from an earlier run are simply not recognised. Load a fixed
+    // 64-byte key from a secret store in a real deployment.
+    let key = Key::generate();
+    let middleware =
+        SessionMiddleware::from_config(engine, key, &config).map_err(std::io::Error::other)?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(middleware.clone())
+            .service(index)
+            .service(login)
+            .service(whoami)
+            .service(counter)
+            .service(kv_set)
+            .service(kv_get)
+            .service(logout)
+    })
+    .bind(("127.0.0.1", port))?;
+    println!("listening on http://127.0.0.1:{port}");
+    let result = server.run().await;
+    drop(private_redis);
+    result
+}
+
+async fn redis_engine(config: &Config, url: String) -> std::io::Result<SessionEngine> {
+    let mut redis = config.redis.clone();
+    redis.url = Some(url);
+    let backend = RedisBackend::connect(redis)
+        .await
+        .map_err(std::io::Error::other)?;
+    SessionEngine::with_config(backend, config.actor.clone()).map_err(std::io::Error::other)
+}
