@@ -2,7 +2,7 @@
 //!
 //! `config/default.toml` deserialises into [`Config`]; the builders
 //! ([`SessionMiddleware::builder`](crate::SessionMiddleware::builder),
-//! [`SessionEngine::builder`](crate::SessionEngine::builder),
+//! [`SessionEngine::with_config`](crate::SessionEngine::with_config),
 //! [`RedisConfig`]) fill exactly these structs, so a file and code never disagree on a default.
 
 use std::time::Duration;

@@ -305,7 +305,3 @@ fn find_cookie(req: &ServiceRequest, name: &str) -> Option<String> {
             (k == name).then(|| v.trim_matches('"').to_owned())
         })
 }
-
-/// Re-exported for `TtlRefresh` docs links.
-#[doc(hidden)]
-pub type _TtlRefresh = TtlRefresh;

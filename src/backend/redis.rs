@@ -588,6 +588,7 @@ fn entries(value: Value) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::actor::message::META_CREATED;
     use std::sync::Arc;
     use std::time::Duration;
 

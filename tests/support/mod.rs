@@ -149,6 +149,12 @@ impl Drop for RedisServer {
     }
 }
 
+/// A loopback port with nothing listening on it (bound once, then released), for tests of a
+/// store that is down.
+pub fn unused_port() -> u16 {
+    free_port()
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
