@@ -21,6 +21,8 @@ pub const DEFAULT_TTI: Duration = Duration::from_secs(30 * 60);
 pub const DEFAULT_POOL_SIZE: u32 = 4;
 /// Default time to wait for a pooled connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default time Redis may take to answer before its connection is replaced.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default cookie name.
 pub const DEFAULT_COOKIE_NAME: &str = "session";
 /// Default largest serialised value accepted by `set` (64 KiB).
@@ -105,6 +107,9 @@ pub struct RedisConfig {
     pub pool_size: u32,
     /// How long to wait for a pooled connection, in milliseconds. Default 2000.
     pub connect_timeout_ms: u64,
+    /// How long to wait for Redis to answer a pipeline before the connection is considered
+    /// broken and replaced, in milliseconds. Default 2000.
+    pub response_timeout_ms: u64,
 }
 
 impl Default for RedisConfig {
@@ -117,6 +122,7 @@ impl Default for RedisConfig {
             key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
             pool_size: DEFAULT_POOL_SIZE,
             connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT.as_millis() as u64,
+            response_timeout_ms: DEFAULT_RESPONSE_TIMEOUT.as_millis() as u64,
         }
     }
 }
@@ -178,8 +184,19 @@ impl RedisConfig {
         self.url.as_deref().unwrap_or(DEFAULT_REDIS_URL)
     }
 
+    /// Sets how long Redis may take to answer before its connection is replaced (default 2 s).
+    #[must_use]
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout_ms = timeout.as_millis() as u64;
+        self
+    }
+
     pub(crate) fn connect_timeout_duration(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    pub(crate) fn response_timeout_duration(&self) -> Duration {
+        Duration::from_millis(self.response_timeout_ms)
     }
 
     /// Checks the prefix and pool size.
@@ -350,6 +367,20 @@ impl CookieConfig {
         if !self.path.starts_with('/') {
             return Err(Error::Config("cookie.path must start with '/'".into()));
         }
+        // A `;` or control character would let a setting inject cookie attributes.
+        let attribute_ok = |v: &str| !v.bytes().any(|b| b == b';' || b.is_ascii_control());
+        if !attribute_ok(&self.path) {
+            return Err(Error::Config(
+                "cookie.path must not contain ';' or control characters".into(),
+            ));
+        }
+        if let Some(domain) = &self.domain {
+            if domain.is_empty() || !attribute_ok(domain) || domain.contains(' ') {
+                return Err(Error::Config(format!(
+                    "cookie.domain {domain:?} is not a valid domain"
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -439,6 +470,14 @@ mod tests {
     fn zero_tti_is_rejected() {
         let err = Config::from_toml("[session]\ntti_secs = 0\n").unwrap_err();
         assert!(err.to_string().contains("tti_secs"), "{err}");
+    }
+
+    #[test]
+    fn cookie_attributes_cannot_be_injected_through_path_or_domain() {
+        let err = Config::from_toml("[cookie]\npath = \"/; Domain=evil\"\n").unwrap_err();
+        assert!(err.to_string().contains("cookie.path"), "{err}");
+        let err = Config::from_toml("[cookie]\ndomain = \"a.com; Secure\"\n").unwrap_err();
+        assert!(err.to_string().contains("cookie.domain"), "{err}");
     }
 
     #[test]

@@ -96,7 +96,15 @@ impl CookieCodec {
 
     /// Verifies an untrusted cookie value. Any failure (bad signature, garbage, unknown key,
     /// malformed payload) is `None`: the visitor simply has no session.
+    #[cfg(test)]
     pub(crate) fn decode(&self, raw: &str) -> Option<Ticket> {
+        self.verify(raw).map(|(ticket, _)| ticket)
+    }
+
+    /// Verifies an untrusted cookie value (`None` for any failure: bad signature, garbage,
+    /// unknown key, malformed payload), and tells whether an old key (not the current one)
+    /// verified it, so the caller can re-sign the cookie before the old key is retired.
+    pub(crate) fn verify(&self, raw: &str) -> Option<(Ticket, bool)> {
         // We send base64 as is (RFC 6265 allows `+/=` in values); accept a percent-encoded
         // copy too, as some clients and proxies re-encode.
         let cookie = if raw.contains('%') {
@@ -106,12 +114,12 @@ impl CookieCodec {
             Cookie::new(self.config.name.clone(), raw.to_owned())
         };
         let jar = CookieJar::new();
-        self.keys.iter().find_map(|key| {
+        self.keys.iter().enumerate().find_map(|(i, key)| {
             let verified = match self.config.security {
                 CookieSecurity::Signed => jar.signed(key).verify(cookie.clone()),
                 CookieSecurity::Private => jar.private(key).decrypt(cookie.clone()),
             }?;
-            Ticket::parse(verified.value())
+            Ticket::parse(verified.value()).map(|ticket| (ticket, i > 0))
         })
     }
 
@@ -253,7 +261,7 @@ mod tests {
         let old_value = old_codec.encode(&ticket, None).value().to_owned();
 
         let rotated = CookieCodec::new(Key::generate(), vec![old], CookieConfig::default());
-        assert_eq!(rotated.decode(&old_value), Some(ticket.clone()));
+        assert_eq!(rotated.verify(&old_value), Some((ticket.clone(), true)));
         let new_value = rotated.encode(&ticket, None).value().to_owned();
         assert_eq!(
             old_codec.decode(&new_value),

@@ -164,8 +164,16 @@ impl AsyncSession {
     /// Checks the cookie (once) and returns the current ticket and key, if any.
     fn resolve(&self, state: &mut State) -> Option<(Ticket, Arc<str>)> {
         if let Identity::Unverified(raw) = &state.identity {
-            state.identity = match self.inner.binding.policy.codec.decode(raw) {
-                Some(ticket) if self.inner.binding.policy.ttl(&ticket).is_some() => {
+            let policy = &self.inner.binding.policy;
+            state.identity = match policy.codec.verify(raw) {
+                Some((ticket, old_key)) if policy.ttl(&ticket).is_some() => {
+                    if old_key {
+                        // Verified by a retiring key: re-sign with the current one so the
+                        // session survives the old key's removal.
+                        if let Some(ttl) = policy.ttl(&ticket) {
+                            state.cookie = CookieUpdate::Set(ticket.clone(), ttl);
+                        }
+                    }
                     let key = self.key_for(&ticket);
                     Identity::Stored(ticket, key)
                 }
@@ -245,19 +253,19 @@ impl AsyncSession {
     /// the old id never comes back.
     async fn write(&self, op: impl Fn(WriteMode) -> Op) -> Result<Reply, Error> {
         for _ in 0..2 {
-            let (key, mode, refresh) = {
+            let (key, mode, refresh, rollback) = {
                 let mut state = self.lock();
-                let (ticket, key, issued) = match self.resolve(&mut state) {
+                let (ticket, key, issued, fresh) = match self.resolve(&mut state) {
                     Some((ticket, key)) => {
                         let issued = matches!(state.identity, Identity::Issued(..));
-                        (ticket, key, issued)
+                        (ticket, key, issued, false)
                     }
                     None => {
                         let ticket = Ticket::generate();
                         let key = self.key_for(&ticket);
                         state.identity = Identity::Issued(ticket.clone(), key.clone());
                         state.refreshed = false;
-                        (ticket, key, true)
+                        (ticket, key, true, true)
                     }
                 };
                 let Some(ttl) = self.inner.binding.policy.ttl(&ticket) else {
@@ -265,6 +273,7 @@ impl AsyncSession {
                     state.identity = Identity::Anonymous;
                     continue;
                 };
+                let rollback = fresh.then(|| state.cookie.clone());
                 let mode = if issued {
                     state.cookie = CookieUpdate::Set(ticket.clone(), ttl);
                     WriteMode::Create {
@@ -275,9 +284,24 @@ impl AsyncSession {
                     WriteMode::Existing
                 };
                 let refresh = self.take_refresh(&mut state, &ticket, true);
-                (key, mode, refresh)
+                (key, mode, refresh, rollback)
             };
-            let reply = self.call(key.clone(), op(mode), refresh).await?;
+            let reply = match self.call(key.clone(), op(mode), refresh).await {
+                Ok(reply) => reply,
+                Err(e) => {
+                    // The id was generated for this write and the store never confirmed it:
+                    // send no cookie naming a session that may not exist.
+                    if let Some(previous) = rollback {
+                        let mut state = self.lock();
+                        if matches!(&state.identity, Identity::Issued(_, k) if *k == key) {
+                            state.identity = Identity::Anonymous;
+                            state.refreshed = false;
+                            state.cookie = previous;
+                        }
+                    }
+                    return Err(e);
+                }
+            };
             if reply != Reply::Gone {
                 return Ok(reply);
             }

@@ -519,7 +519,15 @@ async fn a_cookie_signed_with_an_old_key_is_accepted_after_rotation() {
 
     let me = send(&rotated, get("/whoami", Some(&old_cookie)).to_request()).await;
     assert_eq!(user_of(&me), json!("ann"), "old key no longer verifies");
-    me.assert_no_cookie("read with an old-key cookie");
+    // The first use re-signs the cookie with the new key, same session, so it survives the
+    // old key's retirement.
+    let resigned = me.cookie();
+    assert_ne!(resigned.value(), old_cookie.value());
+    assert_eq!(
+        user_of(&send(&new_only, get("/whoami", Some(&resigned)).to_request()).await),
+        json!("ann"),
+        "the re-signed cookie verifies with the new key alone"
+    );
     let count = send(&rotated, get("/counter", Some(&old_cookie)).to_request()).await;
     assert_eq!(count.json(), json!({ "counter": 1 }));
 
@@ -912,10 +920,7 @@ fn assert_opaque_503(reply: &Reply, port: u16) {
 
 #[actix_web::test]
 async fn a_session_route_answers_an_opaque_503_when_nothing_listens_at_the_redis_port() {
-    let port = {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    let port = support::unused_port();
     let engine = engine_at(format!("redis://127.0.0.1:{port}")).await;
     let app = init_service(
         App::new()
@@ -936,6 +941,27 @@ async fn a_session_route_answers_an_opaque_503_when_nothing_listens_at_the_redis
         send(&app, get("/plain", None).to_request()).await.status,
         StatusCode::OK
     );
+}
+
+/// The middleware sends a cookie only when the request issued a session; a first write that
+/// Redis never received issued none, so its error response must not hand out an id that names
+/// nothing.
+#[actix_web::test]
+async fn a_first_write_that_fails_sends_no_cookie_for_the_session_it_could_not_store() {
+    let port = support::unused_port();
+    let engine = engine_at(format!("redis://127.0.0.1:{port}")).await;
+    let app = init_service(
+        App::new()
+            .wrap(SessionMiddleware::new(engine, Key::generate()))
+            .configure(routes),
+    )
+    .await;
+
+    for uri in ["/counter", "/login?user=ann", "/kv/set?key=a&value=b"] {
+        let reply = send(&app, get(uri, None).to_request()).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{uri}");
+        reply.assert_no_cookie(&format!("{uri} failed with 503"));
+    }
 }
 
 #[actix_web::test]

@@ -7,14 +7,15 @@
 //! | `Get` / `mget` | `HMGET` (reads of one session in a batch fuse into one `HMGET`) |
 //! | `Entries` | `HGETALL` |
 //! | `Set`, `Remove`, `Incr`, `SetIfAbsent` | `EVALSHA` of the write script |
-//! | `Invalidate` | `DEL` |
+//! | `Invalidate` | `EVALSHA` of a one-line `DEL` script |
 //! | `Touch`, and the refresh of a read | `PEXPIRE` (at most one per session per batch) |
 //! | `Renew` | `EVALSHA` of the renew script |
 //!
 //! The write script checks `EXISTS` first, so a write to an expired or invalidated session
 //! replies "gone" instead of creating a partial hash under the old id. Scripts are sent by
-//! SHA; on `NOSCRIPT` (a restarted Redis) they are loaded and the batch is sent once more,
-//! which is safe because every command outside the scripts is idempotent and no script ran.
+//! SHA; on `NOSCRIPT` (a restarted Redis) they are loaded and the batch is sent once more.
+//! That is safe because every state-changing command (`DEL` included) runs inside a script, and
+//! none ran; what did run (reads, `EXISTS`, `PEXPIRE`) gives the same answers when repeated.
 
 use std::collections::HashMap;
 
@@ -22,7 +23,7 @@ use bb8::{ManageConnection, Pool};
 use bb8_redis::RedisConnectionManager;
 use futures::future::BoxFuture;
 use redis::aio::MultiplexedConnection;
-use redis::{IntoConnectionInfo, RedisError, Script, Value};
+use redis::{AsyncConnectionConfig, IntoConnectionInfo, RedisError, Script, Value};
 
 use crate::actor::message::{Command, Op, Reply, WriteMode, META_PREFIX};
 use crate::backend::{Backend, BatchReplies};
@@ -65,6 +66,10 @@ if not created and ttl > 0 then redis.call('PEXPIRE', key, ttl) end
 return {1, result}
 "#;
 
+/// `DEL` as a script, so that a pipeline that meets `NOSCRIPT` has run no state-changing command
+/// outside a script and can be replayed whole.
+const INVALIDATE_SCRIPT: &str = "return redis.call('DEL', KEYS[1])";
+
 const RENEW_SCRIPT: &str = r#"
 local data = redis.call('HGETALL', KEYS[1])
 if #data == 0 then return 0 end
@@ -84,15 +89,24 @@ pub(crate) struct TrackedConnection {
     broken: bool,
 }
 
-/// bb8-redis's manager plus broken-connection tracking.
-pub(crate) struct Manager(RedisConnectionManager);
+/// bb8-redis's manager plus broken-connection tracking and our own timeouts: connections are
+/// opened with a response timeout equal to `redis.response_timeout_ms` (redis-rs defaults to
+/// 500 ms, which would cut every operation deadline above it short).
+pub(crate) struct Manager {
+    client: redis::Client,
+    config: AsyncConnectionConfig,
+    ping: RedisConnectionManager,
+}
 
 impl ManageConnection for Manager {
     type Connection = TrackedConnection;
     type Error = RedisError;
 
     async fn connect(&self) -> Result<Self::Connection, Self::Error> {
-        let conn = self.0.connect().await?;
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await?;
         Ok(TrackedConnection {
             conn,
             broken: false,
@@ -100,7 +114,7 @@ impl ManageConnection for Manager {
     }
 
     async fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {
-        self.0.is_valid(&mut conn.conn).await
+        self.ping.is_valid(&mut conn.conn).await
     }
 
     fn has_broken(&self, conn: &mut Self::Connection) -> bool {
@@ -121,6 +135,7 @@ pub struct RedisBackend {
     prefix: String,
     write: Script,
     renew: Script,
+    invalidate: Script,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -152,18 +167,25 @@ impl RedisBackend {
             settings = settings.set_password(password);
         }
         info = info.set_redis_settings(settings);
-        let manager = RedisConnectionManager::new(info).map_err(Error::Unavailable)?;
+        let manager = Manager {
+            client: redis::Client::open(info.clone()).map_err(Error::Unavailable)?,
+            config: AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(config.connect_timeout_duration()))
+                .set_response_timeout(Some(config.response_timeout_duration())),
+            ping: RedisConnectionManager::new(info).map_err(Error::Unavailable)?,
+        };
         let pool = Pool::builder()
             .max_size(config.pool_size)
             .min_idle(None)
             .test_on_check_out(false)
             .connection_timeout(config.connect_timeout_duration())
-            .build_unchecked(Manager(manager));
+            .build_unchecked(manager);
         Ok(Self {
             pool,
             prefix: config.key_prefix,
             write: Script::new(WRITE_SCRIPT),
             renew: Script::new(RENEW_SCRIPT),
+            invalidate: Script::new(INVALIDATE_SCRIPT),
         })
     }
 
@@ -175,12 +197,13 @@ impl RedisBackend {
                 "timed out waiting for a pooled Redis connection",
             ))),
         })?;
-        let pipe = plan.pipeline(&self.write, &self.renew);
+        let pipe = plan.pipeline(&self.write, &self.renew, &self.invalidate);
         let mut replies = query(&mut conn, &pipe).await?;
         if replies.iter().any(is_noscript) {
             let mut load = redis::pipe();
             load.cmd("SCRIPT").arg("LOAD").arg(WRITE_SCRIPT);
             load.cmd("SCRIPT").arg("LOAD").arg(RENEW_SCRIPT);
+            load.cmd("SCRIPT").arg("LOAD").arg(INVALIDATE_SCRIPT);
             query(&mut conn, &load).await?;
             replies = query(&mut conn, &pipe).await?;
         }
@@ -313,11 +336,18 @@ impl<'a> Plan<'a> {
                 plan.fused_refreshes += 1;
             }
             let refresh = command.refresh.filter(|_| !state.refreshed);
-            if !command.op.is_write() && !matches!(command.op, Op::Touch) {
-                if let Some(ttl) = refresh {
-                    state.expire = Some(plan.steps.len());
-                    plan.steps.push(Step::Expire(key, millis(ttl)));
-                    state.refreshed = true;
+            let is_read = matches!(command.op, Op::Get(_) | Op::Entries);
+            if is_read && command.refresh.is_some() && state.expire.is_none() {
+                // A refreshing read must learn whether the session exists, and only a plain
+                // PEXPIRE earlier in the batch (with no creating write, invalidate or renew since)
+                // tells it. A refresh folded into a write script does not: check existence here.
+                state.expire = Some(plan.steps.len());
+                match refresh {
+                    Some(ttl) => {
+                        plan.steps.push(Step::Expire(key, millis(ttl)));
+                        state.refreshed = true;
+                    }
+                    None => plan.steps.push(Step::Exists(key)),
                 }
             }
             let route = match &command.op {
@@ -377,6 +407,15 @@ impl<'a> Plan<'a> {
                 }
                 Op::Set(..) | Op::Remove(_) | Op::Incr(..) | Op::SetIfAbsent(..) => {
                     state.open_read = None;
+                    if matches!(
+                        command.op,
+                        Op::Set(WriteMode::Create { .. }, _)
+                            | Op::Incr(WriteMode::Create { .. }, ..)
+                            | Op::SetIfAbsent(WriteMode::Create { .. }, ..)
+                    ) {
+                        // It may create the session an earlier PEXPIRE found missing.
+                        state.expire = None;
+                    }
                     let refresh_ms = match refresh {
                         Some(ttl) => {
                             state.refreshed = true;
@@ -402,7 +441,7 @@ impl<'a> Plan<'a> {
     }
 
     /// Encodes the steps as one pipeline; per-command errors stay in their slots.
-    fn pipeline(&self, write: &Script, renew: &Script) -> redis::Pipeline {
+    fn pipeline(&self, write: &Script, renew: &Script, invalidate: &Script) -> redis::Pipeline {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for step in &self.steps {
@@ -420,7 +459,10 @@ impl<'a> Plan<'a> {
                     pipe.cmd("HGETALL").arg(*key);
                 }
                 Step::Del(key) => {
-                    pipe.cmd("DEL").arg(*key);
+                    pipe.cmd("EVALSHA")
+                        .arg(invalidate.get_hash())
+                        .arg(1)
+                        .arg(*key);
                 }
                 Step::Renew(from, to, ms) => {
                     pipe.cmd("EVALSHA")
