@@ -1,0 +1,411 @@
+//! Baseline servers for the session benchmark: the same routes, answered by different session
+//! layers, so that `loadtest` can compare them.
+//!
+//! ```text
+//! cargo run --release --example bench_server -- --mode actix-session --port 8080 \
+//!     --redis-url redis://127.0.0.1:6390 --workers 1
+//! ```
+//!
+//! Modes:
+//! - `none`: the ceiling. No session layer; `/login` sets a plain random `sid` cookie and `/incr`
+//!   keeps a per-`sid` counter in an in-process map, so the load tool's checks pass unchanged.
+//! - `actix-session`: actix-session 0.11 with its `RedisSessionStore`.
+//! - `circumflex`: this crate (`AsyncSession` over the `SessionActor` and `RedisBackend`).
+//!   `--placement per_worker|shared`, `--max-in-flight N` and `--max-batch N` tune the actor.
+//!
+//! Routes (all `GET`, all answering JSON):
+//! - `/login?filler=N`: creates the session with `a` = "alpha", `b` = "beta", `counter` = 0 and
+//!   N filler keys `f0..f{N-1}` of 200 bytes each. Answers `{"ok":true}`.
+//! - `/read`: reads `a` and `b`, answers `{"a":..,"b":..}`.
+//! - `/incr`: reads `counter`, adds one, writes it back, answers `{"counter":N}`.
+//! - `/noop`: does not touch the session, answers `{"ok":true}`.
+//!
+//! `/read` and `/incr` answer 401 when there is no session, so that a lost session shows up as
+//! an error in the load tool instead of as a fast answer.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use actix_session::storage::RedisSessionStore;
+use actix_session::{Session, SessionMiddleware};
+use actix_web::cookie::{Cookie, Key};
+use actix_web::http::header::{self, ContentType};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use circumflex_session::{
+    ActorConfig, Placement, RedisBackend, RedisConfig, SessionEngine,
+    SessionMiddleware as CircumflexMiddleware,
+};
+use serde::{Deserialize, Serialize};
+
+const USAGE: &str = "\
+usage: bench_server --mode none|actix-session [--port N] [--redis-url URL] [--workers N]
+  --port N          port on 127.0.0.1 (default 8080; 0 picks a free one)
+  --redis-url URL   Redis for the session store (default redis://127.0.0.1:6379)
+  --workers N       actix-web workers (default 1)
+  --placement P     circumflex actor placement: per_worker (default) or shared
+  --max-in-flight N circumflex pipelines in flight per actor (default 1)
+  --max-batch N     circumflex commands per pipeline (default 256)";
+
+/// Most filler keys a login may ask for.
+const MAX_FILLER: usize = 10_000;
+/// Size of one filler value.
+const FILLER_BYTES: usize = 200;
+const OK_BODY: &str = r#"{"ok":true}"#;
+const NO_SESSION_BODY: &str = r#"{"error":"no session"}"#;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    None,
+    ActixSession,
+    Circumflex,
+}
+
+impl Mode {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "none" => Some(Mode::None),
+            "actix-session" => Some(Mode::ActixSession),
+            "circumflex" => Some(Mode::Circumflex),
+            _ => None,
+        }
+    }
+}
+
+struct Config {
+    mode: Mode,
+    port: u16,
+    redis_url: String,
+    workers: usize,
+    actor: ActorConfig,
+}
+
+fn parse_args() -> Result<Config, String> {
+    let mut mode = None;
+    let mut port = 8080u16;
+    let mut redis_url = "redis://127.0.0.1:6379".to_string();
+    let mut workers = 1usize;
+    let mut actor = ActorConfig::default();
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let (key, inline) = match arg.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (arg.clone(), None),
+        };
+        if key == "--help" || key == "-h" {
+            return Err(String::new());
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => it.next().ok_or_else(|| format!("{key} needs a value"))?,
+        };
+        match key.as_str() {
+            "--mode" => {
+                mode = Some(Mode::parse(&value).ok_or_else(|| format!("unknown mode {value:?}"))?)
+            }
+            "--port" => port = value.parse().map_err(|_| format!("bad port {value:?}"))?,
+            "--redis-url" => redis_url = value,
+            "--workers" => {
+                workers = value
+                    .parse()
+                    .ok()
+                    .filter(|&n| n >= 1)
+                    .ok_or_else(|| format!("bad worker count {value:?}"))?
+            }
+            "--placement" => {
+                actor.placement = match value.as_str() {
+                    "per_worker" => Placement::PerWorker,
+                    "shared" => Placement::Shared,
+                    _ => return Err(format!("bad placement {value:?}")),
+                }
+            }
+            "--max-in-flight" => {
+                actor.max_in_flight = value.parse().map_err(|_| format!("bad number {value:?}"))?
+            }
+            "--max-batch" => {
+                actor.max_batch = value.parse().map_err(|_| format!("bad number {value:?}"))?
+            }
+            _ => return Err(format!("unknown option {key}")),
+        }
+    }
+    Ok(Config {
+        mode: mode.ok_or("--mode is required")?,
+        port,
+        redis_url,
+        workers,
+        actor,
+    })
+}
+
+#[derive(Deserialize)]
+struct LoginQuery {
+    filler: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct ReadBody<'a> {
+    a: &'a str,
+    b: &'a str,
+}
+
+fn json(body: String) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(ContentType::json())
+        .body(body)
+}
+
+fn ok() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(ContentType::json())
+        .body(OK_BODY)
+}
+
+fn no_session() -> HttpResponse {
+    HttpResponse::Unauthorized()
+        .insert_header(ContentType::json())
+        .body(NO_SESSION_BODY)
+}
+
+fn counter_body(n: u64) -> String {
+    format!(r#"{{"counter":{n}}}"#)
+}
+
+async fn noop() -> HttpResponse {
+    ok()
+}
+
+fn announce(addrs: &[std::net::SocketAddr]) {
+    for addr in addrs {
+        println!("listening on http://{addr}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mode `none`: the ceiling, no session layer at all.
+
+/// Per-login counters, keyed by the random `sid` cookie value.
+#[derive(Default)]
+struct Counters(Mutex<HashMap<String, u64>>);
+
+/// The `sid` value from the request's `Cookie` header(s), without parsing every cookie.
+fn sid(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix("sid="))
+}
+
+mod plain {
+    use super::*;
+
+    pub async fn login(counters: web::Data<Counters>) -> HttpResponse {
+        let sid = format!("{:016x}", rand::random::<u64>());
+        match counters.0.lock() {
+            Ok(mut map) => {
+                map.insert(sid.clone(), 0);
+            }
+            Err(_) => return HttpResponse::InternalServerError().finish(),
+        }
+        HttpResponse::Ok()
+            .insert_header(ContentType::json())
+            .cookie(Cookie::build("sid", sid).path("/").http_only(true).finish())
+            .body(OK_BODY)
+    }
+
+    pub async fn read(req: HttpRequest) -> HttpResponse {
+        if sid(&req).is_none() {
+            return no_session();
+        }
+        match serde_json::to_string(&ReadBody {
+            a: "alpha",
+            b: "beta",
+        }) {
+            Ok(body) => json(body),
+            Err(_) => HttpResponse::InternalServerError().finish(),
+        }
+    }
+
+    pub async fn incr(req: HttpRequest, counters: web::Data<Counters>) -> HttpResponse {
+        let Some(sid) = sid(&req) else {
+            return no_session();
+        };
+        let n = match counters.0.lock() {
+            Ok(mut map) => match map.get_mut(sid) {
+                Some(n) => {
+                    *n += 1;
+                    *n
+                }
+                None => return no_session(),
+            },
+            Err(_) => return HttpResponse::InternalServerError().finish(),
+        };
+        json(counter_body(n))
+    }
+}
+
+async fn serve_none(cfg: &Config) -> std::io::Result<()> {
+    let counters = web::Data::new(Counters::default());
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(counters.clone())
+            .route("/login", web::get().to(plain::login))
+            .route("/read", web::get().to(plain::read))
+            .route("/incr", web::get().to(plain::incr))
+            .route("/noop", web::get().to(noop))
+    })
+    .workers(cfg.workers)
+    .shutdown_timeout(1)
+    .bind(("127.0.0.1", cfg.port))?;
+    announce(&server.addrs());
+    server.run().await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mode `actix-session`: actix-session 0.11 with its Redis store.
+
+mod actix_sess {
+    use super::*;
+
+    pub async fn login(
+        session: Session,
+        query: web::Query<LoginQuery>,
+    ) -> actix_web::Result<HttpResponse> {
+        let filler = query.filler.unwrap_or(0).min(MAX_FILLER);
+        session.insert("a", "alpha")?;
+        session.insert("b", "beta")?;
+        session.insert("counter", 0u64)?;
+        let value = "x".repeat(FILLER_BYTES);
+        for i in 0..filler {
+            session.insert(format!("f{i}"), &value)?;
+        }
+        Ok(ok())
+    }
+
+    pub async fn read(session: Session) -> actix_web::Result<HttpResponse> {
+        let (Some(a), Some(b)) = (session.get::<String>("a")?, session.get::<String>("b")?) else {
+            return Ok(no_session());
+        };
+        Ok(json(serde_json::to_string(&ReadBody { a: &a, b: &b })?))
+    }
+
+    pub async fn incr(session: Session) -> actix_web::Result<HttpResponse> {
+        let Some(n) = session.get::<u64>("counter")? else {
+            return Ok(no_session());
+        };
+        let n = n + 1;
+        session.insert("counter", n)?;
+        Ok(json(counter_body(n)))
+    }
+}
+
+async fn serve_actix_session(cfg: &Config) -> std::io::Result<()> {
+    let store = RedisSessionStore::new(cfg.redis_url.clone())
+        .await
+        .map_err(|e| std::io::Error::other(format!("redis {}: {e}", cfg.redis_url)))?;
+    let key = Key::generate();
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(
+                SessionMiddleware::builder(store.clone(), key.clone())
+                    .cookie_secure(false)
+                    .build(),
+            )
+            .route("/login", web::get().to(actix_sess::login))
+            .route("/read", web::get().to(actix_sess::read))
+            .route("/incr", web::get().to(actix_sess::incr))
+            .route("/noop", web::get().to(noop))
+    })
+    .workers(cfg.workers)
+    .shutdown_timeout(1)
+    .bind(("127.0.0.1", cfg.port))?;
+    announce(&server.addrs());
+    server.run().await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mode `circumflex`: this crate.
+
+mod circ {
+    use super::*;
+    use circumflex_session::AsyncSession;
+
+    pub async fn login(
+        session: AsyncSession,
+        query: web::Query<LoginQuery>,
+    ) -> actix_web::Result<HttpResponse> {
+        let filler = query.filler.unwrap_or(0).min(MAX_FILLER);
+        let value = serde_json::Value::String("x".repeat(FILLER_BYTES));
+        let mut entries = vec![
+            ("a".to_owned(), serde_json::json!("alpha")),
+            ("b".to_owned(), serde_json::json!("beta")),
+            ("counter".to_owned(), serde_json::json!(0)),
+        ];
+        entries.extend((0..filler).map(|i| (format!("f{i}"), value.clone())));
+        session.set_many(entries).await?;
+        Ok(ok())
+    }
+
+    pub async fn read(session: AsyncSession) -> actix_web::Result<HttpResponse> {
+        let values = session.mget::<String>(&["a", "b"]).await?;
+        let [Some(a), Some(b)] = &values[..] else {
+            return Ok(no_session());
+        };
+        Ok(json(serde_json::to_string(&ReadBody { a, b })?))
+    }
+
+    /// A get then a set, as in the other modes (`AsyncSession::incr` would do it in one).
+    pub async fn incr(session: AsyncSession) -> actix_web::Result<HttpResponse> {
+        let Some(n) = session.get::<u64>("counter").await? else {
+            return Ok(no_session());
+        };
+        let n = n + 1;
+        session.set("counter", &n).await?;
+        Ok(json(counter_body(n)))
+    }
+}
+
+async fn serve_circumflex(cfg: &Config) -> std::io::Result<()> {
+    let backend = RedisBackend::connect(RedisConfig::new(cfg.redis_url.clone()))
+        .await
+        .map_err(std::io::Error::other)?;
+    let engine =
+        SessionEngine::with_config(backend, cfg.actor.clone()).map_err(std::io::Error::other)?;
+    let key = Key::generate();
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(
+                CircumflexMiddleware::builder(engine.clone(), key.clone())
+                    .cookie_secure(false)
+                    .build(),
+            )
+            .route("/login", web::get().to(circ::login))
+            .route("/read", web::get().to(circ::read))
+            .route("/incr", web::get().to(circ::incr))
+            .route("/noop", web::get().to(noop))
+    })
+    .workers(cfg.workers)
+    .shutdown_timeout(1)
+    .bind(("127.0.0.1", cfg.port))?;
+    announce(&server.addrs());
+    server.run().await
+}
+
+#[actix_web::main]
+async fn main() -> std::io::Result<()> {
+    let cfg = match parse_args() {
+        Ok(cfg) => cfg,
+        Err(msg) if msg.is_empty() => {
+            println!("{USAGE}");
+            return Ok(());
+        }
+        Err(msg) => {
+            eprintln!("bench_server: {msg}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    match cfg.mode {
+        Mode::None => serve_none(&cfg).await,
+        Mode::ActixSession => serve_actix_session(&cfg).await,
+        Mode::Circumflex => serve_circumflex(&cfg).await,
+    }
+}

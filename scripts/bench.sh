@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# Compare session layers under the same closed-loop load (draft).
+#
+# Builds the two examples in release mode, starts a private redis-server on a free loopback port,
+# then for each run and each server: starts `bench_server --mode SERVER` (pinned to SERVER_CPU),
+# runs `loadtest` (pinned to CLIENT_CPU) once per workload, and stops the server. Servers are
+# interleaved run by run so that slow drift of the machine hits all of them alike. At the end a
+# markdown table is printed; every raw result is kept in $OUT.
+#
+# Knobs (environment):
+#   SERVERS    servers to compare, each a --mode of bench_server ("none actix-session circumflex")
+#   SERVER_ARGS extra bench_server arguments (e.g. "--placement shared --max-in-flight 2")
+#   WORKLOADS  subset of: read incr noop read50 ("read incr noop read50")
+#   RUNS       repetitions of every cell (2)     DURATION  measured seconds per cell (10)
+#   USERS      virtual users (64)                WARMUP    seconds not counted (1)
+#   WORKERS    actix-web workers per server (1)
+#   SERVER_CPU / CLIENT_CPU  cores for taskset (0 / 1); Redis shares the server's core
+#   OUT        result folder (target/bench/<timestamp>)
+#
+# Example: DURATION=3 RUNS=2 scripts/bench.sh
+set -euo pipefail
+
+SERVERS=${SERVERS:-"none actix-session circumflex"}
+WORKLOADS=${WORKLOADS:-"read incr noop read50"}
+RUNS=${RUNS:-2}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-1}
+USERS=${USERS:-64}
+WORKERS=${WORKERS:-1}
+SERVER_ARGS=${SERVER_ARGS:-}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$TARGET/release/examples
+OUT=${OUT:-$TARGET/bench/$(date +%Y%m%d-%H%M%S)}
+
+if ! command -v jq >/dev/null || ! command -v redis-server >/dev/null; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+        echo "bench.sh: installing jq and redis-server with apt-get"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq redis-server >/dev/null ||
+            { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq redis-server >/dev/null; }
+    fi
+fi
+for tool in redis-server redis-cli jq taskset ss; do
+    command -v "$tool" >/dev/null || {
+        echo "bench.sh: '$tool' is missing (apt-get install redis-server jq util-linux iproute2)" >&2
+        exit 2
+    }
+done
+
+# Workload name -> login path, hammered path, check.
+workload() {
+    case $1 in
+        read) echo "/login /read json" ;;
+        incr) echo "/login /incr counter" ;;
+        noop) echo "/login /noop json" ;;
+        read50) echo "/login?filler=50 /read json" ;;
+        *) echo "bench.sh: unknown workload $1" >&2; return 1 ;;
+    esac
+}
+for w in $WORKLOADS; do workload "$w" >/dev/null; done
+
+REDIS_PID=""
+SERVER_PID=""
+cleanup() {
+    # Only the processes this script started.
+    for pid in $SERVER_PID $REDIS_PID; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in $SERVER_PID $REDIS_PID; do
+        for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    local p
+    for _ in $(seq 1 100); do
+        p=$((20000 + RANDOM % 30000))
+        if [ -z "$(ss -Htln "( sport = :$p )")" ]; then
+            echo "$p"
+            return 0
+        fi
+    done
+    echo "bench.sh: no free port found" >&2
+    return 1
+}
+
+stop_server() {
+    [ -n "$SERVER_PID" ] || return 0
+    kill "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+}
+
+echo "== building (release)" >&2
+(cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release --example loadtest --example bench_server)
+
+mkdir -p "$OUT"
+RESULTS=$OUT/results.jsonl
+: >"$RESULTS"
+
+REDIS_PORT=$(free_port)
+taskset -c "$SERVER_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' \
+    --appendonly no --daemonize no >"$OUT/redis.log" 2>&1 &
+REDIS_PID=$!
+for _ in $(seq 1 50); do
+    redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+    sleep 0.1
+done
+redis-cli -p "$REDIS_PORT" ping >/dev/null || { echo "bench.sh: redis did not start" >&2; exit 1; }
+REDIS_URL=redis://127.0.0.1:$REDIS_PORT
+echo "== redis on $REDIS_URL (pid $REDIS_PID), results in $OUT" >&2
+
+failures=0
+for run in $(seq 1 "$RUNS"); do
+    for server in $SERVERS; do
+        log=$OUT/server-$server-$run.log
+        : >"$log" # exists before the server's own redirect, for the polling below
+        taskset -c "$SERVER_CPU" "$BIN/bench_server" --mode "$server" --port 0 \
+            --redis-url "$REDIS_URL" --workers "$WORKERS" ${SERVER_ARGS:-} >"$log" 2>&1 &
+        SERVER_PID=$!
+        port=""
+        for _ in $(seq 1 100); do
+            port=$(sed -n 's|^listening on http://127\.0\.0\.1:\([0-9]*\)$|\1|p' "$log" 2>/dev/null | head -n1 || true)
+            [ -n "$port" ] && break
+            kill -0 "$SERVER_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        if [ -z "$port" ]; then
+            echo "bench.sh: server '$server' did not start:" >&2
+            cat "$log" >&2
+            stop_server
+            failures=$((failures + 1))
+            continue
+        fi
+        for w in $WORKLOADS; do
+            read -r login path check <<<"$(workload "$w")"
+            redis-cli -p "$REDIS_PORT" flushall >/dev/null
+            echo "== run $run  $server  $w" >&2
+            out=$OUT/$server-$w-$run.txt
+            rc=0
+            timeout $((DURATION + WARMUP + 30)) taskset -c "$CLIENT_CPU" "$BIN/loadtest" \
+                --url "http://127.0.0.1:$port" --login "$login" --path "$path" --check "$check" \
+                --users "$USERS" --duration "$DURATION" --warmup "$WARMUP" \
+                --redis-url "$REDIS_URL" --rss-pid "$SERVER_PID" --label "$server/$w" --json \
+                >"$out" 2>&1 || rc=$?
+            grep -v '^{' "$out" >&2 || true
+            if [ "$rc" -ne 0 ]; then
+                echo "bench.sh: loadtest exited with $rc for $server/$w (run $run)" >&2
+                failures=$((failures + 1))
+            fi
+            grep '^{' "$out" | jq -c --arg s "$server" --arg w "$w" --argjson r "$run" --argjson rc "$rc" \
+                '. + {server: $s, workload: $w, run: $r, exit: $rc}' >>"$RESULTS" || true
+        done
+        stop_server
+    done
+done
+
+# Markdown summary: mean over runs per (workload, server); ratio to the `none` ceiling.
+echo
+echo "DURATION=${DURATION}s WARMUP=${WARMUP}s USERS=$USERS WORKERS=$WORKERS RUNS=$RUNS" \
+    "server+redis on cpu $SERVER_CPU, loadtest on cpu $CLIENT_CPU; $(nproc) cpus;" \
+    "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+jq -r -s --arg servers "$SERVERS" --arg workloads "$WORKLOADS" '
+  def mean: map(select(. != null)) | if length == 0 then null else add / length end;
+  # Fixed decimals for non-negative numbers: 3.14159 | f(2) == "3.14".
+  def f(d): if . == null then "—"
+    elif d == 0 then (round | tostring)
+    else (. * pow(10; d) | round | tostring) as $n
+      | ("0" * ([d + 1 - ($n | length), 0] | max) + $n) as $p
+      | $p[0:($p | length) - d] + "." + $p[($p | length) - d:]
+    end;
+  ($servers | split(" ") | map(select(length > 0))) as $S
+  | ($workloads | split(" ") | map(select(length > 0))) as $W
+  | . as $all
+  | "| workload | server | runs | rps (mean) | rps min–max | vs none | p50 µs | p99 µs | client CPU | redis cmds/req | redis bytes/req | redis CPU µs/req | errors |",
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ($W[] as $w
+     | ([$all[] | select(.workload == $w and .server == "none") | .rps] | mean) as $ceil
+     | $S[] as $s
+     | [$all[] | select(.workload == $w and .server == $s)] as $c
+     | if ($c | length) == 0 then "| \($w) | \($s) | 0 | — | — | — | — | — | — | — | — | — | — |"
+       else
+         ([$c[].rps] | mean) as $rps
+         | "| \($w) | \($s) | \($c | length) | \($rps | f(0)) | \([$c[].rps] | min | f(0))–\([$c[].rps] | max | f(0))"
+           + " | \(if $ceil then ($rps / $ceil * 100 | f(0)) + "%" else "—" end)"
+           + " | \([$c[].latency_us.p50] | mean | f(0)) | \([$c[].latency_us.p99] | mean | f(0))"
+           + " | \([$c[].client_cpu_pct] | mean | f(0))%"
+           + " | \([$c[].redis.commands_per_req] | mean | f(2))"
+           + " | \([$c[].redis.net_bytes_per_req] | mean | f(0))"
+           + " | \([$c[].redis.cpu_us_per_req] | mean | f(1))"
+           + " | \([$c[] | .errors_total + .setup_errors_total] | add) |"
+       end)
+' "$RESULTS"
+
+if [ "$failures" -gt 0 ]; then
+    echo
+    echo "bench.sh: $failures cell(s) had errors; see $OUT" >&2
+    exit 1
+fi
