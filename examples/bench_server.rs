@@ -44,7 +44,8 @@ usage: bench_server --mode none|actix-session [--port N] [--redis-url URL] [--wo
   --workers N       actix-web workers (default 1)
   --placement P     circumflex actor placement: per_worker (default) or shared
   --max-in-flight N circumflex pipelines in flight per actor (default 1)
-  --max-batch N     circumflex commands per pipeline (default 256)";
+  --max-batch N     circumflex commands per pipeline (default 256)
+  --refresh-after-percent P  circumflex: skip TTL refreshes within P% of tti (default 0)";
 
 /// Most filler keys a login may ask for.
 const MAX_FILLER: usize = 10_000;
@@ -77,6 +78,7 @@ struct Config {
     redis_url: String,
     workers: usize,
     actor: ActorConfig,
+    refresh_after_percent: u8,
 }
 
 fn parse_args() -> Result<Config, String> {
@@ -85,6 +87,7 @@ fn parse_args() -> Result<Config, String> {
     let mut redis_url = "redis://127.0.0.1:6379".to_string();
     let mut workers = 1usize;
     let mut actor = ActorConfig::default();
+    let mut refresh_after_percent = 0u8;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let (key, inline) = match arg.split_once('=') {
@@ -121,6 +124,13 @@ fn parse_args() -> Result<Config, String> {
             "--max-in-flight" => {
                 actor.max_in_flight = value.parse().map_err(|_| format!("bad number {value:?}"))?
             }
+            "--refresh-after-percent" => {
+                refresh_after_percent = value
+                    .parse()
+                    .ok()
+                    .filter(|&p| p < 100)
+                    .ok_or_else(|| format!("bad percentage {value:?}"))?
+            }
             "--max-batch" => {
                 actor.max_batch = value.parse().map_err(|_| format!("bad number {value:?}"))?
             }
@@ -133,6 +143,7 @@ fn parse_args() -> Result<Config, String> {
         redis_url,
         workers,
         actor,
+        refresh_after_percent,
     })
 }
 
@@ -371,11 +382,13 @@ async fn serve_circumflex(cfg: &Config) -> std::io::Result<()> {
     let engine =
         SessionEngine::with_config(backend, cfg.actor.clone()).map_err(std::io::Error::other)?;
     let key = Key::generate();
+    let refresh_after_percent = cfg.refresh_after_percent;
     let server = HttpServer::new(move || {
         App::new()
             .wrap(
                 CircumflexMiddleware::builder(engine.clone(), key.clone())
                     .cookie_secure(false)
+                    .refresh_after_percent(refresh_after_percent)
                     .build(),
             )
             .route("/login", web::get().to(circ::login))

@@ -235,6 +235,9 @@ pub struct SessionConfig {
     pub tti_secs: u64,
     /// When the idle timer is refreshed. Default `on_use`.
     pub refresh: TtlRefresh,
+    /// Skip a refresh when this worker refreshed the session less than this percentage of
+    /// `tti_secs` ago (0 to 99). Default 0: refresh on every eligible request.
+    pub refresh_after_percent: u8,
     /// Optional absolute lifetime cap in seconds, counted from creation; `None` (default) means
     /// a session lives as long as it keeps being used.
     pub max_lifetime_secs: Option<u64>,
@@ -247,6 +250,7 @@ impl Default for SessionConfig {
         Self {
             tti_secs: DEFAULT_TTI.as_secs(),
             refresh: TtlRefresh::OnUse,
+            refresh_after_percent: 0,
             max_lifetime_secs: None,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
         }
@@ -267,6 +271,11 @@ impl SessionConfig {
         if self.max_lifetime_secs == Some(0) {
             return Err(Error::Config(
                 "session.max_lifetime_secs must be positive when set".into(),
+            ));
+        }
+        if self.refresh_after_percent > 99 {
+            return Err(Error::Config(
+                "session.refresh_after_percent must be between 0 and 99".into(),
             ));
         }
         if self.max_value_bytes == 0 {

@@ -30,7 +30,7 @@ use crate::config::{
 use crate::cookie::CookieCodec;
 use crate::engine::SessionEngine;
 use crate::error::Error;
-use crate::session::{AsyncSession, Binding, CookieUpdate, Policy};
+use crate::session::{AsyncSession, Binding, CookieUpdate, Policy, RefreshLimiter};
 
 /// Redis-backed, on-demand sessions for an actix-web `App`.
 ///
@@ -186,6 +186,16 @@ impl SessionMiddlewareBuilder {
         self
     }
 
+    /// Refresh the TTL only when at least this percentage (0 to 99) of the time to idle has
+    /// passed since this worker last refreshed the session. Default 0: every request that uses
+    /// the session refreshes it. With `p`, an idle session may expire up to `p`% of the time to
+    /// idle early, and a busy session costs about one refresh per window instead of one per
+    /// request.
+    pub fn refresh_after_percent(mut self, percent: u8) -> Self {
+        self.session.refresh_after_percent = percent.min(99);
+        self
+    }
+
     /// Absolute lifetime cap from creation, whatever the activity. Default none.
     pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
         self.session.max_lifetime_secs = Some(lifetime.as_secs().max(1));
@@ -238,6 +248,7 @@ where
                     codec: self.codec.clone(),
                     session: self.session.clone(),
                 },
+                refreshes: RefreshLimiter::new(&self.session),
             }),
         }))
     }

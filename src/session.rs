@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::Addr;
 use actix_web::dev::Payload;
@@ -77,6 +77,60 @@ pub(crate) struct Binding {
     pub(crate) engine: SessionEngine,
     pub(crate) actor: Addr<SessionActor>,
     pub(crate) policy: Policy,
+    pub(crate) refreshes: RefreshLimiter,
+}
+
+/// Why a command may refresh the TTL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Read,
+    Write,
+    Touch,
+}
+
+/// Remembers when this worker last refreshed each session, so that with
+/// `refresh_after_percent > 0` a busy session is refreshed about once per window instead of
+/// on every request, without asking Redis. Bounded: past `MAX_TRACKED` sessions, entries older
+/// than the window are dropped, and if that is not enough the map starts over (which only
+/// costs some early refreshes).
+pub(crate) struct RefreshLimiter {
+    window: Duration,
+    last: Mutex<HashMap<Arc<str>, Instant>>,
+}
+
+impl RefreshLimiter {
+    const MAX_TRACKED: usize = 100_000;
+
+    pub(crate) fn new(session: &SessionConfig) -> Self {
+        let window = session.tti() * u32::from(session.refresh_after_percent.min(99)) / 100;
+        Self {
+            window,
+            last: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether a refresh is due for `key` now; records it if so.
+    fn due(&self, key: &Arc<str>) -> bool {
+        if self.window.is_zero() {
+            return true;
+        }
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(at) = last.get(key) {
+            if now.duration_since(*at) < self.window {
+                return false;
+            }
+        }
+        if last.len() >= Self::MAX_TRACKED {
+            let window = self.window;
+            last.retain(|_, at| now.duration_since(*at) < window);
+            if last.len() >= Self::MAX_TRACKED {
+                last.clear();
+            }
+        }
+        last.insert(key.clone(), now);
+        true
+    }
 }
 
 impl std::fmt::Debug for AsyncSession {
@@ -187,19 +241,30 @@ impl AsyncSession {
         }
     }
 
-    /// The refresh a command carries: the first eligible command of the request refreshes.
-    fn take_refresh(&self, state: &mut State, ticket: &Ticket, write: bool) -> Option<Duration> {
-        let wanted = write || self.inner.binding.policy.session.refresh == TtlRefresh::OnUse;
+    /// The refresh a command carries: the first eligible command of the request refreshes,
+    /// unless this worker refreshed the session less than `refresh_after_percent` of the time
+    /// to idle ago (then the command carries none; an explicit `touch` always refreshes).
+    fn take_refresh(
+        &self,
+        state: &mut State,
+        ticket: &Ticket,
+        key: &Arc<str>,
+        purpose: Purpose,
+    ) -> Option<Duration> {
+        let policy = &self.inner.binding.policy;
+        let wanted = purpose != Purpose::Read || policy.session.refresh == TtlRefresh::OnUse;
         if state.refreshed || !wanted {
             return None;
         }
-        let ttl = self.inner.binding.policy.ttl(ticket)?;
+        let ttl = policy.ttl(ticket)?;
         state.refreshed = true;
+        if purpose != Purpose::Touch && !self.inner.binding.refreshes.due(key) {
+            return None;
+        }
         if let Identity::Stored(..) = state.identity {
             // A persistent cookie's Max-Age follows the server-side TTL.
             if state.cookie == CookieUpdate::Keep
-                && self.inner.binding.policy.codec.config().lifecycle
-                    == crate::config::CookieLifecycle::Persistent
+                && policy.codec.config().lifecycle == crate::config::CookieLifecycle::Persistent
             {
                 state.cookie = CookieUpdate::Set(ticket.clone(), ttl);
             }
@@ -223,7 +288,7 @@ impl AsyncSession {
             let Some((ticket, key)) = self.resolve(&mut state) else {
                 return Ok(None);
             };
-            let refresh = self.take_refresh(&mut state, &ticket, false);
+            let refresh = self.take_refresh(&mut state, &ticket, &key, Purpose::Read);
             (key, refresh)
         };
         let reply = self.call(key.clone(), op, refresh).await?;
@@ -283,7 +348,7 @@ impl AsyncSession {
                 } else {
                     WriteMode::Existing
                 };
-                let refresh = self.take_refresh(&mut state, &ticket, true);
+                let refresh = self.take_refresh(&mut state, &ticket, &key, Purpose::Write);
                 (key, mode, refresh, rollback)
             };
             let reply = match self.call(key.clone(), op(mode), refresh).await {
@@ -413,7 +478,8 @@ impl AsyncSession {
             let Some((ticket, key)) = self.resolve(&mut state) else {
                 return Ok(0);
             };
-            (key, self.take_refresh(&mut state, &ticket, true))
+            let refresh = self.take_refresh(&mut state, &ticket, &key, Purpose::Write);
+            (key, refresh)
         };
         match self.call(key.clone(), Op::Remove(fields), refresh).await? {
             Reply::Int(n) => Ok(n.max(0) as u64),
@@ -469,7 +535,7 @@ impl AsyncSession {
             let Some((ticket, key)) = self.resolve(&mut state) else {
                 return Ok(false);
             };
-            let ttl = self.take_refresh(&mut state, &ticket, true);
+            let ttl = self.take_refresh(&mut state, &ticket, &key, Purpose::Touch);
             (key, ttl)
         };
         match self.call(key.clone(), Op::Touch, ttl).await? {
@@ -630,5 +696,36 @@ mod tests {
     fn async_session_is_send_sync_and_clone() {
         fn assert_send_sync_clone<T: Send + Sync + Clone>() {}
         assert_send_sync_clone::<AsyncSession>();
+    }
+}
+
+#[cfg(test)]
+mod limiter_tests {
+    use super::*;
+
+    fn limiter(percent: u8) -> RefreshLimiter {
+        RefreshLimiter::new(&SessionConfig {
+            tti_secs: 100,
+            refresh_after_percent: percent,
+            ..SessionConfig::default()
+        })
+    }
+
+    #[test]
+    fn without_a_threshold_every_refresh_is_due() {
+        let limiter = limiter(0);
+        let key: Arc<str> = Arc::from("session:a");
+        assert!(limiter.due(&key));
+        assert!(limiter.due(&key));
+    }
+
+    #[test]
+    fn with_a_threshold_a_session_refreshed_recently_is_skipped_but_others_are_not() {
+        let limiter = limiter(10);
+        let a: Arc<str> = Arc::from("session:a");
+        let b: Arc<str> = Arc::from("session:b");
+        assert!(limiter.due(&a));
+        assert!(!limiter.due(&a), "refreshed less than 10 s ago");
+        assert!(limiter.due(&b));
     }
 }

@@ -35,12 +35,17 @@ use std::sync::atomic::Ordering::Relaxed;
 const WRITE_SCRIPT: &str = r#"
 local key = KEYS[1]
 local ttl = tonumber(ARGV[3])
-local created = false
-if redis.call('EXISTS', key) == 0 then
+-- The existence check and the refresh are one call when a refresh is due.
+local exists
+if ARGV[1] ~= 'c' and ttl > 0 then
+  exists = redis.call('PEXPIRE', key, ttl) == 1
+else
+  exists = redis.call('EXISTS', key) == 1
+end
+if not exists then
   if ARGV[1] ~= 'c' then return {0} end
   redis.call('HSET', key, '\0created', ARGV[2])
   redis.call('PEXPIRE', key, ttl)
-  created = true
 end
 local function chunked(cmd)
   local n = 0
@@ -62,7 +67,6 @@ elseif op == 'n' then
 else
   return redis.error_reply('ERR circumflex-session: unknown write op')
 end
-if not created and ttl > 0 then redis.call('PEXPIRE', key, ttl) end
 return {1, result}
 "#;
 
