@@ -32,7 +32,7 @@ use actix_web::cookie::{Cookie, Key};
 use actix_web::http::header::{self, ContentType};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use circumflex_session::{
-    ActorConfig, Placement, RedisBackend, RedisConfig, SessionEngine,
+    ActorConfig, MemoryBackend, Placement, RedisBackend, RedisConfig, SessionEngine,
     SessionMiddleware as CircumflexMiddleware,
 };
 use serde::{Deserialize, Serialize};
@@ -45,6 +45,7 @@ usage: bench_server --mode none|actix-session [--port N] [--redis-url URL] [--wo
   --placement P     circumflex actor placement: per_worker (default) or shared
   --max-in-flight N circumflex pipelines in flight per actor (default 1)
   --max-batch N     circumflex commands per pipeline (default 256)
+  --backend B       circumflex backend: redis (default) or memory (to measure the layer alone)
   --refresh-after-percent P  circumflex: skip TTL refreshes within P% of tti (default 0)";
 
 /// Most filler keys a login may ask for.
@@ -79,6 +80,7 @@ struct Config {
     workers: usize,
     actor: ActorConfig,
     refresh_after_percent: u8,
+    memory: bool,
 }
 
 fn parse_args() -> Result<Config, String> {
@@ -88,6 +90,7 @@ fn parse_args() -> Result<Config, String> {
     let mut workers = 1usize;
     let mut actor = ActorConfig::default();
     let mut refresh_after_percent = 0u8;
+    let mut memory = false;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let (key, inline) = match arg.split_once('=') {
@@ -124,6 +127,13 @@ fn parse_args() -> Result<Config, String> {
             "--max-in-flight" => {
                 actor.max_in_flight = value.parse().map_err(|_| format!("bad number {value:?}"))?
             }
+            "--backend" => {
+                memory = match value.as_str() {
+                    "redis" => false,
+                    "memory" => true,
+                    _ => return Err(format!("bad backend {value:?}")),
+                }
+            }
             "--refresh-after-percent" => {
                 refresh_after_percent = value
                     .parse()
@@ -144,6 +154,7 @@ fn parse_args() -> Result<Config, String> {
         workers,
         actor,
         refresh_after_percent,
+        memory,
     })
 }
 
@@ -376,13 +387,18 @@ mod circ {
 }
 
 async fn serve_circumflex(cfg: &Config) -> std::io::Result<()> {
-    let backend = RedisBackend::connect(RedisConfig::new(cfg.redis_url.clone()))
-        .await
-        .map_err(std::io::Error::other)?;
-    let engine =
-        SessionEngine::with_config(backend, cfg.actor.clone()).map_err(std::io::Error::other)?;
+    let engine = if cfg.memory {
+        SessionEngine::with_config(MemoryBackend::new(), cfg.actor.clone())
+    } else {
+        let backend = RedisBackend::connect(RedisConfig::new(cfg.redis_url.clone()))
+            .await
+            .map_err(std::io::Error::other)?;
+        SessionEngine::with_config(backend, cfg.actor.clone())
+    }
+    .map_err(std::io::Error::other)?;
     let key = Key::generate();
     let refresh_after_percent = cfg.refresh_after_percent;
+    let stats = engine.clone();
     let server = HttpServer::new(move || {
         App::new()
             .wrap(
@@ -400,7 +416,24 @@ async fn serve_circumflex(cfg: &Config) -> std::io::Result<()> {
     .shutdown_timeout(1)
     .bind(("127.0.0.1", cfg.port))?;
     announce(&server.addrs());
-    server.run().await
+    let result = server.run().await;
+    let s = stats.stats();
+    println!(
+        "engine stats: commands {} pipelines {} average batch {:.1} max batch {} redis commands {} \
+         fused reads {} fused refreshes {} errors: overloaded {} timeout {} unavailable {} server {}",
+        s.commands,
+        s.pipelines,
+        s.average_batch(),
+        s.max_batch,
+        s.redis_commands,
+        s.fused_reads,
+        s.fused_refreshes,
+        s.errors_overloaded,
+        s.errors_timeout,
+        s.errors_unavailable,
+        s.errors_server
+    );
+    result
 }
 
 #[actix_web::main]

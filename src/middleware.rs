@@ -27,7 +27,7 @@ use futures::future::LocalBoxFuture;
 use crate::config::{
     Config, CookieConfig, CookieLifecycle, CookieSecurity, SameSite, SessionConfig, TtlRefresh,
 };
-use crate::cookie::CookieCodec;
+use crate::cookie::{CookieCodec, VerifiedCookies};
 use crate::engine::SessionEngine;
 use crate::error::Error;
 use crate::session::{AsyncSession, Binding, CookieUpdate, Policy, RefreshLimiter};
@@ -249,6 +249,7 @@ where
                     session: self.session.clone(),
                 },
                 refreshes: RefreshLimiter::new(&self.session),
+                verified: VerifiedCookies::new(),
             }),
         }))
     }

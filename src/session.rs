@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::actor::message::{Command, Op, Reply, WriteMode, META_PREFIX};
 use crate::actor::SessionActor;
 use crate::config::{SessionConfig, TtlRefresh};
-use crate::cookie::{now_secs, CookieCodec, Ticket};
+use crate::cookie::{now_secs, CookieCodec, Ticket, VerifiedCookies};
 use crate::engine::SessionEngine;
 use crate::error::Error;
 
@@ -78,6 +78,7 @@ pub(crate) struct Binding {
     pub(crate) actor: Addr<SessionActor>,
     pub(crate) policy: Policy,
     pub(crate) refreshes: RefreshLimiter,
+    pub(crate) verified: VerifiedCookies,
 }
 
 /// Why a command may refresh the TTL.
@@ -219,7 +220,7 @@ impl AsyncSession {
     fn resolve(&self, state: &mut State) -> Option<(Ticket, Arc<str>)> {
         if let Identity::Unverified(raw) = &state.identity {
             let policy = &self.inner.binding.policy;
-            state.identity = match policy.codec.verify(raw) {
+            state.identity = match self.inner.binding.verified.verify(&policy.codec, raw) {
                 Some((ticket, old_key)) if policy.ttl(&ticket).is_some() => {
                     if old_key {
                         // Verified by a retiring key: re-sign with the current one so the
