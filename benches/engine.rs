@@ -172,6 +172,77 @@ fn engine_bench(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // Many concurrent reads of few sessions (a page firing XHRs with one cookie): the actor
+    // fuses the reads of one session in a batch into one HMGET.
+    let mut group = c.benchmark_group("same_session_read");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    let n = 512;
+    let hot = 16;
+    group.throughput(Throughput::Elements(n as u64));
+    let before = engine.stats();
+    group.bench_function(BenchmarkId::new("actor", n), |b| {
+        b.iter_custom(|iters| {
+            system.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    join_all((0..n).map(|i| {
+                        let command = Command {
+                            key: session_key(i % hot),
+                            op: Op::Get(fields()),
+                            refresh: None,
+                        };
+                        engine.call(&actor, command)
+                    }))
+                    .await
+                    .into_iter()
+                    .for_each(|r| {
+                        r.expect("actor read");
+                    });
+                }
+                start.elapsed()
+            })
+        })
+    });
+    let after = engine.stats();
+    eprintln!(
+        "actor, {n} reads of {hot} sessions: {:.1} Redis commands per batch of {:.1}",
+        (after.redis_commands - before.redis_commands) as f64
+            / (after.pipelines - before.pipelines).max(1) as f64,
+        (after.commands - before.commands) as f64
+            / (after.pipelines - before.pipelines).max(1) as f64,
+    );
+    group.bench_function(BenchmarkId::new("multiplexed", n), |b| {
+        b.iter_custom(|iters| {
+            system.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    join_all((0..n).map(|i| {
+                        let mut conn = multiplexed.clone();
+                        let key = session_key(i % hot);
+                        async move {
+                            redis::cmd("HMGET")
+                                .arg(&*key)
+                                .arg("a")
+                                .arg("b")
+                                .query_async::<Vec<Option<Vec<u8>>>>(&mut conn)
+                                .await
+                        }
+                    }))
+                    .await
+                    .into_iter()
+                    .for_each(|r| {
+                        r.expect("multiplexed read");
+                    });
+                }
+                start.elapsed()
+            })
+        })
+    });
+    group.finish();
     drop(server);
 }
 

@@ -8,7 +8,8 @@
 # markdown table is printed; every raw result is kept in $OUT.
 #
 # Knobs (environment):
-#   SERVERS    servers to compare, each a --mode of bench_server ("none actix-session circumflex")
+#   SERVERS    servers to compare, each a --mode of bench_server ("none actix-session circumflex"),
+#              or circumflex-rl10 (refresh_after_percent = 10), circumflex-shared (shared actor)
 #   SERVER_ARGS extra bench_server arguments (e.g. "--placement shared --max-in-flight 2")
 #   WORKLOADS  subset of: read incr noop read50 ("read incr noop read50")
 #   RUNS       repetitions of every cell (2)     DURATION  measured seconds per cell (10)
@@ -123,8 +124,15 @@ for run in $(seq 1 "$RUNS"); do
     for server in $SERVERS; do
         log=$OUT/server-$server-$run.log
         : >"$log" # exists before the server's own redirect, for the polling below
-        taskset -c "$SERVER_CPU" "$BIN/bench_server" --mode "$server" --port 0 \
-            --redis-url "$REDIS_URL" --workers "$WORKERS" ${SERVER_ARGS:-} >"$log" 2>&1 &
+        # A server name is a bench_server mode, optionally with a tuning suffix.
+        case $server in
+            circumflex-rl10) mode=circumflex; extra="--refresh-after-percent 10" ;;
+            circumflex-shared) mode=circumflex; extra="--placement shared" ;;
+            *) mode=$server; extra="" ;;
+        esac
+        # shellcheck disable=SC2086 # word splitting of the extra arguments is intended
+        taskset -c "$SERVER_CPU" "$BIN/bench_server" --mode "$mode" --port 0 \
+            --redis-url "$REDIS_URL" --workers "$WORKERS" $extra ${SERVER_ARGS:-} >"$log" 2>&1 &
         SERVER_PID=$!
         port=""
         for _ in $(seq 1 100); do

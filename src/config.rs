@@ -28,7 +28,7 @@ pub const DEFAULT_COOKIE_NAME: &str = "session";
 /// Default largest serialised value accepted by `set` (64 KiB).
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 64 * 1024;
 /// Default largest number of commands in one pipeline.
-pub const DEFAULT_MAX_BATCH: usize = 256;
+pub const DEFAULT_MAX_BATCH: usize = 1024;
 /// Default number of pipelines one actor keeps in flight.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1;
 /// Default number of queued commands (per engine) past which new ones fail with `Overloaded`.
@@ -411,7 +411,7 @@ pub enum Placement {
 pub struct ActorConfig {
     /// Where actors run. Default `per_worker`.
     pub placement: Placement,
-    /// Largest number of commands in one pipeline. Default 256.
+    /// Largest number of commands in one pipeline. Default 1024.
     pub max_batch: usize,
     /// Pipelines one actor keeps in flight. Default 1.
     pub max_in_flight: usize,
