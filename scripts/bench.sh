@@ -9,7 +9,9 @@
 #
 # Knobs (environment):
 #   SERVERS    servers to compare, each a --mode of bench_server ("none actix-session circumflex"),
-#              or circumflex-rl10 (refresh_after_percent = 10), circumflex-shared (shared actor)
+#              or circumflex-rl10 (refresh_after_percent = 10), circumflex-shared (shared actor),
+#              circumflex-inflight4 (4 pipelines in flight), circumflex-batch16 (max_batch 16),
+#              circumflex-memory (memory backend: the layer's own cost, no Redis)
 #   SERVER_ARGS extra bench_server arguments (e.g. "--placement shared --max-in-flight 2")
 #   WORKLOADS  subset of: read incr noop read50 ("read incr noop read50")
 #   RUNS       repetitions of every cell (2)     DURATION  measured seconds per cell (10)
@@ -128,6 +130,9 @@ for run in $(seq 1 "$RUNS"); do
         case $server in
             circumflex-rl10) mode=circumflex; extra="--refresh-after-percent 10" ;;
             circumflex-shared) mode=circumflex; extra="--placement shared" ;;
+            circumflex-inflight4) mode=circumflex; extra="--max-in-flight 4" ;;
+            circumflex-batch16) mode=circumflex; extra="--max-batch 16" ;;
+            circumflex-memory) mode=circumflex; extra="--backend memory" ;;
             *) mode=$server; extra="" ;;
         esac
         # shellcheck disable=SC2086 # word splitting of the extra arguments is intended

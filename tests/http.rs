@@ -1055,3 +1055,205 @@ async fn an_oversized_value_is_refused_by_set_and_nothing_is_stored() {
         .unwrap();
     assert_eq!(stored, Some(format!("\"{}\"", "x".repeat(62))));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Lifetime and refresh policies
+// ---------------------------------------------------------------------------------------------
+
+#[actix_web::test]
+async fn a_session_past_its_absolute_lifetime_is_gone_however_busy_it_is() {
+    let server = RedisServer::start();
+    let mw = SessionMiddleware::builder(redis_engine(&server).await, Key::generate())
+        .tti(Duration::from_secs(600))
+        .max_lifetime(Duration::from_secs(1))
+        .build();
+    let app = init_service(App::new().wrap(mw).configure(routes)).await;
+
+    let cookie = send(&app, get("/login?user=ann", None).to_request())
+        .await
+        .cookie();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("session:{}", only_session_id(&server)))
+        .query(&mut server.connection())
+        .expect("PTTL");
+    assert!(
+        (1..=1000).contains(&ttl),
+        "the TTL is capped by the remaining lifetime, not the 600 s tti: {ttl} ms"
+    );
+    assert_eq!(
+        user_of(&send(&app, get("/whoami", Some(&cookie)).to_request()).await),
+        json!("ann")
+    );
+    std::thread::sleep(Duration::from_millis(2100));
+    let reply = send(&app, get("/whoami", Some(&cookie)).to_request()).await;
+    assert_eq!(user_of(&reply), Value::Null);
+    reply.assert_no_cookie("read after the lifetime ended");
+}
+
+/// Counts the Redis commands a request costs, through the engine's stats.
+async fn redis_cost<S, R, B>(app: &S, engine: &SessionEngine, request: R) -> (Reply, u64)
+where
+    S: Service<R, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let before = engine.stats().redis_commands;
+    let reply = send(app, request).await;
+    (reply, engine.stats().redis_commands - before)
+}
+
+#[actix_web::test]
+async fn with_the_on_write_policy_a_read_does_not_refresh_the_ttl() {
+    let server = RedisServer::start();
+    let engine = redis_engine(&server).await;
+    let on_use = SessionMiddleware::new(engine.clone(), Key::generate());
+    let key = Key::generate();
+    let on_write = SessionMiddleware::builder(engine.clone(), key.clone())
+        .ttl_refresh(circumflex_session::TtlRefresh::OnWrite)
+        .build();
+    let app_use = init_service(App::new().wrap(on_use).configure(routes)).await;
+    let app_write = init_service(App::new().wrap(on_write).configure(routes)).await;
+
+    let cookie = send(&app_use, get("/login?user=ann", None).to_request())
+        .await
+        .cookie();
+    let (reply, cost) = redis_cost(
+        &app_use,
+        &engine,
+        get("/whoami", Some(&cookie)).to_request(),
+    )
+    .await;
+    assert_eq!(user_of(&reply), json!("ann"));
+    assert_eq!(cost, 2, "on_use: HMGET and PEXPIRE");
+
+    let cookie = send(&app_write, get("/login?user=bob", None).to_request())
+        .await
+        .cookie();
+    let (reply, cost) = redis_cost(
+        &app_write,
+        &engine,
+        get("/whoami", Some(&cookie)).to_request(),
+    )
+    .await;
+    assert_eq!(user_of(&reply), json!("bob"));
+    assert_eq!(cost, 1, "on_write: HMGET only");
+}
+
+#[actix_web::test]
+async fn with_refresh_after_percent_a_recently_refreshed_session_skips_the_refresh() {
+    let server = RedisServer::start();
+    let engine = redis_engine(&server).await;
+    let mw = SessionMiddleware::builder(engine.clone(), Key::generate())
+        .refresh_after_percent(10)
+        .build();
+    let app = init_service(App::new().wrap(mw).configure(routes)).await;
+    let cookie = send(&app, get("/login?user=ann", None).to_request())
+        .await
+        .cookie();
+
+    // The login's creating write set the TTL and was recorded, so reads within 10% of the time
+    // to idle skip the refresh.
+    for _ in 0..2 {
+        let (reply, cost) =
+            redis_cost(&app, &engine, get("/whoami", Some(&cookie)).to_request()).await;
+        assert_eq!(user_of(&reply), json!("ann"));
+        assert_eq!(cost, 1, "HMGET only, no PEXPIRE");
+    }
+    // Control: without the threshold the same read refreshes.
+    let exact = SessionMiddleware::new(engine.clone(), Key::generate());
+    let exact = init_service(App::new().wrap(exact).configure(routes)).await;
+    let cookie = send(&exact, get("/login?user=bob", None).to_request())
+        .await
+        .cookie();
+    let (reply, cost) =
+        redis_cost(&exact, &engine, get("/whoami", Some(&cookie)).to_request()).await;
+    assert_eq!(user_of(&reply), json!("bob"));
+    assert_eq!(cost, 2, "HMGET and PEXPIRE");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The rest of the handle API, through the middleware
+// ---------------------------------------------------------------------------------------------
+
+async fn tour(session: AsyncSession) -> Answer {
+    assert_eq!(session.id(), None, "no session before the first write");
+    session
+        .set_many([("a", json!(1)), ("b", json!("two")), ("c", json!([3]))])
+        .await?;
+    let id = session.id();
+    let mut entries: Vec<(String, Value)> = session.entries::<Value>().await?.into_iter().collect();
+    entries.sort_by(|x, y| x.0.cmp(&y.0));
+    let first_nx = session.set_if_absent("a", &json!(100)).await?;
+    let second_nx = session.set_if_absent("d", &json!(4)).await?;
+    let removed = session.remove_many(&["a", "b", "zzz"]).await?;
+    let removed_again = session.remove("a").await?;
+    let left = session.mget::<Value>(&["a", "b", "c", "d"]).await?;
+    let touched = session.touch().await?;
+    // The handle is `Send`: it works from a spawned task on another thread.
+    // (The worker must stay free to run its actor, so wait for the thread without blocking.)
+    let handle = session.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let value =
+            actix_web::rt::System::new().block_on(async move { handle.get::<Value>("c").await });
+        let _ = tx.send(value);
+    });
+    let from_thread = rx.await.expect("the thread answers")?;
+    Ok(HttpResponse::Ok().json(json!({
+        "id_is_set": id.is_some(),
+        "entries": entries,
+        "nx": [first_nx, second_nx],
+        "removed": [removed, u64::from(removed_again)],
+        "left": left,
+        "touched": touched,
+        "from_thread": from_thread,
+    })))
+}
+
+#[actix_web::test]
+async fn every_handle_method_works_through_the_middleware() {
+    let server = RedisServer::start();
+    let mw = SessionMiddleware::new(redis_engine(&server).await, Key::generate());
+    let app = init_service(
+        App::new()
+            .wrap(mw)
+            .route("/tour", web::get().to(tour))
+            .configure(routes),
+    )
+    .await;
+    let reply = send(&app, get("/tour", None).to_request()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(
+        reply.json(),
+        json!({
+            "id_is_set": true,
+            "entries": [["a", 1], ["b", "two"], ["c", [3]]],
+            "nx": [false, true],
+            "removed": [2, 0],
+            "left": [null, null, [3], 4],
+            "touched": true,
+            "from_thread": [3],
+        })
+    );
+    reply.cookie();
+}
+
+#[actix_web::test]
+async fn the_memory_backend_serves_the_same_flow_without_redis() {
+    let mw = SessionMiddleware::new(circumflex_session::MemoryBackend::new(), Key::generate());
+    let app = init_service(App::new().wrap(mw).configure(routes)).await;
+    let cookie = send(&app, get("/login?user=ann", None).to_request())
+        .await
+        .cookie();
+    assert_eq!(
+        user_of(&send(&app, get("/whoami", Some(&cookie)).to_request()).await),
+        json!("ann")
+    );
+    let count = send(&app, get("/counter", Some(&cookie)).to_request()).await;
+    assert_eq!(count.json(), json!({ "counter": 1 }));
+    let out = send(&app, get("/logout", Some(&cookie)).to_request()).await;
+    assert_eq!(out.cookie().max_age(), Some(time::Duration::ZERO));
+    assert_eq!(
+        user_of(&send(&app, get("/whoami", Some(&cookie)).to_request()).await),
+        Value::Null
+    );
+}
