@@ -1047,3 +1047,36 @@ async fn batch_replayed_after_script_flush_reports_each_command_once() {
     assert_eq!(replies, vec![Reply::Done, Reply::Bool(true)]);
     assert_eq!(raw_exists(&server, &s), 0);
 }
+
+#[actix_web::test]
+async fn a_write_of_more_fields_than_one_lua_unpack_takes_is_applied_whole() {
+    let server = RedisServer::start();
+    let client = redis_client(&server).await;
+    let session = key("session:wide");
+    let ttl = Duration::from_secs(60);
+    // 1200 fields = 2400 arguments: more than one chunk of the write script's unpack.
+    let wide: Vec<(String, Vec<u8>)> = (0..1200)
+        .map(|i| (format!("f{i}"), format!("{i}").into_bytes()))
+        .collect();
+    assert_eq!(
+        client
+            .ok(&session, Op::Set(create(ttl), wide.clone()), Some(ttl))
+            .await,
+        Reply::Done
+    );
+    let stored = raw_hgetall(&server, &session);
+    assert_eq!(stored.len(), 1201, "1200 fields and the creation stamp");
+    let removed = client
+        .ok(
+            &session,
+            Op::Remove(wide.iter().map(|(k, _)| k.clone()).collect()),
+            None,
+        )
+        .await;
+    assert_eq!(removed, Reply::Int(1200));
+    assert_eq!(
+        raw_hgetall(&server, &session).len(),
+        1,
+        "only the stamp is left"
+    );
+}

@@ -35,9 +35,8 @@ use std::sync::atomic::Ordering::Relaxed;
 const WRITE_SCRIPT: &str = r#"
 local key = KEYS[1]
 local ttl = tonumber(ARGV[3])
--- The existence check and the refresh are one call when a refresh is due.
 local exists
-if ARGV[1] ~= 'c' and ttl > 0 then
+if ARGV[1] == 'e' and ttl > 0 then
   exists = redis.call('PEXPIRE', key, ttl) == 1
 else
   exists = redis.call('EXISTS', key) == 1
@@ -47,27 +46,20 @@ if not exists then
   redis.call('HSET', key, '\0created', ARGV[2])
   redis.call('PEXPIRE', key, ttl)
 end
-local function chunked(cmd)
-  local n = 0
-  for i = 5, #ARGV, 500 do
-    n = n + redis.call(cmd, key, unpack(ARGV, i, math.min(i + 499, #ARGV)))
-  end
-  return n
-end
 local op = ARGV[4]
-local result
-if op == 's' then
-  result = chunked('HSET')
-elseif op == 'd' then
-  result = chunked('HDEL')
-elseif op == 'i' then
-  result = redis.call('HINCRBY', key, ARGV[5], ARGV[6])
-elseif op == 'n' then
-  result = redis.call('HSETNX', key, ARGV[5], ARGV[6])
-else
-  return redis.error_reply('ERR circumflex-session: unknown write op')
+if op == 'i' then return {1, redis.call('HINCRBY', key, ARGV[5], ARGV[6])} end
+if op == 'n' then return {1, redis.call('HSETNX', key, ARGV[5], ARGV[6])} end
+local cmd
+if op == 's' then cmd = 'HSET' elseif op == 'd' then cmd = 'HDEL'
+else return redis.error_reply('ERR circumflex-session: unknown write op') end
+local n = #ARGV
+if n < 5 then return {1, 0} end
+if n <= 504 then return {1, redis.call(cmd, key, unpack(ARGV, 5, n))} end
+local total = 0
+for i = 5, n, 500 do
+  total = total + redis.call(cmd, key, unpack(ARGV, i, math.min(i + 499, n)))
 end
-return {1, result}
+return {1, total}
 "#;
 
 /// `DEL` as a script, so that a pipeline that meets `NOSCRIPT` has run no state-changing command
