@@ -395,6 +395,13 @@ impl CookieConfig {
 }
 
 /// Where the batching actors run.
+///
+/// The default is [`Placement::PerWorker`], chosen by measurement (`scripts/bench.sh`, see
+/// BENCHMARKS.md): with one actor per actix-web worker a handler reaches its actor without a
+/// cross-thread hop or a wake-up of another thread, and with the actor's in-flight bound the
+/// batches still grow with load. A shared actor on its own arbiter makes fewer, larger
+/// pipelines when there are many workers, but every command crosses threads twice; on the
+/// benchmark machine it was slower in every workload.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Placement {
