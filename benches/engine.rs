@@ -14,18 +14,78 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::System;
+use actix::{Addr, System, SystemRunner};
 use bb8_redis::RedisConnectionManager;
 use circumflex_session::actor::message::{Command, Op, WriteMode};
-use circumflex_session::{ActorConfig, RedisBackend, RedisConfig, SessionEngine};
+use circumflex_session::{ActorConfig, RedisBackend, RedisConfig, SessionActor, SessionEngine};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures::future::join_all;
+use redis::aio::MultiplexedConnection;
 
 const LEVELS: [usize; 4] = [1, 16, 128, 512];
 const SESSIONS: usize = 1024;
 
 fn session_key(i: usize) -> Arc<str> {
     Arc::from(format!("session:bench{i:04}"))
+}
+
+/// One round: `n` reads through the actor, all issued before any is awaited; `key_of(i)` picks
+/// the session of read `i`.
+async fn actor_round(
+    engine: &SessionEngine,
+    actor: &Addr<SessionActor>,
+    n: usize,
+    key_of: impl Fn(usize) -> usize,
+) {
+    let reads = (0..n).map(|i| {
+        let command = Command {
+            key: session_key(key_of(i)),
+            op: Op::Get(vec!["a".to_owned(), "b".to_owned()]),
+            refresh: None,
+        };
+        engine.call(actor, command)
+    });
+    for result in join_all(reads).await {
+        result.expect("actor read");
+    }
+}
+
+/// One round of `n` `HMGET`s on one shared multiplexed connection.
+async fn multiplexed_round(
+    conn: &MultiplexedConnection,
+    n: usize,
+    key_of: impl Fn(usize) -> usize,
+) {
+    let reads = (0..n).map(|i| {
+        let mut conn = conn.clone();
+        let key = session_key(key_of(i));
+        async move {
+            redis::cmd("HMGET")
+                .arg(&*key)
+                .arg("a")
+                .arg("b")
+                .query_async::<Vec<Option<Vec<u8>>>>(&mut conn)
+                .await
+        }
+    });
+    for result in join_all(reads).await {
+        result.expect("multiplexed read");
+    }
+}
+
+/// Times `iters` rounds on the actix system.
+fn timed<F: std::future::Future<Output = ()>>(
+    system: &SystemRunner,
+    iters: u64,
+    mut round: impl FnMut(usize) -> F,
+) -> Duration {
+    system.block_on(async {
+        let start = Instant::now();
+        for it in 0..iters as usize {
+            round(it).await;
+        }
+        start.elapsed()
+    })
 }
 
 fn engine_bench(c: &mut Criterion) {
@@ -73,7 +133,6 @@ fn engine_bench(c: &mut Criterion) {
             .expect("pool")
     });
 
-    let fields = || vec!["a".to_owned(), "b".to_owned()];
     let mut group = c.benchmark_group("session_read");
     group
         .sample_size(20)
@@ -85,24 +144,8 @@ fn engine_bench(c: &mut Criterion) {
         let before = engine.stats();
         group.bench_with_input(BenchmarkId::new("actor", n), &n, |b, &n| {
             b.iter_custom(|iters| {
-                system.block_on(async {
-                    let start = Instant::now();
-                    for it in 0..iters as usize {
-                        join_all((0..n).map(|i| {
-                            let command = Command {
-                                key: session_key((it * n + i) % SESSIONS),
-                                op: Op::Get(fields()),
-                                refresh: None,
-                            };
-                            engine.call(&actor, command)
-                        }))
-                        .await
-                        .into_iter()
-                        .for_each(|r| {
-                            r.expect("actor read");
-                        });
-                    }
-                    start.elapsed()
+                timed(&system, iters, |it| {
+                    actor_round(&engine, &actor, n, move |i| (it * n + i) % SESSIONS)
                 })
             })
         });
@@ -116,28 +159,8 @@ fn engine_bench(c: &mut Criterion) {
 
         group.bench_with_input(BenchmarkId::new("multiplexed", n), &n, |b, &n| {
             b.iter_custom(|iters| {
-                system.block_on(async {
-                    let start = Instant::now();
-                    for it in 0..iters as usize {
-                        join_all((0..n).map(|i| {
-                            let mut conn = multiplexed.clone();
-                            let key = session_key((it * n + i) % SESSIONS);
-                            async move {
-                                redis::cmd("HMGET")
-                                    .arg(&*key)
-                                    .arg("a")
-                                    .arg("b")
-                                    .query_async::<Vec<Option<Vec<u8>>>>(&mut conn)
-                                    .await
-                            }
-                        }))
-                        .await
-                        .into_iter()
-                        .for_each(|r| {
-                            r.expect("multiplexed read");
-                        });
-                    }
-                    start.elapsed()
+                timed(&system, iters, |it| {
+                    multiplexed_round(&multiplexed, n, move |i| (it * n + i) % SESSIONS)
                 })
             })
         });
@@ -186,24 +209,8 @@ fn engine_bench(c: &mut Criterion) {
     let before = engine.stats();
     group.bench_function(BenchmarkId::new("actor", n), |b| {
         b.iter_custom(|iters| {
-            system.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    join_all((0..n).map(|i| {
-                        let command = Command {
-                            key: session_key(i % hot),
-                            op: Op::Get(fields()),
-                            refresh: None,
-                        };
-                        engine.call(&actor, command)
-                    }))
-                    .await
-                    .into_iter()
-                    .for_each(|r| {
-                        r.expect("actor read");
-                    });
-                }
-                start.elapsed()
+            timed(&system, iters, |_| {
+                actor_round(&engine, &actor, n, |i| i % hot)
             })
         })
     });
@@ -217,28 +224,8 @@ fn engine_bench(c: &mut Criterion) {
     );
     group.bench_function(BenchmarkId::new("multiplexed", n), |b| {
         b.iter_custom(|iters| {
-            system.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    join_all((0..n).map(|i| {
-                        let mut conn = multiplexed.clone();
-                        let key = session_key(i % hot);
-                        async move {
-                            redis::cmd("HMGET")
-                                .arg(&*key)
-                                .arg("a")
-                                .arg("b")
-                                .query_async::<Vec<Option<Vec<u8>>>>(&mut conn)
-                                .await
-                        }
-                    }))
-                    .await
-                    .into_iter()
-                    .for_each(|r| {
-                        r.expect("multiplexed read");
-                    });
-                }
-                start.elapsed()
+            timed(&system, iters, |_| {
+                multiplexed_round(&multiplexed, n, |i| i % hot)
             })
         })
     });
