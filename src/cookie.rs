@@ -6,6 +6,7 @@
 //! Redis key unless its signature (or AEAD tag) verified and the payload parsed strictly.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_web::cookie::{time, Cookie, CookieJar, Key, SameSite as CookieSameSite};
@@ -21,8 +22,8 @@ pub(crate) const ID_LEN: usize = ID_BYTES * 2;
 /// A verified (or freshly generated) session identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Ticket {
-    /// 32 lowercase hex characters.
-    pub(crate) id: String,
+    /// 32 lowercase hex characters (shared: cloned on every request that uses the session).
+    pub(crate) id: Arc<str>,
     /// Creation time, Unix seconds.
     pub(crate) created: u64,
 }
@@ -42,7 +43,10 @@ impl Ticket {
             // Writing to a String cannot fail.
             let _ = write!(id, "{b:02x}");
         }
-        Ticket { id, created }
+        Ticket {
+            id: Arc::from(id),
+            created,
+        }
     }
 
     fn encode(&self) -> String {
@@ -61,7 +65,7 @@ impl Ticket {
             return None;
         }
         Some(Ticket {
-            id: id.to_owned(),
+            id: Arc::from(id),
             created: created.parse().ok()?,
         })
     }
@@ -81,7 +85,7 @@ pub(crate) fn now_secs() -> u64 {
 /// value, MAC included, so only bytes that verified can ever hit. Bounded: when full it starts
 /// over, which only costs some repeated checks.
 pub(crate) struct VerifiedCookies {
-    map: std::sync::Mutex<std::collections::HashMap<Box<str>, Ticket>>,
+    map: std::sync::Mutex<std::collections::HashMap<Box<str>, (Ticket, Arc<str>)>>,
 }
 
 impl VerifiedCookies {
@@ -93,24 +97,33 @@ impl VerifiedCookies {
         }
     }
 
-    /// Verifies through the cache: returns the ticket and whether an old key verified it
-    /// (those are not cached, so they keep being re-signed until the browser has the new one).
-    pub(crate) fn verify(&self, codec: &CookieCodec, raw: &str) -> Option<(Ticket, bool)> {
-        if let Some(ticket) = self.lock().get(raw) {
-            return Some((ticket.clone(), false));
+    /// Verifies through the cache: returns the ticket, its store key (made by `key_of`, and
+    /// cached with it), and whether an old key verified it (those are not cached, so they keep
+    /// being re-signed until the browser has the new cookie).
+    pub(crate) fn verify(
+        &self,
+        codec: &CookieCodec,
+        raw: &str,
+        key_of: impl FnOnce(&Ticket) -> Arc<str>,
+    ) -> Option<(Ticket, Arc<str>, bool)> {
+        if let Some((ticket, key)) = self.lock().get(raw) {
+            return Some((ticket.clone(), key.clone(), false));
         }
         let (ticket, old_key) = codec.verify(raw)?;
+        let key = key_of(&ticket);
         if !old_key {
             let mut map = self.lock();
             if map.len() >= Self::CAPACITY {
                 map.clear();
             }
-            map.insert(raw.into(), ticket.clone());
+            map.insert(raw.into(), (ticket.clone(), key.clone()));
         }
-        Some((ticket, old_key))
+        Some((ticket, key, old_key))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Box<str>, Ticket>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<Box<str>, (Ticket, Arc<str>)>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -239,7 +252,7 @@ mod tests {
         let ticket = Ticket::generate();
         let cookie = codec.encode(&ticket, None);
         assert!(
-            cookie.value().contains(&ticket.id),
+            cookie.value().contains(&*ticket.id),
             "signed cookies are readable"
         );
         assert_eq!(codec.decode(cookie.value()), Some(ticket));
@@ -250,7 +263,7 @@ mod tests {
         let codec = codec(CookieSecurity::Private);
         let ticket = Ticket::generate();
         let cookie = codec.encode(&ticket, None);
-        assert!(!cookie.value().contains(&ticket.id));
+        assert!(!cookie.value().contains(&*ticket.id));
         assert_eq!(codec.decode(cookie.value()), Some(ticket));
     }
 
@@ -268,7 +281,7 @@ mod tests {
         );
         // Flip the last hex digit of the id, keep the signature.
         let other = Ticket::generate();
-        let forged = value.replace(&ticket.id, &other.id);
+        let forged = value.replace(&*ticket.id, &other.id);
         assert_eq!(codec.decode(&forged), None);
         assert_eq!(codec.decode(&ticket.encode()), None, "unsigned payload");
     }
@@ -316,14 +329,13 @@ mod tests {
         let cache = VerifiedCookies::new();
         let ticket = Ticket::generate();
         let value = codec.encode(&ticket, None).value().to_owned();
-        assert_eq!(cache.verify(&codec, &value), Some((ticket.clone(), false)));
-        assert_eq!(
-            cache.verify(&codec, &value),
-            Some((ticket.clone(), false)),
-            "cached"
-        );
-        let forged = value.replace(&ticket.id, &Ticket::generate().id);
-        assert_eq!(cache.verify(&codec, &forged), None);
+        let key_of = |t: &Ticket| -> Arc<str> { Arc::from(format!("s:{}", t.id)) };
+        let expected = Some((ticket.clone(), key_of(&ticket), false));
+        assert_eq!(cache.verify(&codec, &value, key_of), expected);
+        let never = |_: &Ticket| -> Arc<str> { panic!("a cache hit builds no key") };
+        assert_eq!(cache.verify(&codec, &value, never), expected, "cached");
+        let forged = value.replace(&*ticket.id, &Ticket::generate().id);
+        assert_eq!(cache.verify(&codec, &forged, key_of), None);
         assert_eq!(cache.lock().len(), 1, "failures are not cached");
     }
 

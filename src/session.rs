@@ -220,8 +220,13 @@ impl AsyncSession {
     fn resolve(&self, state: &mut State) -> Option<(Ticket, Arc<str>)> {
         if let Identity::Unverified(raw) = &state.identity {
             let policy = &self.inner.binding.policy;
-            state.identity = match self.inner.binding.verified.verify(&policy.codec, raw) {
-                Some((ticket, old_key)) if policy.ttl(&ticket).is_some() => {
+            let verified = self
+                .inner
+                .binding
+                .verified
+                .verify(&policy.codec, raw, |ticket| self.key_for(ticket));
+            state.identity = match verified {
+                Some((ticket, key, old_key)) if policy.ttl(&ticket).is_some() => {
                     if old_key {
                         // Verified by a retiring key: re-sign with the current one so the
                         // session survives the old key's removal.
@@ -229,7 +234,6 @@ impl AsyncSession {
                             state.cookie = CookieUpdate::Set(ticket.clone(), ttl);
                         }
                     }
-                    let key = self.key_for(&ticket);
                     Identity::Stored(ticket, key)
                 }
                 // Tampered, garbage, or past its absolute lifetime: no session.
@@ -621,7 +625,7 @@ impl AsyncSession {
     /// The session id, if this request has a session (checks the cookie, no Redis). A session
     /// from a cookie may have expired in the store since; reads then find nothing.
     pub fn id(&self) -> Option<String> {
-        self.lock_resolve().map(|(ticket, _)| ticket.id)
+        self.lock_resolve().map(|(ticket, _)| ticket.id.to_string())
     }
 
     fn lock_resolve(&self) -> Option<(Ticket, Arc<str>)> {
