@@ -5,8 +5,9 @@
 //! time in Unix seconds (for the optional absolute lifetime). Nothing from a cookie reaches a
 //! Redis key unless its signature (or AEAD tag) verified and the payload parsed strictly.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_web::cookie::{time, Cookie, CookieJar, Key, SameSite as CookieSameSite};
@@ -85,15 +86,18 @@ pub(crate) fn now_secs() -> u64 {
 /// value, MAC included, so only bytes that verified can ever hit. Bounded: when full it starts
 /// over, which only costs some repeated checks.
 pub(crate) struct VerifiedCookies {
-    map: std::sync::Mutex<std::collections::HashMap<Box<str>, (Ticket, Arc<str>)>>,
+    map: Mutex<VerifiedMap>,
 }
+
+/// Raw cookie value → its ticket and store key.
+type VerifiedMap = HashMap<Box<str>, (Ticket, Arc<str>)>;
 
 impl VerifiedCookies {
     const CAPACITY: usize = 16 * 1024;
 
     pub(crate) fn new() -> Self {
         Self {
-            map: std::sync::Mutex::new(std::collections::HashMap::new()),
+            map: Mutex::new(HashMap::new()),
         }
     }
 
@@ -121,9 +125,7 @@ impl VerifiedCookies {
         Some((ticket, key, old_key))
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<Box<str>, (Ticket, Arc<str>)>> {
+    fn lock(&self) -> MutexGuard<'_, VerifiedMap> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
