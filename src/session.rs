@@ -286,15 +286,19 @@ impl AsyncSession {
             .await
     }
 
+    /// The current session's key and the refresh a command for `purpose` carries; `None`
+    /// without a session.
+    fn target(&self, purpose: Purpose) -> Option<(Arc<str>, Option<Duration>)> {
+        let mut state = self.lock();
+        let (ticket, key) = self.resolve(&mut state)?;
+        let refresh = self.take_refresh(&mut state, &ticket, &key, purpose);
+        Some((key, refresh))
+    }
+
     /// Runs a read; `None` when there is no session (no store traffic at all then).
     async fn read(&self, op: Op) -> Result<Option<Reply>, Error> {
-        let (key, refresh) = {
-            let mut state = self.lock();
-            let Some((ticket, key)) = self.resolve(&mut state) else {
-                return Ok(None);
-            };
-            let refresh = self.take_refresh(&mut state, &ticket, &key, Purpose::Read);
-            (key, refresh)
+        let Some((key, refresh)) = self.target(Purpose::Read) else {
+            return Ok(None);
         };
         let reply = self.call(key.clone(), op, refresh).await?;
         if reply == Reply::Gone {
@@ -474,18 +478,13 @@ impl AsyncSession {
         for key in keys {
             check_key(key)?;
         }
-        if keys.is_empty() || self.lock_resolve().is_none() {
+        if keys.is_empty() {
             return Ok(0);
         }
-        let fields: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
-        let (key, refresh) = {
-            let mut state = self.lock();
-            let Some((ticket, key)) = self.resolve(&mut state) else {
-                return Ok(0);
-            };
-            let refresh = self.take_refresh(&mut state, &ticket, &key, Purpose::Write);
-            (key, refresh)
+        let Some((key, refresh)) = self.target(Purpose::Write) else {
+            return Ok(0);
         };
+        let fields = keys.iter().map(|k| (*k).to_owned()).collect();
         match self.call(key.clone(), Op::Remove(fields), refresh).await? {
             Reply::Int(n) => Ok(n.max(0) as u64),
             Reply::Gone => {
@@ -535,13 +534,8 @@ impl AsyncSession {
     ///
     /// Redis: one `PEXPIRE` (none when there is no session).
     pub async fn touch(&self) -> Result<bool, Error> {
-        let (key, ttl) = {
-            let mut state = self.lock();
-            let Some((ticket, key)) = self.resolve(&mut state) else {
-                return Ok(false);
-            };
-            let ttl = self.take_refresh(&mut state, &ticket, &key, Purpose::Touch);
-            (key, ttl)
+        let Some((key, ttl)) = self.target(Purpose::Touch) else {
+            return Ok(false);
         };
         match self.call(key.clone(), Op::Touch, ttl).await? {
             Reply::Bool(true) => Ok(true),
