@@ -186,7 +186,10 @@ async fn main() -> std::io::Result<()> {
     let mut private_redis = None;
     let engine = match config.redis.url.clone() {
         Some(url) => {
-            println!("using Redis at {url}");
+            println!(
+                "using Redis at {}",
+                circumflex_session::config::redact_url(&url)
+            );
             redis_engine(&config, url).await?
         }
         None => match start_private_redis() {

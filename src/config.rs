@@ -88,7 +88,9 @@ impl Config {
 }
 
 /// Redis connection settings (the Node original's host/port/password/db/prefix).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// `Debug` hides the password and any password in the URL.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
     /// Redis URL, e.g. `redis://127.0.0.1:6379`. `None` means "none configured": the demo then
@@ -110,6 +112,37 @@ pub struct RedisConfig {
     /// How long to wait for Redis to answer a pipeline before the connection is considered
     /// broken and replaced, in milliseconds. Default 2000.
     pub response_timeout_ms: u64,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("db", &self.db)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("key_prefix", &self.key_prefix)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("response_timeout_ms", &self.response_timeout_ms)
+            .finish()
+    }
+}
+
+/// A URL with its userinfo password (`redis://user:secret@host`) replaced, for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme + 3 => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                format!("{}{}:<redacted>{}", &url[..scheme + 3], user, &url[at..])
+            } else {
+                url.to_owned()
+            }
+        }
+        _ => url.to_owned(),
+    }
 }
 
 impl Default for RedisConfig {
@@ -480,6 +513,24 @@ mod tests {
     fn unknown_field_is_rejected_with_its_name() {
         let err = Config::from_toml("[cookie]\nsecur = false\n").unwrap_err();
         assert!(err.to_string().contains("secur"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_hides_passwords() {
+        let config = RedisConfig::new("redis://app:hunter2@127.0.0.1:6379/0").password("s3cret");
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("redis://app:<redacted>@127.0.0.1:6379/0"),
+            "{shown}"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
     }
 
     #[test]
