@@ -16,6 +16,10 @@
 //!   commands accumulate, and the next batch leaves as soon as a slot frees. With the default of
 //!   one, this is what makes batches grow with load instead of staying at one command each.
 //!
+//! The defaults (one batch in flight, `max_batch` 1024, one actor per worker) were chosen by
+//! measurement: four in flight, a cap of 16 and a shared actor were each slower in
+//! `scripts/bench.sh` (figures in BENCHMARKS.md).
+//!
 //! # Failures
 //! A per-command server error fails only that command. A batch-wide failure (connection lost,
 //! pool timeout) or a batch that exceeds the deadline fails every command in it with that error.
