@@ -494,8 +494,14 @@ impl<'a> Plan<'a> {
             .iter()
             .zip(&self.routes)
             .map(|(command, route)| {
+                // A refreshing read learns from the session's PEXPIRE (or EXISTS) whether the
+                // session exists; a plain read just reads, like the memory backend.
                 if let Some(expire) = route.expire {
-                    if matches!(replies[expire], Value::Int(0)) && !command.op.is_write() {
+                    let reads = matches!(command.op, Op::Get(_) | Op::Entries);
+                    if reads
+                        && command.refresh.is_some()
+                        && matches!(replies[expire], Value::Int(0))
+                    {
                         return Ok(Reply::Gone);
                     }
                 }
