@@ -33,6 +33,24 @@
 //!
 //! The request path, one file each: [`middleware`] (cookie in and out) → [`AsyncSession`]
 //! (the handle) → [`actor`] (queue, batch, flush) → [`backend`] (Redis pipeline or memory).
+//!
+//! # Backends
+//! [`RedisBackend`] for production (standalone Redis; a cluster backend is planned) and
+//! [`MemoryBackend`], with the same semantics including TTLs, for your own tests and for running
+//! without Redis. Both go through the same [`SessionActor`], so a test on the memory backend
+//! exercises the same code path as production.
+//!
+//! # Configuration
+//! Builders ([`SessionMiddleware::builder`], [`RedisConfig`], [`SessionEngine::with_config`]) or
+//! a TOML file ([`Config::load`], see `config/default.toml`); every default is documented on
+//! its setter and is the secure choice.
+//!
+//! # Feature flags
+//! None: the crate always builds the Redis and memory backends, on Tokio (as actix-web does).
+//!
+//! # Errors
+//! Every fallible call returns [`Error`]. At the HTTP edge it becomes an opaque `503` (store
+//! overloaded, down or slow) or `500`, with the cause logged through `tracing`.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
