@@ -1,6 +1,7 @@
 //! `SessionEngine`: a backend, its actors and their counters, shared by every worker.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use actix::{Actor, Addr, Arbiter};
 use tokio::sync::oneshot;
@@ -148,14 +149,13 @@ impl SessionEngine {
         let (reply, answer) = oneshot::channel();
         actor.do_send(Envelope {
             command,
-            reply,
+            reply: Some(reply),
+            deadline: Instant::now() + config.deadline(),
             depth,
         });
-        let result = match tokio::time::timeout(config.deadline(), answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(Error::ActorClosed),
-            Err(_) => Err(Error::Timeout(config.deadline())),
-        };
+        // No timer here: the actor answers every command by its deadline (see `actor`), and a
+        // stopped actor drops the reply channel.
+        let result = answer.await.unwrap_or(Err(Error::ActorClosed));
         if let Err(Error::Timeout(_)) = result {
             let stats = &self.inner.stats;
             stats

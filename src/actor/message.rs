@@ -98,7 +98,10 @@ pub enum Reply {
 /// A command and where its reply goes: the tower-buffer shape.
 pub(crate) struct Envelope {
     pub(crate) command: Command,
-    pub(crate) reply: oneshot::Sender<Result<Reply, Error>>,
+    /// `None` once answered early (deadline passed while queued).
+    pub(crate) reply: Option<oneshot::Sender<Result<Reply, Error>>>,
+    /// When the caller's deadline passes.
+    pub(crate) deadline: std::time::Instant,
     /// Counts the command in the engine's queue depth until answered or dropped.
     pub(crate) depth: crate::stats::DepthGuard,
 }
