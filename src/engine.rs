@@ -149,7 +149,7 @@ impl SessionEngine {
         let (reply, answer) = oneshot::channel();
         actor.do_send(Envelope {
             command,
-            reply: Some(reply),
+            reply,
             deadline: Instant::now() + config.deadline(),
             depth,
         });

@@ -72,6 +72,16 @@ pub enum Op {
 }
 
 impl Op {
+    /// The write mode of a field write (`Remove` never creates a session); `None` for the
+    /// other ops.
+    pub fn write_mode(&self) -> Option<WriteMode> {
+        match self {
+            Op::Set(mode, _) | Op::Incr(mode, ..) | Op::SetIfAbsent(mode, ..) => Some(*mode),
+            Op::Remove(_) => Some(WriteMode::Existing),
+            _ => None,
+        }
+    }
+
     /// Whether the op changes the session (and so goes through the existence guard).
     pub fn is_write(&self) -> bool {
         !matches!(self, Op::Get(_) | Op::Entries | Op::Touch)
@@ -98,8 +108,7 @@ pub enum Reply {
 /// A command and where its reply goes: the tower-buffer shape.
 pub(crate) struct Envelope {
     pub(crate) command: Command,
-    /// `None` once answered early (deadline passed while queued).
-    pub(crate) reply: Option<oneshot::Sender<Result<Reply, Error>>>,
+    pub(crate) reply: oneshot::Sender<Result<Reply, Error>>,
     /// When the caller's deadline passes.
     pub(crate) deadline: std::time::Instant,
     /// Counts the command in the engine's queue depth until answered or dropped.

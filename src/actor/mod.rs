@@ -104,16 +104,14 @@ impl SessionActor {
             // now, not sent.
             let now = Instant::now();
             if self.pending.iter().any(|e| e.deadline <= now) {
-                let deadline = self.deadline;
-                self.pending.retain_mut(|e| {
-                    let expired = e.deadline <= now;
-                    if expired {
-                        if let Some(reply) = e.reply.take() {
-                            let _ = reply.send(Err(Error::Timeout(deadline)));
-                        }
-                    }
-                    !expired
-                });
+                let (expired, live): (Vec<Envelope>, Vec<Envelope>) =
+                    std::mem::take(&mut self.pending)
+                        .into_iter()
+                        .partition(|e| e.deadline <= now);
+                self.pending = live;
+                for envelope in expired {
+                    let _ = envelope.reply.send(Err(Error::Timeout(self.deadline)));
+                }
                 continue;
             }
             let batch = if self.pending.len() <= self.max_batch {
@@ -188,7 +186,6 @@ async fn run_batch(
     match outcome {
         Ok(results) => {
             for ((reply, _depth), result) in replies.into_iter().zip(results) {
-                let Some(reply) = reply else { continue };
                 match &result {
                     Err(Error::Server(_)) | Err(Error::NotAnInteger(_)) => {
                         stats.errors_server.fetch_add(1, Relaxed);
@@ -209,10 +206,8 @@ async fn run_batch(
                     .fetch_add(replies.len() as u64, Relaxed);
             }
             tracing::warn!(%error, commands = replies.len(), "session batch failed");
-            for (reply, _depth) in replies.into_iter() {
-                if let Some(reply) = reply {
-                    let _ = reply.send(Err(error.clone()));
-                }
+            for (reply, _depth) in replies {
+                let _ = reply.send(Err(error.clone()));
             }
         }
     }

@@ -157,16 +157,9 @@ impl State {
                     }
                 }
             }
-            Op::Set(mode, _) | Op::Incr(mode, ..) | Op::SetIfAbsent(mode, ..) => {
-                let Some(entry) = self.writable(key, *mode, now) else {
-                    return Ok(Reply::Gone);
-                };
-                let reply = write(entry, &command.op)?;
-                touch(entry);
-                Ok(reply)
-            }
-            Op::Remove(_) => {
-                let Some(entry) = self.writable(key, WriteMode::Existing, now) else {
+            Op::Set(..) | Op::Incr(..) | Op::SetIfAbsent(..) | Op::Remove(_) => {
+                let mode = command.op.write_mode().unwrap_or(WriteMode::Existing);
+                let Some(entry) = self.writable(key, mode, now) else {
                     return Ok(Reply::Gone);
                 };
                 let reply = write(entry, &command.op)?;

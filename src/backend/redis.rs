@@ -403,12 +403,7 @@ impl<'a> Plan<'a> {
                 }
                 Op::Set(..) | Op::Remove(_) | Op::Incr(..) | Op::SetIfAbsent(..) => {
                     state.open_read = None;
-                    if matches!(
-                        command.op,
-                        Op::Set(WriteMode::Create { .. }, _)
-                            | Op::Incr(WriteMode::Create { .. }, ..)
-                            | Op::SetIfAbsent(WriteMode::Create { .. }, ..)
-                    ) {
+                    if matches!(command.op.write_mode(), Some(WriteMode::Create { .. })) {
                         // It may create the session an earlier PEXPIRE found missing.
                         state.expire = None;
                     }
@@ -539,10 +534,8 @@ impl<'a> Plan<'a> {
 
 /// Appends the write script's arguments to the pipeline's last command.
 fn write_args(cmd: &mut redis::Pipeline, command: &Command, refresh_ms: u64) {
-    let (mode, created, ttl_ms) = match command.op {
-        Op::Set(WriteMode::Create { created, ttl }, _)
-        | Op::Incr(WriteMode::Create { created, ttl }, ..)
-        | Op::SetIfAbsent(WriteMode::Create { created, ttl }, ..) => ("c", created, millis(ttl)),
+    let (mode, created, ttl_ms) = match command.op.write_mode() {
+        Some(WriteMode::Create { created, ttl }) => ("c", created, millis(ttl)),
         _ => ("e", 0, refresh_ms),
     };
     cmd.arg(mode).arg(created).arg(ttl_ms);
