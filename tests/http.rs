@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::time::Duration;
 
+use actix_http::Request;
 use actix_web::body::MessageBody;
 use actix_web::cookie::{time, Cookie, Key, SameSite as CookieSameSite};
 use actix_web::dev::{Service, ServiceResponse};
@@ -124,6 +125,13 @@ fn routes(cfg: &mut web::ServiceConfig) {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
+
+/// The app under test: `routes` behind `middleware`.
+async fn test_app(
+    middleware: SessionMiddleware,
+) -> impl Service<Request, Response = ServiceResponse<impl MessageBody>, Error = actix_web::Error> {
+    init_service(App::new().wrap(middleware).configure(routes)).await
+}
 
 async fn redis_engine(server: &RedisServer) -> SessionEngine {
     SessionEngine::new(
@@ -271,7 +279,7 @@ fn user_of(reply: &Reply) -> Value {
 async fn login_whoami_counter_renew_and_logout_work_end_to_end() {
     let server = RedisServer::start();
     let mw = SessionMiddleware::builder(redis_engine(&server).await, Key::generate()).build();
-    let app = init_service(App::new().wrap(mw).configure(routes)).await;
+    let app = test_app(mw).await;
 
     let anonymous = send(&app, get("/whoami", None).to_request()).await;
     assert_eq!(user_of(&anonymous), Value::Null);
@@ -343,7 +351,7 @@ async fn login_whoami_counter_renew_and_logout_work_end_to_end() {
 async fn a_cookie_sent_back_byte_for_byte_as_set_is_accepted() {
     let server = RedisServer::start();
     let mw = SessionMiddleware::builder(redis_engine(&server).await, Key::generate()).build();
-    let app = init_service(App::new().wrap(mw).configure(routes)).await;
+    let app = test_app(mw).await;
 
     let login = send(&app, get("/login?user=ann", None).to_request()).await;
     // A browser sends back exactly the `name=value` it was given, unencoded.
@@ -370,7 +378,7 @@ async fn a_cookie_sent_back_byte_for_byte_as_set_is_accepted() {
 async fn default_cookie_is_http_only_secure_lax_root_path_and_has_no_max_age() {
     let server = RedisServer::start();
     let mw = SessionMiddleware::new(redis_engine(&server).await, Key::generate());
-    let app = init_service(App::new().wrap(mw).configure(routes)).await;
+    let app = test_app(mw).await;
 
     let reply = send(&app, get("/login?user=ann", None).to_request()).await;
     let cookie = reply.cookie();
@@ -452,7 +460,7 @@ async fn private_cookies_work_and_do_not_show_the_session_id() {
     let mw = SessionMiddleware::builder(redis_engine(&server).await, Key::generate())
         .cookie_security(CookieSecurity::Private)
         .build();
-    let app = init_service(App::new().wrap(mw).configure(routes)).await;
+    let app = test_app(mw).await;
 
     let login = send(&app, get("/login?user=ann", None).to_request()).await;
     let cookie = login.cookie();
@@ -484,33 +492,21 @@ async fn a_cookie_signed_with_an_old_key_is_accepted_after_rotation() {
     let old = Key::generate();
     let new = Key::generate();
 
-    let before = init_service(
-        App::new()
-            .wrap(SessionMiddleware::new(
-                redis_engine(&server).await,
-                old.clone(),
-            ))
-            .configure(routes),
+    let before = test_app(SessionMiddleware::new(
+        redis_engine(&server).await,
+        old.clone(),
+    ))
+    .await;
+    let rotated = test_app(
+        SessionMiddleware::builder(redis_engine(&server).await, new.clone())
+            .old_key(old.clone())
+            .build(),
     )
     .await;
-    let rotated = init_service(
-        App::new()
-            .wrap(
-                SessionMiddleware::builder(redis_engine(&server).await, new.clone())
-                    .old_key(old.clone())
-                    .build(),
-            )
-            .configure(routes),
-    )
-    .await;
-    let new_only = init_service(
-        App::new()
-            .wrap(SessionMiddleware::new(
-                redis_engine(&server).await,
-                new.clone(),
-            ))
-            .configure(routes),
-    )
+    let new_only = test_app(SessionMiddleware::new(
+        redis_engine(&server).await,
+        new.clone(),
+    ))
     .await;
 
     let old_cookie = send(&before, get("/login?user=ann", None).to_request())
@@ -562,7 +558,7 @@ async fn a_read_only_visitor_without_a_cookie_gets_no_cookie_and_costs_no_redis(
     let server = RedisServer::start();
     let engine = redis_engine(&server).await;
     let mw = SessionMiddleware::new(engine.clone(), Key::generate());
-    let app = init_service(App::new().wrap(mw).configure(routes)).await;
+    let app = test_app(mw).await;
 
     for uri in ["/whoami", "/kv/get?key=color", "/logout", "/untouched"] {
         let reply = send(&app, get(uri, None).to_request()).await;
@@ -577,7 +573,7 @@ async fn a_read_only_visitor_without_a_cookie_gets_no_cookie_and_costs_no_redis(
 async fn a_visitor_with_a_valid_cookie_who_only_reads_gets_no_cookie() {
     let server = RedisServer::start();
     let mw = SessionMiddleware::new(redis_engine(&server).await, Key::generate());
-    let app = init_service(App::new().wrap(mw).configure(routes)).await;
+    let app = test_app(mw).await;
 
     let cookie = send(&app, get("/login?user=ann", None).to_request())
         .await
@@ -604,7 +600,7 @@ async fn a_visitor_with_a_valid_cookie_who_only_reads_gets_no_cookie() {
 async fn a_tampered_cookie_is_a_new_visitor_and_its_id_is_never_adopted() {
     let server = RedisServer::start();
     let mw = SessionMiddleware::new(redis_engine(&server).await, Key::generate());
-    let app = init_service(App::new().wrap(mw).configure(routes)).await;
+    let app = test_app(mw).await;
 
     let cookie = send(&app, get("/login?user=ann", None).to_request())
         .await
@@ -657,7 +653,7 @@ async fn a_tampered_cookie_is_a_new_visitor_and_its_id_is_never_adopted() {
 async fn garbage_cookies_never_panic_and_count_as_no_session() {
     let server = RedisServer::start();
     let mw = SessionMiddleware::new(redis_engine(&server).await, Key::generate());
-    let app = init_service(App::new().wrap(mw).configure(routes)).await;
+    let app = test_app(mw).await;
 
     let forged_shape = format!(
         "{}0123456789abcdef0123456789abcdef.1700000000",
@@ -720,7 +716,7 @@ async fn a_write_to_an_expired_session_starts_a_new_one_under_a_new_id() {
     let mw = SessionMiddleware::builder(redis_engine(&server).await, Key::generate())
         .tti(Duration::from_secs(1))
         .build();
-    let app = init_service(App::new().wrap(mw).configure(routes)).await;
+    let app = test_app(mw).await;
 
     let old = send(&app, get("/login?user=ann", None).to_request())
         .await
@@ -764,7 +760,7 @@ async fn a_request_that_does_not_use_the_session_costs_no_redis_command_even_wit
     let server = RedisServer::start();
     let engine = redis_engine(&server).await;
     let mw = SessionMiddleware::new(engine.clone(), Key::generate());
-    let app = init_service(App::new().wrap(mw).configure(routes)).await;
+    let app = test_app(mw).await;
 
     // Warm up: the pool has a connection and the scripts are loaded.
     let cookie = send(&app, get("/login?user=ann", None).to_request())
@@ -803,7 +799,7 @@ async fn parallel_writes_with_one_cookie_lose_no_update() {
     let server = RedisServer::start();
     let engine = redis_engine(&server).await;
     let mw = SessionMiddleware::new(engine.clone(), Key::generate());
-    let app = init_service(App::new().wrap(mw).configure(routes)).await;
+    let app = test_app(mw).await;
 
     let cookie = send(&app, get("/login?user=ann", None).to_request())
         .await
@@ -853,7 +849,7 @@ async fn parallel_writes_with_one_cookie_lose_no_update() {
 async fn parallel_increments_with_one_cookie_are_all_counted() {
     let server = RedisServer::start();
     let mw = SessionMiddleware::new(redis_engine(&server).await, Key::generate());
-    let app = init_service(App::new().wrap(mw).configure(routes)).await;
+    let app = test_app(mw).await;
 
     let cookie = send(&app, get("/counter", None).to_request())
         .await
@@ -922,12 +918,7 @@ fn assert_opaque_503(reply: &Reply, port: u16) {
 async fn a_session_route_answers_an_opaque_503_when_nothing_listens_at_the_redis_port() {
     let port = support::unused_port();
     let engine = engine_at(format!("redis://127.0.0.1:{port}")).await;
-    let app = init_service(
-        App::new()
-            .wrap(SessionMiddleware::new(engine, Key::generate()))
-            .configure(routes),
-    )
-    .await;
+    let app = test_app(SessionMiddleware::new(engine, Key::generate())).await;
 
     let reply = send(&app, get("/counter", None).to_request()).await;
     assert_opaque_503(&reply, port);
@@ -950,12 +941,7 @@ async fn a_session_route_answers_an_opaque_503_when_nothing_listens_at_the_redis
 async fn a_first_write_that_fails_sends_no_cookie_for_the_session_it_could_not_store() {
     let port = support::unused_port();
     let engine = engine_at(format!("redis://127.0.0.1:{port}")).await;
-    let app = init_service(
-        App::new()
-            .wrap(SessionMiddleware::new(engine, Key::generate()))
-            .configure(routes),
-    )
-    .await;
+    let app = test_app(SessionMiddleware::new(engine, Key::generate())).await;
 
     for uri in ["/counter", "/login?user=ann", "/kv/set?key=a&value=b"] {
         let reply = send(&app, get(uri, None).to_request()).await;
@@ -970,12 +956,7 @@ async fn a_session_route_answers_an_opaque_503_when_redis_never_answers() {
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
     let engine = engine_at(format!("redis://127.0.0.1:{port}")).await;
-    let app = init_service(
-        App::new()
-            .wrap(SessionMiddleware::new(engine.clone(), Key::generate()))
-            .configure(routes),
-    )
-    .await;
+    let app = test_app(SessionMiddleware::new(engine.clone(), Key::generate())).await;
 
     let reply = send(&app, get("/counter", None).to_request()).await;
     assert_opaque_503(&reply, port);
@@ -1009,7 +990,7 @@ async fn an_oversized_value_is_refused_by_set_and_nothing_is_stored() {
     let mw = SessionMiddleware::builder(redis_engine(&server).await, Key::generate())
         .max_value_bytes(64)
         .build();
-    let app = init_service(App::new().wrap(mw).configure(routes)).await;
+    let app = test_app(mw).await;
 
     // No session yet: the refusal creates none.
     let refused = send(&app, get("/big?bytes=100", None).to_request()).await;
@@ -1067,7 +1048,7 @@ async fn a_session_past_its_absolute_lifetime_is_gone_however_busy_it_is() {
         .tti(Duration::from_secs(600))
         .max_lifetime(Duration::from_secs(2))
         .build();
-    let app = init_service(App::new().wrap(mw).configure(routes)).await;
+    let app = test_app(mw).await;
 
     let cookie = send(&app, get("/login?user=ann", None).to_request())
         .await
@@ -1110,8 +1091,8 @@ async fn with_the_on_write_policy_a_read_does_not_refresh_the_ttl() {
     let on_write = SessionMiddleware::builder(engine.clone(), key.clone())
         .ttl_refresh(circumflex_session::TtlRefresh::OnWrite)
         .build();
-    let app_use = init_service(App::new().wrap(on_use).configure(routes)).await;
-    let app_write = init_service(App::new().wrap(on_write).configure(routes)).await;
+    let app_use = test_app(on_use).await;
+    let app_write = test_app(on_write).await;
 
     let cookie = send(&app_use, get("/login?user=ann", None).to_request())
         .await
@@ -1145,7 +1126,7 @@ async fn with_refresh_after_percent_a_recently_refreshed_session_skips_the_refre
     let mw = SessionMiddleware::builder(engine.clone(), Key::generate())
         .refresh_after_percent(10)
         .build();
-    let app = init_service(App::new().wrap(mw).configure(routes)).await;
+    let app = test_app(mw).await;
     let cookie = send(&app, get("/login?user=ann", None).to_request())
         .await
         .cookie();
@@ -1160,7 +1141,7 @@ async fn with_refresh_after_percent_a_recently_refreshed_session_skips_the_refre
     }
     // Control: without the threshold the same read refreshes.
     let exact = SessionMiddleware::new(engine.clone(), Key::generate());
-    let exact = init_service(App::new().wrap(exact).configure(routes)).await;
+    let exact = test_app(exact).await;
     let cookie = send(&exact, get("/login?user=bob", None).to_request())
         .await
         .cookie();
@@ -1240,7 +1221,7 @@ async fn every_handle_method_works_through_the_middleware() {
 #[actix_web::test]
 async fn the_memory_backend_serves_the_same_flow_without_redis() {
     let mw = SessionMiddleware::new(circumflex_session::MemoryBackend::new(), Key::generate());
-    let app = init_service(App::new().wrap(mw).configure(routes)).await;
+    let app = test_app(mw).await;
     let cookie = send(&app, get("/login?user=ann", None).to_request())
         .await
         .cookie();
