@@ -16,7 +16,8 @@
 //!
 //! With `--redis-url`, Redis `INFO` is read just before and just after the measured window and
 //! the deltas are printed per request (commands by name, CPU, bytes, read calls). With
-//! `--rss-pid`, the server's resident memory is sampled once a second.
+//! `--server-pid`, the server's resident memory is sampled once a second and its CPU time
+//! (user and kernel, all threads) over the measured window is printed per request.
 //!
 //! The exit status is 0 when every request succeeded, 1 when any error was counted, 2 for a bad
 //! command line or an unreachable `--redis-url`.
@@ -45,7 +46,9 @@ usage: loadtest [options]
   --timeout SECS      per-request timeout, counted as an error (default 5)
   --check KIND        status | json | counter (default status)
   --redis-url URL     redis://[[user]:pass@]host:port to read INFO deltas from
-  --rss-pid PID       sample /proc/PID/status VmRSS once a second
+  --server-pid PID    the server's pid: its VmRSS is sampled once a second and its CPU time
+                      (user and kernel, from /proc/PID/stat) is reported per request
+                      (--rss-pid is the same)
   --label NAME        name for the report (default: the path)
   --json              also print one JSON line with the results";
 
@@ -139,6 +142,7 @@ fn parse_args(raw: Vec<String>) -> Result<Args, String> {
             "check",
             "redis-url",
             "rss-pid",
+            "server-pid",
             "label",
         ];
         let key = name.split_once('=').map_or(name, |(k, _)| k).to_string();
@@ -201,10 +205,10 @@ fn parse_args(raw: Vec<String>) -> Result<Args, String> {
             ))
         }
     };
-    let rss_pid = match get("rss-pid") {
+    let rss_pid = match get("server-pid").or_else(|| get("rss-pid")) {
         Some(v) => Some(
             v.parse::<u32>()
-                .map_err(|_| format!("--rss-pid: not a pid: {v:?}"))?,
+                .map_err(|_| format!("--server-pid: not a pid: {v:?}"))?,
         ),
         None => None,
     };
@@ -1131,6 +1135,18 @@ async fn sample_rss(pid: u32, end: Instant) -> RssSamples {
     out
 }
 
+/// User and kernel CPU time of a whole process (all threads), in µs.
+fn process_cpu_us(pid: u32) -> Option<(f64, f64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces: the first
+    // is field 3 (state), so utime (14) and stime (15) are the 12th and 13th.
+    let mut fields = text.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // Clock ticks of USER_HZ, which is 100 on every Linux ABI.
+    Some((utime as f64 * 10_000.0, stime as f64 * 10_000.0))
+}
+
 /// CPU time of this (single) thread in ns, to show whether the tool itself was the bottleneck.
 fn thread_cpu_ns() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
@@ -1187,6 +1203,7 @@ async fn run(args: Args) -> Result<bool, String> {
 
     sleep_until(measure_start).await;
     let cpu_before = thread_cpu_ns();
+    let server_before = args.rss_pid.and_then(process_cpu_us);
     let redis_before = match redis.as_mut() {
         Some(r) => Some(r.snapshot().await?),
         None => None,
@@ -1197,6 +1214,7 @@ async fn run(args: Args) -> Result<bool, String> {
         None => None,
     };
     let cpu_after = thread_cpu_ns();
+    let server_after = args.rss_pid.and_then(process_cpu_us);
 
     let mut total = Tally::default();
     let mut latencies: Vec<u32> = Vec::new();
@@ -1252,6 +1270,11 @@ async fn run(args: Args) -> Result<bool, String> {
     );
     let client_cpu_pct = match (cpu_before, cpu_after) {
         (Some(a), Some(b)) => Some((b.saturating_sub(a)) as f64 / 1e9 / secs * 100.0),
+        _ => None,
+    };
+    // Server CPU over the measured window: (user, kernel) µs.
+    let server_cpu = match (server_before, server_after) {
+        (Some(b), Some(a)) => Some((a.0 - b.0, a.1 - b.1)),
         _ => None,
     };
     let delta = match (&redis_before, &redis_after) {
@@ -1314,6 +1337,16 @@ async fn run(args: Args) -> Result<bool, String> {
         let _ = writeln!(out, "client CPU    {pct:.0}% of one core");
     }
     let per_req = |x: f64| if ok > 0 { x / ok as f64 } else { 0.0 };
+    if let Some((user, sys)) = server_cpu {
+        let _ = writeln!(
+            out,
+            "server CPU    {:.1} µs/req (user {:.1} + kernel {:.1}), {:.0}% of one core",
+            per_req(user + sys),
+            per_req(user),
+            per_req(sys),
+            (user + sys) / 1e6 / secs * 100.0
+        );
+    }
     if let Some(d) = &delta {
         let mut cmds = String::new();
         for (name, n) in &d.per_command {
@@ -1412,6 +1445,11 @@ async fn run(args: Args) -> Result<bool, String> {
             "setup_errors_total": total.setup_errors.total(),
             "reconnects": total.reconnects,
             "client_cpu_pct": client_cpu_pct,
+            "server_cpu_us_per_req": server_cpu.map(|(u, k)| json!({
+                "total": per_req(u + k),
+                "user": per_req(u),
+                "kernel": per_req(k),
+            })),
             "redis": redis_json,
             "rss": rss_json,
         });

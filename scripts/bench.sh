@@ -162,7 +162,7 @@ for run in $(seq 1 "$RUNS"); do
             timeout $((DURATION + WARMUP + 30)) taskset -c "$CLIENT_CPU" "$BIN/loadtest" \
                 --url "http://127.0.0.1:$port" --login "$login" --path "$path" --check "$check" \
                 --users "$USERS" --duration "$DURATION" --warmup "$WARMUP" \
-                --redis-url "$REDIS_URL" --rss-pid "$SERVER_PID" --label "$server/$w" --json \
+                --redis-url "$REDIS_URL" --server-pid "$SERVER_PID" --label "$server/$w" --json \
                 >"$out" 2>&1 || rc=$?
             grep -v '^{' "$out" >&2 || true
             if [ "$rc" -ne 0 ]; then
@@ -194,22 +194,24 @@ jq -r -s --arg servers "$SERVERS" --arg workloads "$WORKLOADS" '
   ($servers | split(" ") | map(select(length > 0))) as $S
   | ($workloads | split(" ") | map(select(length > 0))) as $W
   | . as $all
-  | "| workload | server | runs | rps (mean) | rps min–max | vs none | p50 µs | p99 µs | client CPU | redis cmds/req | redis bytes/req | redis CPU µs/req | errors |",
-    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+  | "| workload | server | runs | rps (mean) | rps min–max | vs none | p50 µs | p99 µs | client CPU | server CPU µs/req (user+kernel) | redis cmds/req | redis bytes/req | redis CPU µs/req | redis reads/cmd | errors |",
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ($W[] as $w
      | ([$all[] | select(.workload == $w and .server == "none") | .rps] | mean) as $ceil
      | $S[] as $s
      | [$all[] | select(.workload == $w and .server == $s)] as $c
-     | if ($c | length) == 0 then "| \($w) | \($s) | 0 | — | — | — | — | — | — | — | — | — | — |"
+     | if ($c | length) == 0 then "| \($w) | \($s) | 0 | — | — | — | — | — | — | — | — | — | — | — | — |"
        else
          ([$c[].rps] | mean) as $rps
          | "| \($w) | \($s) | \($c | length) | \($rps | f(0)) | \([$c[].rps] | min | f(0))–\([$c[].rps] | max | f(0))"
            + " | \(if $ceil then ($rps / $ceil * 100 | f(0)) + "%" else "—" end)"
            + " | \([$c[].latency_us.p50] | mean | f(0)) | \([$c[].latency_us.p99] | mean | f(0))"
            + " | \([$c[].client_cpu_pct] | mean | f(0))%"
+           + " | \([$c[].server_cpu_us_per_req.total] | mean | f(1)) (\([$c[].server_cpu_us_per_req.user] | mean | f(1))+\([$c[].server_cpu_us_per_req.kernel] | mean | f(1)))"
            + " | \([$c[].redis.commands_per_req] | mean | f(2))"
            + " | \([$c[].redis.net_bytes_per_req] | mean | f(0))"
            + " | \([$c[].redis.cpu_us_per_req] | mean | f(1))"
+           + " | \([$c[].redis.reads_per_command] | mean | f(2))"
            + " | \([$c[] | .errors_total + .setup_errors_total] | add) |"
        end)
 ' "$RESULTS"

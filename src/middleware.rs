@@ -20,7 +20,7 @@ use std::time::Duration;
 use actix_web::body::MessageBody;
 use actix_web::cookie::{time, Key};
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
-use actix_web::http::header::{HeaderValue, COOKIE, SET_COOKIE};
+use actix_web::http::header::{HeaderMap, HeaderValue, COOKIE, SET_COOKIE};
 use actix_web::HttpMessage;
 use futures::future::LocalBoxFuture;
 
@@ -280,13 +280,22 @@ where
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        let raw = find_cookie(&req, &self.binding.policy.codec.config().name);
-        let session = AsyncSession::new(self.binding.clone(), raw);
-        req.extensions_mut().insert(session.clone());
+        // Nothing about the session is looked at here: the extractor reads the cookie the
+        // first time a handler asks for the session, so a request that never does costs one
+        // `Arc` clone.
+        req.extensions_mut().insert(Bound(self.binding.clone()));
         let binding = self.binding.clone();
         let response = self.service.call(req);
         Box::pin(async move {
             let mut response = response.await?;
+            let session = response
+                .request()
+                .extensions()
+                .get::<AsyncSession>()
+                .cloned();
+            let Some(session) = session else {
+                return Ok(response);
+            };
             let cookie = match session.cookie_update() {
                 CookieUpdate::Keep => return Ok(response),
                 CookieUpdate::Set(ticket, ttl) => {
@@ -306,9 +315,13 @@ where
     }
 }
 
+/// What the middleware leaves in a request's extensions for the extractor: this worker's
+/// binding, from which the request's [`AsyncSession`] is made on first extraction.
+pub(crate) struct Bound(pub(crate) Arc<Binding>);
+
 /// The raw value of the named cookie, without parsing the others into a jar.
-fn find_cookie(req: &ServiceRequest, name: &str) -> Option<String> {
-    req.headers()
+pub(crate) fn find_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
         .get_all(COOKIE)
         .filter_map(|header| header.to_str().ok())
         .flat_map(|header| header.split(';'))

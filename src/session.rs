@@ -16,6 +16,7 @@ use crate::config::{SessionConfig, TtlRefresh};
 use crate::cookie::{now_secs, CookieCodec, Ticket, VerifiedCookies};
 use crate::engine::SessionEngine;
 use crate::error::Error;
+use crate::middleware::{find_cookie, Bound};
 
 /// Longest user key, in bytes.
 pub const MAX_KEY_BYTES: usize = 256;
@@ -662,16 +663,31 @@ fn unexpected(reply: Reply) -> Error {
     Error::Server(format!("unexpected reply {reply:?}"))
 }
 
+impl AsyncSession {
+    /// The request's session: made (from the cookie, not yet verified) on the first call and
+    /// shared by every later one, so that the middleware sees what the handlers did.
+    fn of(req: &HttpRequest) -> Result<Self, Error> {
+        if let Some(session) = req.extensions().get::<AsyncSession>() {
+            return Ok(session.clone());
+        }
+        let Some(Bound(binding)) = req.extensions().get::<Bound>().map(|b| Bound(b.0.clone()))
+        else {
+            tracing::error!(path = %req.path(), "AsyncSession extracted without SessionMiddleware");
+            return Err(Error::MiddlewareMissing);
+        };
+        let raw = find_cookie(req.headers(), &binding.policy.codec.config().name);
+        let session = AsyncSession::new(binding, raw);
+        req.extensions_mut().insert(session.clone());
+        Ok(session)
+    }
+}
+
 impl FromRequest for AsyncSession {
     type Error = Error;
     type Future = std::future::Ready<Result<Self, Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let session = req.extensions().get::<AsyncSession>().cloned();
-        std::future::ready(session.ok_or_else(|| {
-            tracing::error!(path = %req.path(), "AsyncSession extracted without SessionMiddleware");
-            Error::MiddlewareMissing
-        }))
+        std::future::ready(AsyncSession::of(req))
     }
 }
 

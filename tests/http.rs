@@ -93,6 +93,14 @@ async fn untouched(_session: AsyncSession) -> HttpResponse {
     HttpResponse::Ok().body("untouched")
 }
 
+/// Two extractions of one request's session: a write through one is seen through the other,
+/// and the new session's cookie goes out once.
+async fn twice(first: AsyncSession, second: AsyncSession) -> Answer {
+    first.set("color", "teal").await?;
+    let seen: Option<String> = second.get("color").await?;
+    Ok(HttpResponse::Ok().json(json!({ "seen": seen, "same_id": first.id() == second.id() })))
+}
+
 #[derive(Deserialize)]
 struct Big {
     bytes: usize,
@@ -119,7 +127,8 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/logout", web::get().to(logout))
         .route("/plain", web::get().to(plain))
         .route("/untouched", web::get().to(untouched))
-        .route("/big", web::get().to(big));
+        .route("/big", web::get().to(big))
+        .route("/twice", web::get().to(twice));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -590,6 +599,28 @@ async fn a_visitor_with_a_valid_cookie_who_only_reads_gets_no_cookie() {
     }
     let value = send(&app, get("/kv/get?key=user", Some(&cookie)).to_request()).await;
     assert_eq!(value.json()["value"], json!("ann"));
+}
+
+#[actix_web::test]
+async fn every_extraction_in_one_request_shares_one_session_and_its_cookie() {
+    let server = RedisServer::start();
+    let mw = SessionMiddleware::new(redis_engine(&server).await, Key::generate());
+    let app = test_app(mw).await;
+
+    let reply = send(&app, get("/twice", None).to_request()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json(), json!({ "seen": "teal", "same_id": true }));
+    assert_eq!(
+        reply.raw_set_cookies.len(),
+        1,
+        "{:?}",
+        reply.raw_set_cookies
+    );
+    assert_eq!(session_ids(&server).len(), 1);
+
+    let cookie = reply.cookie();
+    let value = send(&app, get("/kv/get?key=color", Some(&cookie)).to_request()).await;
+    assert_eq!(value.json()["value"], json!("teal"));
 }
 
 // ---------------------------------------------------------------------------------------------
