@@ -162,7 +162,11 @@ impl RedisBackend {
         if let Some(password) = &config.password {
             settings = settings.set_password(password);
         }
-        info = info.set_redis_settings(settings);
+        // TCP_NODELAY: with more than one pipeline in flight, Nagle's algorithm would hold a
+        // pipeline back until the previous one's bytes are acknowledged.
+        info = info
+            .set_redis_settings(settings)
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
         let manager = Manager {
             client: redis::Client::open(info.clone()).map_err(Error::Unavailable)?,
             config: AsyncConnectionConfig::new()

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Redis CPU per write, for the ways a session write can guard against reviving a session that
+# expired or was invalidated (BENCHMARKS.md, "Lua vs plain commands").
+#
+# Starts a private redis-server on a free loopback port (pinned to CPU 0), loads the crate's
+# write script from src/backend/redis.rs, fills 1000 sessions, then for each variant pipes N
+# writes with `redis-cli --pipe` (from CPU 1) and reports Redis's own CPU time (INFO
+# used_cpu_user + used_cpu_sys) per write. Needs redis-server, redis-cli, python3, taskset, ss.
+#
+#   N=200000 REPS=2 scripts/guard_cost.sh
+set -euo pipefail
+
+N=${N:-200000}
+REPS=${REPS:-2}
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+WORK=$(mktemp -d)
+PID=""
+cleanup() {
+    [ -n "$PID" ] && kill "$PID" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+PORT=""
+for _ in $(seq 1 100); do
+    p=$((20000 + RANDOM % 30000))
+    if [ -z "$(ss -Htln "( sport = :$p )")" ]; then PORT=$p; break; fi
+done
+[ -n "$PORT" ] || { echo "guard_cost.sh: no free port" >&2; exit 1; }
+taskset -c 0 redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --daemonize no >"$WORK/redis.log" 2>&1 &
+PID=$!
+for _ in $(seq 1 50); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+
+SCRIPT=$(sed -n '/^const WRITE_SCRIPT: &str = r#"/,/^"#;/p' "$ROOT/src/backend/redis.rs" | sed '1d;$d')
+SHA=$(redis-cli -p "$PORT" script load "$SCRIPT")
+
+cat >"$WORK/gen.py" <<'PY'
+import sys
+
+def resp(*args):
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+mode, n, sha = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+w = sys.stdout.buffer
+sessions = 1000
+ttl = "1800000"
+for i in range(n):
+    key = "session:%032x" % (i % sessions)
+    if mode == "setup":
+        if i < sessions:
+            w.write(resp("HSET", key, "\0created", "1", "a", "alpha", "counter", "0"))
+            w.write(resp("PEXPIRE", key, ttl))
+    elif mode == "hset":  # no guard, no refresh: a write that may revive a dead session
+        w.write(resp("HSET", key, "counter", i))
+    elif mode == "hset+pexpire":  # no guard
+        w.write(resp("HSET", key, "counter", i))
+        w.write(resp("PEXPIRE", key, ttl))
+    elif mode == "multi-guard":  # existence read inside a transaction, no refresh
+        w.write(resp("MULTI"))
+        w.write(resp("HEXISTS", key, "\0created"))
+        w.write(resp("HSET", key, "counter", i))
+        w.write(resp("EXEC"))
+    elif mode == "multi-guard+pexpire":
+        w.write(resp("MULTI"))
+        w.write(resp("HEXISTS", key, "\0created"))
+        w.write(resp("HSET", key, "counter", i))
+        w.write(resp("PEXPIRE", key, ttl))
+        w.write(resp("EXEC"))
+    elif mode == "lua":  # the crate's write script, existing session, no refresh
+        w.write(resp("EVALSHA", sha, 1, key, "x", "0", "0", "s", "counter", i))
+    elif mode == "lua+pexpire":  # the same with the refresh folded in
+        w.write(resp("EVALSHA", sha, 1, key, "e", "0", ttl, "s", "counter", i))
+PY
+
+python3 "$WORK/gen.py" setup 1000 "$SHA" | redis-cli -p "$PORT" --pipe >/dev/null
+cpu() { redis-cli -p "$PORT" info cpu | awk -F: '/used_cpu_(user|sys):/ { s += $2 } END { printf "%.6f", s }'; }
+VARIANTS="hset hset+pexpire multi-guard multi-guard+pexpire lua lua+pexpire"
+for v in $VARIANTS; do python3 "$WORK/gen.py" "$v" "$N" "$SHA" >"$WORK/$v.resp"; done
+echo "| variant | Redis CPU µs per write (each rep) |"
+echo "|---|---|"
+for v in $VARIANTS; do
+    line="| $v |"
+    for _ in $(seq 1 "$REPS"); do
+        a=$(cpu)
+        taskset -c 1 redis-cli -p "$PORT" --pipe <"$WORK/$v.resp" >/dev/null
+        b=$(cpu)
+        line="$line $(awk -v a="$a" -v b="$b" -v n="$N" 'BEGIN { printf "%.2f", (b - a) / n * 1e6 }')"
+    done
+    echo "$line |"
+done
