@@ -1390,6 +1390,12 @@ async fn run(args: Args) -> Result<bool, String> {
                     fmt_mib(max),
                     r.kb.len()
                 );
+                if r.kb.len() > 10 {
+                    // The trajectory, to tell start-up growth from a leak.
+                    let every: Vec<String> =
+                        r.kb.iter().step_by(10).map(|&kb| fmt_mib(kb)).collect();
+                    let _ = writeln!(out, "  every 10 s  {}", every.join("  "));
+                }
             }
             _ => {
                 let _ = writeln!(out, "server RSS    no samples");
@@ -1426,6 +1432,7 @@ async fn run(args: Args) -> Result<bool, String> {
                 "last_kb": r.kb.last(),
                 "max_kb": r.kb.iter().max(),
                 "samples": r.kb.len(),
+                "samples_kb": r.kb,
             })
         });
         let line = json!({
