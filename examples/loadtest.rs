@@ -1137,7 +1137,11 @@ async fn sample_rss(pid: u32, end: Instant) -> RssSamples {
 
 /// User and kernel CPU time of a whole process (all threads), in µs.
 fn process_cpu_us(pid: u32) -> Option<(f64, f64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_us(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// `(user, kernel)` µs from the text of a `/proc/PID/stat`.
+fn stat_cpu_us(text: &str) -> Option<(f64, f64)> {
     // Fields after the command name, which is in parentheses and may hold spaces: the first
     // is field 3 (state), so utime (14) and stime (15) are the 12th and 13th.
     let mut fields = text.rsplit_once(')')?.1.split_whitespace().skip(11);
@@ -1554,6 +1558,17 @@ mod tests {
         assert!(matches!(not_json, Err(f) if f.kind == Kind::Body));
         let status = verify(Check::Counter, 500, br#"{"counter":1}"#, &mut User::new());
         assert!(matches!(status, Err(f) if f.kind == Kind::Status));
+    }
+
+    #[test]
+    fn cpu_time_is_read_past_a_command_name_with_spaces_and_parentheses() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+        // utime stime ...
+        let stat = "42 (my (odd) server) S 1 42 42 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3";
+        assert_eq!(stat_cpu_us(stat), Some((2_500_000.0, 750_000.0)));
+        assert_eq!(stat_cpu_us("42 (truncated) S 1 2"), None);
+        let own = process_cpu_us(std::process::id()).expect("this process's own stat");
+        assert!(own.0 >= 0.0 && own.1 >= 0.0);
     }
 
     #[test]
