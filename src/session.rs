@@ -670,8 +670,7 @@ impl AsyncSession {
         if let Some(session) = req.extensions().get::<AsyncSession>() {
             return Ok(session.clone());
         }
-        let Some(Bound(binding)) = req.extensions().get::<Bound>().map(|b| Bound(b.0.clone()))
-        else {
+        let Some(binding) = req.extensions().get::<Bound>().map(|b| b.0.clone()) else {
             tracing::error!(path = %req.path(), "AsyncSession extracted without SessionMiddleware");
             return Err(Error::MiddlewareMissing);
         };
