@@ -195,6 +195,19 @@ async fn noop() -> HttpResponse {
     ok()
 }
 
+/// Starts a mode's server: every mode gets the same workers, shutdown and address, so that
+/// the comparison stays fair.
+macro_rules! listen {
+    ($cfg:expr, $factory:expr) => {{
+        let server = HttpServer::new($factory)
+            .workers($cfg.workers)
+            .shutdown_timeout(1)
+            .bind(("127.0.0.1", $cfg.port))?;
+        announce(&server.addrs());
+        server.run()
+    }};
+}
+
 fn announce(addrs: &[std::net::SocketAddr]) {
     for addr in addrs {
         println!("listening on http://{addr}");
@@ -267,19 +280,15 @@ mod plain {
 
 async fn serve_none(cfg: &Config) -> std::io::Result<()> {
     let counters = web::Data::new(Counters::default());
-    let server = HttpServer::new(move || {
+    let server = listen!(cfg, move || {
         App::new()
             .app_data(counters.clone())
             .route("/login", web::get().to(plain::login))
             .route("/read", web::get().to(plain::read))
             .route("/incr", web::get().to(plain::incr))
             .route("/noop", web::get().to(noop))
-    })
-    .workers(cfg.workers)
-    .shutdown_timeout(1)
-    .bind(("127.0.0.1", cfg.port))?;
-    announce(&server.addrs());
-    server.run().await
+    });
+    server.await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -325,7 +334,7 @@ async fn serve_actix_session(cfg: &Config) -> std::io::Result<()> {
         .await
         .map_err(|e| std::io::Error::other(format!("redis {}: {e}", cfg.redis_url)))?;
     let key = Key::generate();
-    let server = HttpServer::new(move || {
+    let server = listen!(cfg, move || {
         App::new()
             .wrap(
                 SessionMiddleware::builder(store.clone(), key.clone())
@@ -336,12 +345,8 @@ async fn serve_actix_session(cfg: &Config) -> std::io::Result<()> {
             .route("/read", web::get().to(actix_sess::read))
             .route("/incr", web::get().to(actix_sess::incr))
             .route("/noop", web::get().to(noop))
-    })
-    .workers(cfg.workers)
-    .shutdown_timeout(1)
-    .bind(("127.0.0.1", cfg.port))?;
-    announce(&server.addrs());
-    server.run().await
+    });
+    server.await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -399,7 +404,7 @@ async fn serve_circumflex(cfg: &Config) -> std::io::Result<()> {
     let key = Key::generate();
     let refresh_after_percent = cfg.refresh_after_percent;
     let stats = engine.clone();
-    let server = HttpServer::new(move || {
+    let server = listen!(cfg, move || {
         App::new()
             .wrap(
                 CircumflexMiddleware::builder(engine.clone(), key.clone())
@@ -411,12 +416,8 @@ async fn serve_circumflex(cfg: &Config) -> std::io::Result<()> {
             .route("/read", web::get().to(circ::read))
             .route("/incr", web::get().to(circ::incr))
             .route("/noop", web::get().to(noop))
-    })
-    .workers(cfg.workers)
-    .shutdown_timeout(1)
-    .bind(("127.0.0.1", cfg.port))?;
-    announce(&server.addrs());
-    let result = server.run().await;
+    });
+    let result = server.await;
     let s = stats.stats();
     println!(
         "engine stats: commands {} pipelines {} average batch {:.1} max batch {} redis commands {} \

@@ -400,13 +400,10 @@ impl AsyncSession {
     ///
     /// Redis: one `HMGET` for all keys, plus the request's TTL refresh if it is the first use.
     pub async fn mget<T: DeserializeOwned>(&self, keys: &[&str]) -> Result<Vec<Option<T>>, Error> {
-        for key in keys {
-            check_key(key)?;
-        }
-        if keys.is_empty() {
+        let fields = fields_of(keys)?;
+        if fields.is_empty() {
             return Ok(Vec::new());
         }
-        let fields = keys.iter().map(|k| (*k).to_owned()).collect();
         match self.read(Op::Get(fields)).await? {
             Some(Reply::Values(values)) => keys
                 .iter()
@@ -476,16 +473,13 @@ impl AsyncSession {
     /// Redis: one `EVALSHA` of the write script, whatever the number of keys. Removing every
     /// key keeps the (empty) session; use [`invalidate`](Self::invalidate) to end it.
     pub async fn remove_many(&self, keys: &[&str]) -> Result<u64, Error> {
-        for key in keys {
-            check_key(key)?;
-        }
-        if keys.is_empty() {
+        let fields = fields_of(keys)?;
+        if fields.is_empty() {
             return Ok(0);
         }
         let Some((key, refresh)) = self.target(Purpose::Write) else {
             return Ok(0);
         };
-        let fields = keys.iter().map(|k| (*k).to_owned()).collect();
         match self.call(key.clone(), Op::Remove(fields), refresh).await? {
             Reply::Int(n) => Ok(n.max(0) as u64),
             Reply::Gone => {
@@ -653,6 +647,13 @@ fn check_key(key: &str) -> Result<(), Error> {
         return Err(Error::InvalidKey(key.chars().take(64).collect()));
     }
     Ok(())
+}
+
+/// The hash fields for `keys`, each checked.
+fn fields_of(keys: &[&str]) -> Result<Vec<String>, Error> {
+    keys.iter()
+        .map(|key| check_key(key).map(|()| (*key).to_owned()))
+        .collect()
 }
 
 fn decode<T: DeserializeOwned>(key: &str, raw: &[u8]) -> Result<T, Error> {
