@@ -4,6 +4,8 @@
 //! A missing `redis-server` binary is a loud failure that says how to install it.
 #![allow(dead_code)]
 
+pub mod app;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -13,14 +15,22 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
+    /// Extra `redis-server` arguments, kept for `restart`.
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts a server on a free port and waits until it answers PING.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra arguments (e.g. `["--timeout", "1"]`), on a free port.
+    pub fn start_with(extra: &[&str]) -> Self {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         for _ in 0..5 {
             let port = free_port();
-            if let Some(server) = Self::start_on(port) {
+            if let Some(server) = Self::start_on(port, &extra) {
                 return server;
             }
         }
@@ -28,7 +38,7 @@ impl RedisServer {
     }
 
     /// Starts a server on a given port; `None` if it did not come up (port taken).
-    pub fn start_on(port: u16) -> Option<Self> {
+    fn start_on(port: u16, extra: &[String]) -> Option<Self> {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -44,6 +54,7 @@ impl RedisServer {
                 "--loglevel",
                 "warning",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -56,6 +67,7 @@ impl RedisServer {
         let mut server = RedisServer {
             child: Some(child),
             port,
+            extra: extra.to_vec(),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -109,7 +121,7 @@ impl RedisServer {
         self.kill();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Some(mut server) = Self::start_on(self.port) {
+            if let Some(mut server) = Self::start_on(self.port, &self.extra) {
                 self.child = server.child.take();
                 return;
             }
