@@ -42,6 +42,7 @@ async fn actor_round(
             key: session_key(key_of(i)),
             op: Op::Get(vec!["a".to_owned(), "b".to_owned()]),
             refresh: None,
+            limits: Default::default(),
         };
         engine.call(actor, command)
     });
@@ -112,6 +113,7 @@ fn engine_bench(c: &mut Criterion) {
                 key: session_key(i),
                 op: Op::Set(WriteMode::Create { created: 0, ttl }, pairs),
                 refresh: None,
+                limits: Default::default(),
             };
             engine.call(&actor, command).await.expect("seed session");
         }

@@ -25,8 +25,16 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default cookie name.
 pub const DEFAULT_COOKIE_NAME: &str = "session";
+/// Default time to idle of a session that never logged in (was never renewed): 10 minutes.
+/// Anonymous sessions are what a client can mint in bulk, so they get the shorter life.
+pub const DEFAULT_ANONYMOUS_TTI: Duration = Duration::from_secs(10 * 60);
 /// Default largest serialised value accepted by `set` (64 KiB).
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 64 * 1024;
+/// Default most user keys in one session.
+pub const DEFAULT_MAX_KEYS: usize = 256;
+/// Default most bytes in one session, user keys plus values (256 KiB: four values of the
+/// largest size). It bounds what any one Redis call about a session costs.
+pub const DEFAULT_MAX_SESSION_BYTES: usize = 256 * 1024;
 /// Default largest number of commands in one pipeline.
 pub const DEFAULT_MAX_BATCH: usize = 1024;
 /// Default number of pipelines one actor keeps in flight.
@@ -265,7 +273,12 @@ pub enum TtlRefresh {
 #[serde(default, deny_unknown_fields)]
 pub struct SessionConfig {
     /// Time to idle in seconds: a session unused this long expires. Default 1800 (30 min).
+    /// Applies to sessions that logged in, that is, were [renewed](crate::AsyncSession::renew).
     pub tti_secs: u64,
+    /// Time to idle in seconds of a session that never logged in (was never renewed). Default
+    /// 600 (10 min); capped at `tti_secs`. Set it equal to `tti_secs` to treat every session
+    /// alike.
+    pub anonymous_tti_secs: u64,
     /// When the idle timer is refreshed. Default `on_use`.
     pub refresh: TtlRefresh,
     /// Skip a refresh when this worker refreshed the session less than this percentage of
@@ -276,6 +289,11 @@ pub struct SessionConfig {
     pub max_lifetime_secs: Option<u64>,
     /// Largest serialised value `set` accepts, in bytes. Default 65536.
     pub max_value_bytes: usize,
+    /// Most user keys in one session. Default 256.
+    pub max_keys: usize,
+    /// Most bytes in one session: user keys plus serialised values. Default 262144 (256 KiB).
+    /// At least `max_value_bytes`.
+    pub max_session_bytes: usize,
 }
 
 impl Default for SessionConfig {
@@ -286,14 +304,31 @@ impl Default for SessionConfig {
             refresh_after_percent: 0,
             max_lifetime_secs: None,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            anonymous_tti_secs: DEFAULT_ANONYMOUS_TTI.as_secs(),
+            max_keys: DEFAULT_MAX_KEYS,
+            max_session_bytes: DEFAULT_MAX_SESSION_BYTES,
         }
     }
 }
 
 impl SessionConfig {
-    /// The time to idle.
+    /// The time to idle of a session that logged in (was renewed).
     pub fn tti(&self) -> Duration {
         Duration::from_secs(self.tti_secs)
+    }
+
+    /// The time to idle of a session that never logged in: `anonymous_tti_secs`, capped at
+    /// `tti_secs`.
+    pub fn anonymous_tti(&self) -> Duration {
+        Duration::from_secs(self.anonymous_tti_secs.min(self.tti_secs))
+    }
+
+    /// The size limits every write is checked against.
+    pub(crate) fn limits(&self) -> crate::actor::message::Limits {
+        crate::actor::message::Limits {
+            max_keys: self.max_keys as u64,
+            max_bytes: self.max_session_bytes as u64,
+        }
     }
 
     /// Checks that the lifetimes are positive.
@@ -314,6 +349,19 @@ impl SessionConfig {
         if self.max_value_bytes == 0 {
             return Err(Error::Config(
                 "session.max_value_bytes must be positive".into(),
+            ));
+        }
+        if self.anonymous_tti_secs == 0 {
+            return Err(Error::Config(
+                "session.anonymous_tti_secs must be positive".into(),
+            ));
+        }
+        if self.max_keys == 0 {
+            return Err(Error::Config("session.max_keys must be positive".into()));
+        }
+        if self.max_session_bytes < self.max_value_bytes {
+            return Err(Error::Config(
+                "session.max_session_bytes must be at least session.max_value_bytes".into(),
             ));
         }
         Ok(())

@@ -1,8 +1,10 @@
 //! Session ids and the session cookie: generation (CSPRNG), signing or encryption through the
 //! `cookie` crate that actix-web re-exports, and parsing of untrusted cookie values.
 //!
-//! The cookie carries `<id>.<created>`: a 128-bit random id in lowercase hex and the creation
-//! time in Unix seconds (for the optional absolute lifetime). Nothing from a cookie reaches a
+//! The cookie carries `<id>.<created>` for a session that never logged in, and
+//! `<id>.<created>.r` for one that was renewed (logged in): a 128-bit random id in lowercase
+//! hex, the creation time in Unix seconds (for the optional absolute lifetime), and the mark
+//! that selects the longer time to idle. Nothing from a cookie reaches a
 //! Redis key unless its signature (or AEAD tag) verified and the payload parsed strictly.
 
 use std::collections::HashMap;
@@ -27,16 +29,19 @@ pub(crate) struct Ticket {
     pub(crate) id: Arc<str>,
     /// Creation time, Unix seconds.
     pub(crate) created: u64,
+    /// Renewed at least once, which is what a login does: it gets the logged-in time to idle
+    /// instead of the anonymous one.
+    pub(crate) renewed: bool,
 }
 
 impl Ticket {
     /// A new identity with a fresh id from the thread-local CSPRNG (ChaCha, seeded by the OS).
-    pub(crate) fn generate() -> Self {
-        Self::with_created(now_secs())
+    pub(crate) fn generate(renewed: bool) -> Self {
+        Self::with_created(now_secs(), renewed)
     }
 
-    /// A new id that keeps an existing creation time (used by `renew`).
-    pub(crate) fn with_created(created: u64) -> Self {
+    /// A new id with a given creation time (`renew` keeps the old one).
+    pub(crate) fn with_created(created: u64, renewed: bool) -> Self {
         let mut bytes = [0u8; ID_BYTES];
         rand::rng().fill_bytes(&mut bytes);
         let mut id = String::with_capacity(ID_LEN);
@@ -47,15 +52,22 @@ impl Ticket {
         Ticket {
             id: Arc::from(id),
             created,
+            renewed,
         }
     }
 
     fn encode(&self) -> String {
-        format!("{}.{}", self.id, self.created)
+        let mark = if self.renewed { ".r" } else { "" };
+        format!("{}.{}{mark}", self.id, self.created)
     }
 
-    /// Strict parse of a verified payload: exactly 32 lowercase hex, a dot, decimal seconds.
+    /// Strict parse of a verified payload: exactly 32 lowercase hex, a dot, decimal seconds,
+    /// and optionally `.r`.
     fn parse(payload: &str) -> Option<Self> {
+        let (payload, renewed) = match payload.strip_suffix(".r") {
+            Some(rest) => (rest, true),
+            None => (payload, false),
+        };
         let (id, created) = payload.split_once('.')?;
         let hex_ok =
             id.len() == ID_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
@@ -68,6 +80,7 @@ impl Ticket {
         Some(Ticket {
             id: Arc::from(id),
             created: created.parse().ok()?,
+            renewed,
         })
     }
 }
@@ -241,8 +254,8 @@ mod tests {
 
     #[test]
     fn generated_ids_are_128_bit_hex_and_distinct() {
-        let a = Ticket::generate();
-        let b = Ticket::generate();
+        let a = Ticket::generate(false);
+        let b = Ticket::generate(false);
         assert_eq!(a.id.len(), 32);
         assert!(a.id.bytes().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a.id, b.id);
@@ -251,19 +264,22 @@ mod tests {
     #[test]
     fn signed_cookie_round_trips() {
         let codec = codec(CookieSecurity::Signed);
-        let ticket = Ticket::generate();
+        let ticket = Ticket::generate(false);
         let cookie = codec.encode(&ticket, None);
         assert!(
             cookie.value().contains(&*ticket.id),
             "signed cookies are readable"
         );
         assert_eq!(codec.decode(cookie.value()), Some(ticket));
+        let renewed = Ticket::generate(true);
+        let cookie = codec.encode(&renewed, None);
+        assert_eq!(codec.decode(cookie.value()), Some(renewed));
     }
 
     #[test]
     fn private_cookie_round_trips_and_hides_the_id() {
         let codec = codec(CookieSecurity::Private);
-        let ticket = Ticket::generate();
+        let ticket = Ticket::generate(false);
         let cookie = codec.encode(&ticket, None);
         assert!(!cookie.value().contains(&*ticket.id));
         assert_eq!(codec.decode(cookie.value()), Some(ticket));
@@ -272,7 +288,7 @@ mod tests {
     #[test]
     fn tampered_cookie_is_rejected() {
         let codec = codec(CookieSecurity::Signed);
-        let ticket = Ticket::generate();
+        let ticket = Ticket::generate(false);
         let value = codec.encode(&ticket, None).value().to_owned();
         let encoded = codec.encode(&ticket, None).encoded().to_string();
         let encoded = encoded.split_once('=').map(|(_, v)| v.to_owned()).unwrap();
@@ -282,7 +298,7 @@ mod tests {
             "percent-encoded copy"
         );
         // Flip the last hex digit of the id, keep the signature.
-        let other = Ticket::generate();
+        let other = Ticket::generate(false);
         let forged = value.replace(&*ticket.id, &other.id);
         assert_eq!(codec.decode(&forged), None);
         assert_eq!(codec.decode(&ticket.encode()), None, "unsigned payload");
@@ -312,7 +328,7 @@ mod tests {
     fn old_keys_still_verify_and_new_cookies_use_the_new_key() {
         let old = Key::generate();
         let old_codec = CookieCodec::new(old.clone(), Vec::new(), CookieConfig::default());
-        let ticket = Ticket::generate();
+        let ticket = Ticket::generate(false);
         let old_value = old_codec.encode(&ticket, None).value().to_owned();
 
         let rotated = CookieCodec::new(Key::generate(), vec![old], CookieConfig::default());
@@ -329,14 +345,14 @@ mod tests {
     fn the_verification_cache_only_ever_answers_for_values_that_verified() {
         let codec = codec(CookieSecurity::Signed);
         let cache = VerifiedCookies::new();
-        let ticket = Ticket::generate();
+        let ticket = Ticket::generate(false);
         let value = codec.encode(&ticket, None).value().to_owned();
         let key_of = |t: &Ticket| -> Arc<str> { Arc::from(format!("s:{}", t.id)) };
         let expected = Some((ticket.clone(), key_of(&ticket), false));
         assert_eq!(cache.verify(&codec, &value, key_of), expected);
         let never = |_: &Ticket| -> Arc<str> { panic!("a cache hit builds no key") };
         assert_eq!(cache.verify(&codec, &value, never), expected, "cached");
-        let forged = value.replace(&*ticket.id, &Ticket::generate().id);
+        let forged = value.replace(&*ticket.id, &Ticket::generate(false).id);
         assert_eq!(cache.verify(&codec, &forged, key_of), None);
         assert_eq!(cache.lock().len(), 1, "failures are not cached");
     }
@@ -351,6 +367,13 @@ mod tests {
         assert!(Ticket::parse(&format!("{id}0.17")).is_none());
         assert!(Ticket::parse(&format!("{id}.{}", "9".repeat(30))).is_none());
         assert!(Ticket::parse(id).is_none());
+        assert_eq!(
+            Ticket::parse(&format!("{id}.17.r")).map(|t| t.renewed),
+            Some(true)
+        );
+        assert!(Ticket::parse(&format!("{id}.17.x")).is_none());
+        assert!(Ticket::parse(&format!("{id}.17.r.r")).is_none());
+        assert!(Ticket::parse(&format!("{id}.r")).is_none());
     }
 
     #[test]

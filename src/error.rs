@@ -7,8 +7,14 @@ use actix_web::{http::StatusCode, HttpResponse, ResponseError};
 /// Everything a session operation can fail with.
 ///
 /// At the HTTP edge every variant becomes an opaque response: `503 Service Unavailable` when
-/// the store is overloaded, down or slow, `500 Internal Server Error` otherwise. The cause is
-/// logged through `tracing`, never sent to the client.
+/// the store is overloaded, down, slow, refusing our credentials or out of memory, and `500
+/// Internal Server Error` otherwise. The cause is logged through `tracing`, never sent to the
+/// client: a store outage once when it starts (by the engine, at `error`) and once when it
+/// ends (at `info`), each 503 response only at `debug`; each 500 at `error`.
+///
+/// A 503 for [`Timeout`](Error::Timeout) or [`Unavailable`](Error::Unavailable) does not say
+/// that nothing happened: a write that had already been sent to Redis may have been applied.
+/// A command that was still queued when its deadline passed was never sent.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -18,9 +24,15 @@ pub enum Error {
     /// The operation did not complete within its deadline.
     #[error("session operation timed out after {0:?}")]
     Timeout(Duration),
-    /// Redis could not be reached, or the connection broke; every command of the batch fails.
+    /// Redis could not be reached, the connection broke, or Redis refused to serve us
+    /// (`NOAUTH`, `WRONGPASS`, `NOPERM`, `LOADING`, `READONLY`, `MASTERDOWN`); every command
+    /// of the batch fails.
     #[error("session store unavailable: {0}")]
     Unavailable(#[source] redis::RedisError),
+    /// Redis is over its `maxmemory` and refused a write that would grow it. Reads, removals
+    /// and logouts still work.
+    #[error("session store is out of memory and refuses writes: {0}")]
+    StoreFull(String),
     /// Redis answered this one command with an error (for example `WRONGTYPE`).
     #[error("session store rejected the command: {0}")]
     Server(String),
@@ -46,6 +58,30 @@ pub enum Error {
         size: usize,
         /// Configured maximum.
         max: usize,
+    },
+    /// The write would take the session past `session.max_keys` or
+    /// `session.max_session_bytes`; nothing was written.
+    #[error(
+        "session is full: the write would take it to {keys} keys and {bytes} bytes, past the \
+         limit of {max_keys} keys or {max_bytes} bytes"
+    )]
+    SessionFull {
+        /// User keys the session would have had.
+        keys: u64,
+        /// Bytes (keys plus values) the session would have had.
+        bytes: u64,
+        /// `session.max_keys`.
+        max_keys: u64,
+        /// `session.max_session_bytes`.
+        max_bytes: u64,
+    },
+    /// One call named more keys than a session can hold (`session.max_keys`).
+    #[error("{asked} keys asked for in one call, more than the {max} a session can hold")]
+    TooManyKeys {
+        /// Keys named.
+        asked: usize,
+        /// `session.max_keys`.
+        max: u64,
     },
     /// `incr` met a value that is not an integer, or the result would overflow.
     #[error("session value for key {0:?} is not an integer, or incrementing it overflows")]
@@ -75,6 +111,9 @@ impl Error {
             Error::Overloaded(_) => "overloaded",
             Error::Timeout(_) => "timeout",
             Error::Unavailable(_) => "unavailable",
+            Error::StoreFull(_) => "store_full",
+            Error::SessionFull { .. } => "session_full",
+            Error::TooManyKeys { .. } => "too_many_keys",
             Error::Server(_) => "server",
             Error::Serialization { .. } => "serialization",
             Error::InvalidKey(_) => "invalid_key",
@@ -93,14 +132,21 @@ impl ResponseError for Error {
             Error::Overloaded(_)
             | Error::Timeout(_)
             | Error::Unavailable(_)
+            | Error::StoreFull(_)
             | Error::ActorClosed => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        tracing::error!(error = %self, kind = self.kind(), "session error");
         let status = self.status_code();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // The engine logs each outage once, when it starts and when it ends; a line per
+            // failed request would flood the log for as long as it lasts.
+            tracing::debug!(error = %self, kind = self.kind(), "session store unavailable");
+        } else {
+            tracing::error!(error = %self, kind = self.kind(), "session error");
+        }
         HttpResponse::build(status)
             .content_type("text/plain; charset=utf-8")
             .body(status.canonical_reason().unwrap_or("error"))

@@ -247,6 +247,7 @@ where
                 policy: Policy {
                     codec: self.codec.clone(),
                     session: self.session.clone(),
+                    limits: self.session.limits(),
                 },
                 refreshes: RefreshLimiter::new(&self.session),
                 verified: VerifiedCookies::new(),

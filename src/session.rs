@@ -10,7 +10,7 @@ use actix_web::{FromRequest, HttpMessage, HttpRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::actor::message::{Command, Op, Reply, WriteMode, META_PREFIX};
+use crate::actor::message::{Command, Limits, Op, Reply, WriteMode, META_PREFIX};
 use crate::actor::SessionActor;
 use crate::config::{SessionConfig, TtlRefresh};
 use crate::cookie::{now_secs, CookieCodec, Ticket, VerifiedCookies};
@@ -25,13 +25,19 @@ pub const MAX_KEY_BYTES: usize = 256;
 pub(crate) struct Policy {
     pub(crate) codec: Arc<CookieCodec>,
     pub(crate) session: SessionConfig,
+    /// `session`'s size limits, as every write carries them.
+    pub(crate) limits: Limits,
 }
 
 impl Policy {
-    /// The TTL to give a session now: the time to idle, capped by what remains of the absolute
-    /// lifetime. `None` when the lifetime is over.
+    /// The TTL to give a session now: its time to idle (logged in, or anonymous), capped by
+    /// what remains of the absolute lifetime. `None` when the lifetime is over.
     pub(crate) fn ttl(&self, ticket: &Ticket) -> Option<Duration> {
-        let tti = self.session.tti();
+        let tti = if ticket.renewed {
+            self.session.tti()
+        } else {
+            self.session.anonymous_tti()
+        };
         match self.session.max_lifetime_secs {
             None => Some(tti),
             Some(max) => {
@@ -96,7 +102,7 @@ enum Purpose {
 /// than the window are dropped, and if that is not enough the map starts over (which only
 /// costs some early refreshes).
 pub(crate) struct RefreshLimiter {
-    window: Duration,
+    percent: u32,
     last: Mutex<HashMap<Arc<str>, Instant>>,
 }
 
@@ -104,27 +110,26 @@ impl RefreshLimiter {
     const MAX_TRACKED: usize = 100_000;
 
     pub(crate) fn new(session: &SessionConfig) -> Self {
-        let window = session.tti() * u32::from(session.refresh_after_percent.min(99)) / 100;
         Self {
-            window,
+            percent: u32::from(session.refresh_after_percent.min(99)),
             last: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Whether a refresh is due for `key` now; records it if so.
-    fn due(&self, key: &Arc<str>) -> bool {
-        if self.window.is_zero() {
+    /// Whether a refresh to `ttl` is due for `key` now; records it if so.
+    fn due(&self, key: &Arc<str>, ttl: Duration) -> bool {
+        let window = ttl * self.percent / 100;
+        if window.is_zero() {
             return true;
         }
         let now = Instant::now();
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(at) = last.get(key) {
-            if now.duration_since(*at) < self.window {
+            if now.duration_since(*at) < window {
                 return false;
             }
         }
         if last.len() >= Self::MAX_TRACKED {
-            let window = self.window;
             last.retain(|_, at| now.duration_since(*at) < window);
             if last.len() >= Self::MAX_TRACKED {
                 last.clear();
@@ -184,6 +189,9 @@ struct State {
     had_cookie: bool,
     /// The TTL was already refreshed in this request.
     refreshed: bool,
+    /// `renew` was called without a session: the session this request creates is a logged-in
+    /// one.
+    renew_pending: bool,
     cookie: CookieUpdate,
 }
 
@@ -198,6 +206,7 @@ impl AsyncSession {
                     identity,
                     had_cookie,
                     refreshed: false,
+                    renew_pending: false,
                     cookie: CookieUpdate::Keep,
                 }),
             }),
@@ -264,7 +273,7 @@ impl AsyncSession {
         }
         let ttl = policy.ttl(ticket)?;
         state.refreshed = true;
-        if purpose != Purpose::Touch && !self.inner.binding.refreshes.due(key) {
+        if purpose != Purpose::Touch && !self.inner.binding.refreshes.due(key, ttl) {
             return None;
         }
         if let Identity::Stored(..) = state.identity {
@@ -279,7 +288,12 @@ impl AsyncSession {
     }
 
     async fn call(&self, key: Arc<str>, op: Op, refresh: Option<Duration>) -> Result<Reply, Error> {
-        let command = Command { key, op, refresh };
+        let command = Command {
+            key,
+            op,
+            refresh,
+            limits: self.inner.binding.policy.limits,
+        };
         self.inner
             .binding
             .engine
@@ -336,7 +350,7 @@ impl AsyncSession {
                         (ticket, key, issued, false)
                     }
                     None => {
-                        let ticket = Ticket::generate();
+                        let ticket = Ticket::generate(state.renew_pending);
                         let key = self.key_for(&ticket);
                         state.identity = Identity::Issued(ticket.clone(), key.clone());
                         state.refreshed = false;
@@ -400,7 +414,7 @@ impl AsyncSession {
     ///
     /// Redis: one `HMGET` for all keys, plus the request's TTL refresh if it is the first use.
     pub async fn mget<T: DeserializeOwned>(&self, keys: &[&str]) -> Result<Vec<Option<T>>, Error> {
-        let fields = fields_of(keys)?;
+        let fields = self.fields_of(keys)?;
         if fields.is_empty() {
             return Ok(Vec::new());
         }
@@ -456,6 +470,17 @@ impl AsyncSession {
         if entries.is_empty() {
             return Ok(());
         }
+        // However much the call names, the session cannot hold more than its limits: refuse
+        // here rather than ship it to Redis to be refused there.
+        let bytes: usize = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let limits = self.inner.binding.policy.limits;
+        if entries.len() as u64 > limits.max_keys || bytes as u64 > limits.max_bytes {
+            let distinct: std::collections::HashSet<&str> =
+                entries.iter().map(|(k, _)| k.as_str()).collect();
+            if distinct.len() as u64 > limits.max_keys || bytes as u64 > limits.max_bytes {
+                return Err(limits.exceeded((distinct.len() as u64, bytes as u64)));
+            }
+        }
         self.write(move |mode| Op::Set(mode, entries.clone()))
             .await?;
         Ok(())
@@ -473,7 +498,7 @@ impl AsyncSession {
     /// Redis: one `EVALSHA` of the write script, whatever the number of keys. Removing every
     /// key keeps the (empty) session; use [`invalidate`](Self::invalidate) to end it.
     pub async fn remove_many(&self, keys: &[&str]) -> Result<u64, Error> {
-        let fields = fields_of(keys)?;
+        let fields = self.fields_of(keys)?;
         if fields.is_empty() {
             return Ok(0);
         }
@@ -565,18 +590,21 @@ impl AsyncSession {
     }
 
     /// Moves the session to a new id and sends the new cookie; the old id stops working. Call it
-    /// when privileges change (login) to defeat session fixation. Without a session it does
-    /// nothing: the next write issues a fresh id anyway.
+    /// when privileges change (login) to defeat session fixation. A renewed session counts as
+    /// logged in: it gets `session.tti_secs` instead of the shorter `anonymous_tti_secs`.
+    /// Without a session it sends nothing, and the session the next write creates is a
+    /// logged-in one under a fresh id.
     ///
-    /// Redis: one `EVALSHA` of the renew script (`HGETALL`, `HSET`, `PEXPIRE`, `DEL` inside), so
-    /// there is no moment at which neither id holds the data.
+    /// Redis: one `EVALSHA` of the renew script (`RENAME` and `PEXPIRE` inside): O(1) whatever
+    /// the session's size, and no moment at which neither id holds the data.
     pub async fn renew(&self) -> Result<(), Error> {
         let (old, ticket, key, ttl) = {
             let mut state = self.lock();
             let Some((old_ticket, old)) = self.resolve(&mut state) else {
+                state.renew_pending = true;
                 return Ok(());
             };
-            let ticket = Ticket::with_created(old_ticket.created);
+            let ticket = Ticket::with_created(old_ticket.created, true);
             let Some(ttl) = self.inner.binding.policy.ttl(&ticket) else {
                 state.identity = Identity::Anonymous;
                 return Ok(());
@@ -603,6 +631,7 @@ impl AsyncSession {
                 Ok(())
             }
             Reply::Gone => {
+                state.renew_pending = true;
                 drop(state);
                 self.forget(&old);
                 Ok(())
@@ -620,6 +649,21 @@ impl AsyncSession {
     fn lock_resolve(&self) -> Option<(Ticket, Arc<str>)> {
         let mut state = self.lock();
         self.resolve(&mut state)
+    }
+
+    /// The hash fields for `keys`, each checked; no more than a session can hold, so that one
+    /// call's Redis work stays bounded.
+    fn fields_of(&self, keys: &[&str]) -> Result<Vec<String>, Error> {
+        let max = self.inner.binding.policy.limits.max_keys;
+        if keys.len() as u64 > max {
+            return Err(Error::TooManyKeys {
+                asked: keys.len(),
+                max,
+            });
+        }
+        keys.iter()
+            .map(|key| check_key(key).map(|()| (*key).to_owned()))
+            .collect()
     }
 
     fn encode<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<Vec<u8>, Error> {
@@ -647,13 +691,6 @@ fn check_key(key: &str) -> Result<(), Error> {
         return Err(Error::InvalidKey(key.chars().take(64).collect()));
     }
     Ok(())
-}
-
-/// The hash fields for `keys`, each checked.
-fn fields_of(keys: &[&str]) -> Result<Vec<String>, Error> {
-    keys.iter()
-        .map(|key| check_key(key).map(|()| (*key).to_owned()))
-        .collect()
 }
 
 fn decode<T: DeserializeOwned>(key: &str, raw: &[u8]) -> Result<T, Error> {
@@ -718,6 +755,8 @@ mod tests {
 mod limiter_tests {
     use super::*;
 
+    const TTL: Duration = Duration::from_secs(100);
+
     fn limiter(percent: u8) -> RefreshLimiter {
         RefreshLimiter::new(&SessionConfig {
             tti_secs: 100,
@@ -730,8 +769,8 @@ mod limiter_tests {
     fn without_a_threshold_every_refresh_is_due() {
         let limiter = limiter(0);
         let key: Arc<str> = Arc::from("session:a");
-        assert!(limiter.due(&key));
-        assert!(limiter.due(&key));
+        assert!(limiter.due(&key, TTL));
+        assert!(limiter.due(&key, TTL));
     }
 
     #[test]
@@ -739,8 +778,8 @@ mod limiter_tests {
         let limiter = limiter(10);
         let a: Arc<str> = Arc::from("session:a");
         let b: Arc<str> = Arc::from("session:b");
-        assert!(limiter.due(&a));
-        assert!(!limiter.due(&a), "refreshed less than 10 s ago");
-        assert!(limiter.due(&b));
+        assert!(limiter.due(&a, TTL));
+        assert!(!limiter.due(&a, TTL), "refreshed less than 10 s ago");
+        assert!(limiter.due(&b, TTL));
     }
 }

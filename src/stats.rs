@@ -1,6 +1,6 @@
 //! Counters that tests, benchmarks and metrics exporters can read.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 /// Live counters of one [`SessionEngine`](crate::SessionEngine), shared by all its actors.
@@ -17,7 +17,29 @@ pub struct Stats {
     pub(crate) errors_timeout: AtomicU64,
     pub(crate) errors_unavailable: AtomicU64,
     pub(crate) errors_server: AtomicU64,
+    pub(crate) errors_store_full: AtomicU64,
     pub(crate) gone: AtomicU64,
+    /// Whether an outage, or a Redis out of memory, is in progress: each is logged once when
+    /// it starts and once when it ends.
+    pub(crate) outage: Episode,
+    pub(crate) out_of_memory: Episode,
+}
+
+/// A condition that is logged when it starts and when it ends, never in between: a log line
+/// per failed request would flood the log for as long as an outage lasts.
+#[derive(Debug, Default)]
+pub(crate) struct Episode(AtomicBool);
+
+impl Episode {
+    /// Records that the condition holds; true if it just started.
+    pub(crate) fn start(&self) -> bool {
+        !self.0.swap(true, Relaxed)
+    }
+
+    /// Records that the condition is over; true if it just ended.
+    pub(crate) fn end(&self) -> bool {
+        self.0.load(Relaxed) && self.0.swap(false, Relaxed)
+    }
 }
 
 /// A point-in-time copy of [`Stats`].
@@ -46,6 +68,8 @@ pub struct StatsSnapshot {
     pub errors_unavailable: u64,
     /// Commands Redis answered with an error.
     pub errors_server: u64,
+    /// Writes Redis refused because it was over `maxmemory`.
+    pub errors_store_full: u64,
     /// Commands that found their session gone.
     pub gone: u64,
 }
@@ -76,6 +100,7 @@ impl Stats {
             errors_timeout: self.errors_timeout.load(Relaxed),
             errors_unavailable: self.errors_unavailable.load(Relaxed),
             errors_server: self.errors_server.load(Relaxed),
+            errors_store_full: self.errors_store_full.load(Relaxed),
             gone: self.gone.load(Relaxed),
         }
     }

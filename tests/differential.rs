@@ -81,7 +81,12 @@ fn random_command(rng: &mut StdRng, keys: &mut Vec<Arc<str>>, renames: &mut u32)
             Op::Renew { to, ttl: TTL }
         }
     };
-    Command { key, op, refresh }
+    Command {
+        key,
+        op,
+        refresh,
+        limits: Default::default(),
+    }
 }
 
 /// A reply in a form both backends agree on: entries sorted, errors by kind.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
-use circumflex_session::actor::message::{Command, Op, Reply, WriteMode, META_CREATED};
+use circumflex_session::actor::message::{Command, Limits, Op, Reply, WriteMode, META_CREATED};
 use circumflex_session::{
     ActorConfig, Error, MemoryBackend, Placement, RedisBackend, RedisConfig, SessionActor,
     SessionEngine, StatsSnapshot,
@@ -76,6 +76,7 @@ fn cmd(key: &Arc<str>, op: Op, refresh: Option<Duration>) -> Command {
         key: key.clone(),
         op,
         refresh,
+        limits: Default::default(),
     }
 }
 
@@ -1059,25 +1060,36 @@ async fn a_write_of_more_fields_than_one_lua_unpack_takes_is_applied_whole() {
     let wide: Vec<(String, Vec<u8>)> = (0..1200)
         .map(|i| (format!("f{i}"), format!("{i}").into_bytes()))
         .collect();
-    assert_eq!(
-        client
-            .ok(&session, Op::Set(create(ttl), wide.clone()), Some(ttl))
-            .await,
-        Reply::Done
-    );
-    let stored = raw_hgetall(&server, &session);
-    assert_eq!(stored.len(), 1201, "1200 fields and the creation stamp");
-    let removed = client
-        .ok(
-            &session,
-            Op::Remove(wide.iter().map(|(k, _)| k.clone()).collect()),
-            None,
-        )
+    let limits = Limits {
+        max_keys: 1200,
+        max_bytes: 1 << 20,
+    };
+    let write = |op| Command {
+        key: session.clone(),
+        op,
+        refresh: None,
+        limits,
+    };
+    let replies = client
+        .batch(vec![write(Op::Set(create(ttl), wide.clone()))])
         .await;
-    assert_eq!(removed, Reply::Int(1200));
+    assert!(matches!(replies[..], [Ok(Reply::Done)]), "{replies:?}");
+    let stored = raw_hgetall(&server, &session);
+    assert_eq!(
+        stored.len(),
+        1202,
+        "1200 fields, the creation stamp and the size"
+    );
+    let replies = client
+        .batch(vec![write(Op::Remove(
+            wide.iter().map(|(k, _)| k.clone()).collect(),
+        ))])
+        .await;
+    assert!(matches!(replies[..], [Ok(Reply::Int(1200))]), "{replies:?}");
     assert_eq!(
         raw_hgetall(&server, &session).len(),
-        1,
-        "only the stamp is left"
+        2,
+        "only the metadata is left"
     );
+    assert_eq!(raw_hget(&server, &session, "\0size").as_deref(), Some("0"));
 }

@@ -13,6 +13,9 @@ pub(crate) const META_PREFIX: u8 = 0;
 /// Metadata field holding the creation time (Unix seconds). It also keeps the hash alive when
 /// every user key has been removed.
 pub const META_CREATED: &str = "\0created";
+/// Metadata field holding the session's size: bytes of user keys plus values, kept by the write
+/// script so that the size limit costs no scan.
+pub const META_SIZE: &str = "\0size";
 
 /// One operation on one session hash.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +27,48 @@ pub struct Command {
     /// Push the idle timer back to this TTL. `None`: leave the TTL alone (already refreshed in
     /// this request, or the refresh policy says no). A creating write always sets it.
     pub refresh: Option<Duration>,
+    /// The session's size limits, which a write that grows the session must respect. Reads
+    /// ignore them.
+    pub limits: Limits,
+}
+
+/// How large one session may grow: user keys, and bytes of user keys plus their values.
+///
+/// A write that would take the session past either limit, and grows it, is refused whole with
+/// [`Error::SessionFull`](crate::Error::SessionFull); a write that shrinks an oversized session
+/// (after a limit was lowered) is allowed. Both backends check it atomically with the write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most user keys.
+    pub max_keys: u64,
+    /// Most bytes of user keys and values together.
+    pub max_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_keys: crate::config::DEFAULT_MAX_KEYS as u64,
+            max_bytes: crate::config::DEFAULT_MAX_SESSION_BYTES as u64,
+        }
+    }
+}
+
+impl Limits {
+    /// Whether a write that takes the session from `old` to `new` (keys, bytes) is refused.
+    pub(crate) fn refuses(&self, old: (u64, u64), new: (u64, u64)) -> bool {
+        (new.0 > self.max_keys && new.0 > old.0) || (new.1 > self.max_bytes && new.1 > old.1)
+    }
+
+    /// The error for a refused write that would have reached `new` (keys, bytes).
+    pub(crate) fn exceeded(&self, new: (u64, u64)) -> crate::error::Error {
+        crate::error::Error::SessionFull {
+            keys: new.0,
+            bytes: new.1,
+            max_keys: self.max_keys,
+            max_bytes: self.max_bytes,
+        }
+    }
 }
 
 /// Whether a write may create the session.

@@ -185,17 +185,40 @@ async fn run_batch(
     use std::sync::atomic::Ordering::Relaxed;
     match outcome {
         Ok(results) => {
-            for ((reply, _depth), result) in replies.into_iter().zip(results) {
+            if stats.outage.end() {
+                tracing::info!("session store reachable again");
+            }
+            let mut refused_for_memory = None;
+            let mut wrote = false;
+            for (((reply, _depth), result), command) in
+                replies.into_iter().zip(results).zip(&commands)
+            {
                 match &result {
                     Err(Error::Server(_)) | Err(Error::NotAnInteger(_)) => {
                         stats.errors_server.fetch_add(1, Relaxed);
                     }
+                    Err(error @ Error::StoreFull(_)) => {
+                        stats.errors_store_full.fetch_add(1, Relaxed);
+                        refused_for_memory = Some(error.clone());
+                    }
                     Ok(message::Reply::Gone) => {
                         stats.gone.fetch_add(1, Relaxed);
                     }
+                    Ok(_) if command.op.is_write() => wrote = true,
                     _ => {}
                 }
                 let _ = reply.send(result);
+            }
+            match refused_for_memory {
+                Some(error) if stats.out_of_memory.start() => tracing::error!(
+                    %error,
+                    "Redis is out of memory: session writes are refused (503) until it frees \
+                     memory; reads and logouts still work"
+                ),
+                None if wrote && stats.out_of_memory.end() => {
+                    tracing::info!("Redis accepts session writes again");
+                }
+                _ => {}
             }
         }
         Err(error) => {
@@ -205,7 +228,14 @@ async fn run_batch(
                     .errors_unavailable
                     .fetch_add(replies.len() as u64, Relaxed);
             }
-            tracing::warn!(%error, commands = replies.len(), "session batch failed");
+            if stats.outage.start() {
+                tracing::error!(
+                    %error,
+                    "session store unavailable: session requests get 503 until it recovers"
+                );
+            } else {
+                tracing::debug!(%error, commands = replies.len(), "session batch failed");
+            }
             for (reply, _depth) in replies {
                 let _ = reply.send(Err(error.clone()));
             }
@@ -248,6 +278,7 @@ mod tests {
             key: Arc::from(key),
             op: Op::Get(vec!["a".into()]),
             refresh: None,
+            limits: Default::default(),
         }
     }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 
-use crate::actor::message::{Command, Op, Reply, WriteMode};
+use crate::actor::message::{Command, Limits, Op, Reply, WriteMode};
 use crate::backend::{Backend, BatchReplies};
 use crate::config::DEFAULT_KEY_PREFIX;
 use crate::error::Error;
@@ -40,6 +40,8 @@ struct State {
 #[derive(Debug, Clone)]
 struct Entry {
     fields: HashMap<String, Vec<u8>>,
+    /// Bytes of keys and values, counted exactly as the Redis write script counts them.
+    size: u64,
     expires_at: Instant,
 }
 
@@ -159,12 +161,18 @@ impl State {
             }
             Op::Set(..) | Op::Incr(..) | Op::SetIfAbsent(..) | Op::Remove(_) => {
                 let mode = command.op.write_mode().unwrap_or(WriteMode::Existing);
+                let created = self.live(key, now).is_none();
                 let Some(entry) = self.writable(key, mode, now) else {
                     return Ok(Reply::Gone);
                 };
-                let reply = write(entry, &command.op)?;
+                let reply = write(entry, &command.op, &command.limits);
+                if created && reply.is_err() {
+                    // Like the script: a refused first write leaves no session behind.
+                    self.sessions.remove(&**key);
+                    return reply;
+                }
                 touch(entry);
-                Ok(reply)
+                reply
             }
         }
     }
@@ -179,6 +187,7 @@ impl State {
                 key.clone(),
                 Entry {
                     fields: HashMap::new(),
+                    size: 0,
                     expires_at: now + ttl,
                 },
             );
@@ -194,26 +203,66 @@ impl State {
     }
 }
 
-/// Applies a write op to a live entry.
-fn write(entry: &mut Entry, op: &Op) -> Result<Reply, Error> {
+/// The bytes a field's value holds, as `HSTRLEN` counts them (0: absent).
+fn held(entry: &Entry, field: &str) -> u64 {
+    entry.fields.get(field).map_or(0, |v| v.len() as u64)
+}
+
+/// Applies a write op to a live entry, within `limits`: a refused write changes nothing.
+/// Sizes are counted as the Redis write script counts them, so both backends refuse alike.
+fn write(entry: &mut Entry, op: &Op, limits: &Limits) -> Result<Reply, Error> {
+    let keys = entry.fields.len() as u64;
+    let old = (keys, entry.size);
+    let check = |new: (u64, u64)| {
+        if limits.refuses(old, new) {
+            Err(limits.exceeded(new))
+        } else {
+            Ok(new.1)
+        }
+    };
     match op {
         Op::Set(_, pairs) => {
+            let (mut new_keys, mut new_size) = old;
+            let mut seen: HashMap<&str, u64> = HashMap::new();
+            for (field, value) in pairs {
+                let held = seen
+                    .get(field.as_str())
+                    .copied()
+                    .unwrap_or_else(|| held(entry, field));
+                if held > 0 {
+                    new_size -= held;
+                } else {
+                    new_keys += 1;
+                    new_size += field.len() as u64;
+                }
+                new_size += value.len() as u64;
+                seen.insert(field, value.len() as u64);
+            }
+            entry.size = check((new_keys, new_size))?;
             for (field, value) in pairs {
                 entry.fields.insert(field.clone(), value.clone());
             }
             Ok(Reply::Done)
         }
         Op::Remove(fields) => {
-            let removed = fields
-                .iter()
-                .filter(|f| entry.fields.remove(f.as_str()).is_some())
-                .count();
-            Ok(Reply::Int(removed as i64))
+            let mut removed = 0;
+            for field in fields {
+                if let Some(value) = entry.fields.remove(field.as_str()) {
+                    removed += 1;
+                    if !value.is_empty() {
+                        entry.size = entry
+                            .size
+                            .saturating_sub(value.len() as u64 + field.len() as u64);
+                    }
+                }
+            }
+            Ok(Reply::Int(removed))
         }
         Op::Incr(_, field, by) => {
             // HINCRBY semantics: a missing field counts as 0; a stored value must be a
             // decimal integer; overflow is an error and changes nothing.
-            let current = match entry.fields.get(field) {
+            let before = entry.fields.get(field);
+            let current = match before {
                 None => 0,
                 Some(raw) => std::str::from_utf8(raw)
                     .ok()
@@ -223,18 +272,28 @@ fn write(entry: &mut Entry, op: &Op) -> Result<Reply, Error> {
             let next = current
                 .checked_add(*by)
                 .ok_or_else(|| Error::NotAnInteger(field.clone()))?;
-            entry
-                .fields
-                .insert(field.clone(), next.to_string().into_bytes());
+            let value = next.to_string().into_bytes();
+            let new = match before {
+                Some(raw) => (keys, entry.size - raw.len() as u64 + value.len() as u64),
+                None => (
+                    keys + 1,
+                    entry.size + field.len() as u64 + value.len() as u64,
+                ),
+            };
+            entry.size = check(new)?;
+            entry.fields.insert(field.clone(), value);
             Ok(Reply::Int(next))
         }
         Op::SetIfAbsent(_, field, value) => {
             if entry.fields.contains_key(field) {
-                Ok(Reply::Bool(false))
-            } else {
-                entry.fields.insert(field.clone(), value.clone());
-                Ok(Reply::Bool(true))
+                return Ok(Reply::Bool(false));
             }
+            entry.size = check((
+                keys + 1,
+                entry.size + field.len() as u64 + value.len() as u64,
+            ))?;
+            entry.fields.insert(field.clone(), value.clone());
+            Ok(Reply::Bool(true))
         }
         _ => Err(Error::Server("not a write operation".into())),
     }

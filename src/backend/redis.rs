@@ -7,19 +7,35 @@
 //! | `Get` / `mget` | `HMGET` (reads of one session in a batch fuse into one `HMGET`) |
 //! | `Entries` | `HGETALL` |
 //! | `Set`, `Remove`, `Incr`, `SetIfAbsent` | `EVALSHA` of the write script |
-//! | `Invalidate` | `EVALSHA` of a one-line `DEL` script |
+//! | `Invalidate` | `EVALSHA` of a one-line `UNLINK` script |
 //! | `Touch`, and the refresh of a read | `PEXPIRE` (at most one per session per batch) |
-//! | `Renew` | `EVALSHA` of the renew script |
+//! | `Renew` | `EVALSHA` of the renew script (`RENAME`, O(1) whatever the session's size) |
 //!
-//! The write script checks `EXISTS` first, so a write to an expired or invalidated session
-//! replies "gone" instead of creating a partial hash under the old id. Scripts are sent by
-//! SHA; on `NOSCRIPT` (a restarted Redis) they are loaded and the batch is sent once more.
-//! That is safe because every state-changing command (`DEL` included) runs inside a script, and
-//! none ran; what did run (reads, `EXISTS`, `PEXPIRE`) gives the same answers when repeated.
+//! The scripts are in `lua/`, each with its contract. The write script checks `EXISTS` first,
+//! so a write to an expired or invalidated session replies "gone" instead of creating a partial
+//! hash under the old id, and it enforces the session's size limits. Scripts are sent by SHA;
+//! on `NOSCRIPT` (a restarted Redis) they are loaded and the batch is sent once more. That is
+//! safe because every state-changing command runs inside a script, and none ran; what did run
+//! (reads, `EXISTS`, `PEXPIRE`) gives the same answers when repeated.
+//!
+//! # Faults
+//! - A connection that sat idle or predates a connection loss is PINGed before a batch goes
+//!   on it ([`IDLE_CHECK`]), so a connection that Redis, a proxy or a restart closed is
+//!   replaced before anything is sent on it.
+//! - A connection that dies with a batch in flight fails its writes (they may have run) and
+//!   sends its reads, refreshes and logouts once more on a live connection.
+//! - `NOAUTH`, `WRONGPASS`, `NOPERM`, `LOADING`, `READONLY`, `MASTERDOWN` and `MISCONF` make
+//!   the whole batch [`Error::Unavailable`] and the connection is replaced, so a corrected
+//!   password or a finished load is picked up at once.
+//! - `OOM` (over `maxmemory`) fails only the writes that would grow Redis, with
+//!   [`Error::StoreFull`]; reads, removals and logouts keep working.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use bb8::{ManageConnection, Pool};
+use bb8::{ManageConnection, Pool, PooledConnection};
 use bb8_redis::RedisConnectionManager;
 use futures::future::BoxFuture;
 use redis::aio::MultiplexedConnection;
@@ -30,52 +46,24 @@ use crate::backend::{Backend, BatchReplies};
 use crate::config::RedisConfig;
 use crate::error::Error;
 use crate::stats::Stats;
-use std::sync::atomic::Ordering::Relaxed;
 
-const WRITE_SCRIPT: &str = r#"
-local key = KEYS[1]
-local ttl = tonumber(ARGV[3])
-local exists
-if ARGV[1] == 'e' and ttl > 0 then
-  exists = redis.call('PEXPIRE', key, ttl) == 1
-else
-  exists = redis.call('EXISTS', key) == 1
-end
-if not exists then
-  if ARGV[1] ~= 'c' then return {0} end
-  redis.call('HSET', key, '\0created', ARGV[2])
-  redis.call('PEXPIRE', key, ttl)
-end
-local op = ARGV[4]
-if op == 'i' then return {1, redis.call('HINCRBY', key, ARGV[5], ARGV[6])} end
-if op == 'n' then return {1, redis.call('HSETNX', key, ARGV[5], ARGV[6])} end
-local cmd
-if op == 's' then cmd = 'HSET' elseif op == 'd' then cmd = 'HDEL'
-else return redis.error_reply('ERR circumflex-session: unknown write op') end
-local n = #ARGV
-if n < 5 then return {1, 0} end
-if n <= 504 then return {1, redis.call(cmd, key, unpack(ARGV, 5, n))} end
-local total = 0
-for i = 5, n, 500 do
-  total = total + redis.call(cmd, key, unpack(ARGV, i, math.min(i + 499, n)))
-end
-return {1, total}
-"#;
+const WRITE_SCRIPT: &str = include_str!("lua/write.lua");
+const RENEW_SCRIPT: &str = include_str!("lua/renew.lua");
+const INVALIDATE_SCRIPT: &str = include_str!("lua/invalidate.lua");
 
-/// `DEL` as a script, so that a pipeline that meets `NOSCRIPT` has run no state-changing command
-/// outside a script and can be replayed whole.
-const INVALIDATE_SCRIPT: &str = "return redis.call('DEL', KEYS[1])";
+/// A connection that carried no reply for this long is PINGed before a batch goes on it.
+///
+/// Redis (`timeout`), proxies, NATs and load balancers close idle connections, and a restarted
+/// Redis leaves every pooled connection dead. A batch sent on such a connection fails, and a
+/// write that fails after it was sent may or may not have run, so it cannot be sent again.
+/// A PING that fails proves the batch was never sent: the connection is dropped and the batch
+/// goes out on another one. Under load connections never sit idle this long, so the check
+/// costs nothing there; on a quiet site it costs one round trip after each pause.
+/// Most fields in one `HMGET` that fuses the reads of one session: one Redis call stays short
+/// however many requests read one session at once.
+const MAX_FUSED_FIELDS: usize = 1024;
 
-const RENEW_SCRIPT: &str = r#"
-local data = redis.call('HGETALL', KEYS[1])
-if #data == 0 then return 0 end
-for i = 1, #data, 500 do
-  redis.call('HSET', KEYS[2], unpack(data, i, math.min(i + 499, #data)))
-end
-redis.call('PEXPIRE', KEYS[2], ARGV[1])
-redis.call('DEL', KEYS[1])
-return 1
-"#;
+const IDLE_CHECK: Duration = Duration::from_millis(250);
 
 /// A pooled multiplexed connection that remembers whether it broke, so bb8 drops it instead of
 /// handing it out again (bb8-redis never reports a connection broken, and bb8's PING on
@@ -83,6 +71,11 @@ return 1
 pub(crate) struct TrackedConnection {
     conn: MultiplexedConnection,
     broken: bool,
+    /// When a reply last arrived on it (or it was opened).
+    alive_at: Instant,
+    /// The backend's connection-loss count when it last proved alive: a loss seen on another
+    /// connection since (a Redis restart, `CLIENT KILL`) makes this one suspect too.
+    losses_seen: u64,
 }
 
 /// bb8-redis's manager plus broken-connection tracking and our own timeouts: connections are
@@ -92,6 +85,8 @@ pub(crate) struct Manager {
     client: redis::Client,
     config: AsyncConnectionConfig,
     ping: RedisConnectionManager,
+    /// Connections found dead after a batch was sent on them (shared with the backend).
+    losses: Arc<AtomicU64>,
 }
 
 impl ManageConnection for Manager {
@@ -106,6 +101,8 @@ impl ManageConnection for Manager {
         Ok(TrackedConnection {
             conn,
             broken: false,
+            alive_at: Instant::now(),
+            losses_seen: self.losses.load(Relaxed),
         })
     }
 
@@ -128,6 +125,8 @@ impl ManageConnection for Manager {
 /// ```
 pub struct RedisBackend {
     pool: Pool<Manager>,
+    pool_size: u32,
+    losses: Arc<AtomicU64>,
     prefix: String,
     write: Script,
     renew: Script,
@@ -167,12 +166,14 @@ impl RedisBackend {
         info = info
             .set_redis_settings(settings)
             .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let losses = Arc::new(AtomicU64::new(0));
         let manager = Manager {
             client: redis::Client::open(info.clone()).map_err(Error::Unavailable)?,
             config: AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(config.connect_timeout_duration()))
                 .set_response_timeout(Some(config.response_timeout_duration())),
             ping: RedisConnectionManager::new(info).map_err(Error::Unavailable)?,
+            losses: losses.clone(),
         };
         let pool = Pool::builder()
             .max_size(config.pool_size)
@@ -182,6 +183,8 @@ impl RedisBackend {
             .build_unchecked(manager);
         Ok(Self {
             pool,
+            pool_size: config.pool_size,
+            losses,
             prefix: config.key_prefix,
             write: Script::new(WRITE_SCRIPT),
             renew: Script::new(RENEW_SCRIPT),
@@ -189,51 +192,177 @@ impl RedisBackend {
         })
     }
 
-    async fn run(&self, plan: &Plan<'_>) -> Result<Vec<Value>, Error> {
-        let mut conn = self.pool.get().await.map_err(|e| match e {
+    async fn checkout(&self) -> Result<PooledConnection<'_, Manager>, Error> {
+        self.pool.get().await.map_err(|e| match e {
             bb8::RunError::User(e) => Error::Unavailable(e),
             bb8::RunError::TimedOut => Error::Unavailable(RedisError::from((
                 redis::ErrorKind::Io,
                 "timed out waiting for a pooled Redis connection",
             ))),
-        })?;
+        })
+    }
+
+    /// A connection that is alive as far as can be known without sending the batch: one that
+    /// sat idle (see [`IDLE_CHECK`]) or predates a connection loss must answer a PING first. A
+    /// dead one is dropped and the next tried, up to one more than the pool holds, so that a
+    /// pool full of dead connections is replaced within one call.
+    async fn live_connection(&self) -> Result<PooledConnection<'_, Manager>, Error> {
+        let mut tries = 0;
+        loop {
+            let mut conn = self.checkout().await?;
+            let suspect = conn.alive_at.elapsed() >= IDLE_CHECK
+                || conn.losses_seen != self.losses.load(Relaxed);
+            if !suspect {
+                return Ok(conn);
+            }
+            match redis::cmd("PING").query_async::<()>(&mut conn.conn).await {
+                Ok(()) => {
+                    conn.alive_at = Instant::now();
+                    conn.losses_seen = self.losses.load(Relaxed);
+                    return Ok(conn);
+                }
+                Err(e) => {
+                    conn.broken = true;
+                    tries += 1;
+                    if tries > self.pool_size || !e.is_connection_dropped() {
+                        return Err(store_refusal(&e).unwrap_or(Error::Unavailable(e)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends a plan on a live connection (loading the scripts once if Redis lost them).
+    async fn run(&self, plan: &Plan<'_>) -> Result<Vec<Value>, Failure> {
+        let mut conn = self.live_connection().await.map_err(Failure::Unsent)?;
         let pipe = plan.pipeline(&self.write, &self.renew, &self.invalidate);
-        let mut replies = query(&mut conn, &pipe).await?;
+        let mut replies = self.query(&mut conn, &pipe).await?;
         if replies.iter().any(is_noscript) {
+            // NOSCRIPT: no script ran, and what did run is safe to repeat (see the module doc).
             let mut load = redis::pipe();
             load.cmd("SCRIPT").arg("LOAD").arg(WRITE_SCRIPT);
             load.cmd("SCRIPT").arg("LOAD").arg(RENEW_SCRIPT);
             load.cmd("SCRIPT").arg("LOAD").arg(INVALIDATE_SCRIPT);
-            query(&mut conn, &load).await?;
-            replies = query(&mut conn, &pipe).await?;
+            self.query(&mut conn, &load).await?;
+            replies = self.query(&mut conn, &pipe).await?;
         }
         if replies.len() != plan.steps.len() {
             conn.broken = true;
-            return Err(Error::Unavailable(RedisError::from((
+            return Err(Failure::Sent(Error::Unavailable(RedisError::from((
                 redis::ErrorKind::Client,
                 "pipeline answered with the wrong number of replies",
-            ))));
+            )))));
         }
+        // Refusals that concern the connection, not a command (NOAUTH after a password was
+        // set live, LOADING after a restart, ...): the store is unavailable for the batch.
+        if let Some(refusal) = replies.iter().find_map(|v| match v {
+            Value::ServerError(e) => store_refusal(&RedisError::from(e.clone())),
+            _ => None,
+        }) {
+            conn.broken = true;
+            return Err(Failure::Unsent(refusal));
+        }
+        conn.alive_at = Instant::now();
         Ok(replies)
+    }
+
+    async fn query(
+        &self,
+        conn: &mut TrackedConnection,
+        pipe: &redis::Pipeline,
+    ) -> Result<Vec<Value>, Failure> {
+        match pipe.query_async::<Value>(&mut conn.conn).await {
+            Ok(Value::Array(items)) => Ok(items),
+            Ok(other) => {
+                conn.broken = true;
+                Err(Failure::Sent(Error::Unavailable(RedisError::from((
+                    redis::ErrorKind::Client,
+                    "unexpected pipeline reply",
+                    format!("{other:?}"),
+                )))))
+            }
+            Err(e) => {
+                conn.broken = true;
+                if e.is_connection_dropped() {
+                    self.losses.fetch_add(1, Relaxed);
+                    Err(Failure::Lost(Error::Unavailable(e)))
+                } else {
+                    Err(Failure::Sent(Error::Unavailable(e)))
+                }
+            }
+        }
+    }
+
+    /// Runs a batch; if its connection was lost after it was sent, sends again the commands
+    /// that may safely run twice (see [`replay_safe`]) on a live connection, once, and fails
+    /// the others.
+    async fn run_batch(&self, batch: &[Command], stats: &Stats) -> Result<BatchReplies, Error> {
+        let plan = Plan::build(batch);
+        plan.count(stats);
+        let lost = match self.run(&plan).await {
+            Ok(replies) => return Ok(plan.answer(batch, replies)),
+            Err(Failure::Lost(error)) => error,
+            Err(Failure::Sent(error) | Failure::Unsent(error)) => return Err(error),
+        };
+        let (safe, unsafe_): (Vec<usize>, Vec<usize>) =
+            (0..batch.len()).partition(|&i| replay_safe(&batch[i].op));
+        tracing::debug!(error = %lost, replayed = safe.len(), failed = unsafe_.len(),
+            "Redis connection lost with a batch in flight");
+        if safe.is_empty() {
+            return Err(lost);
+        }
+        let again: Vec<Command> = safe.iter().map(|&i| batch[i].clone()).collect();
+        let plan = Plan::build(&again);
+        plan.count(stats);
+        let replies = match self.run(&plan).await {
+            Ok(replies) => plan.answer(&again, replies),
+            Err(Failure::Lost(e) | Failure::Sent(e) | Failure::Unsent(e)) => return Err(e),
+        };
+        let mut answers: Vec<Option<Result<Reply, Error>>> = vec![None; batch.len()];
+        for (i, reply) in safe.into_iter().zip(replies) {
+            answers[i] = Some(reply);
+        }
+        Ok(answers
+            .into_iter()
+            .map(|answer| answer.unwrap_or_else(|| Err(lost.clone())))
+            .collect())
     }
 }
 
-async fn query(conn: &mut TrackedConnection, pipe: &redis::Pipeline) -> Result<Vec<Value>, Error> {
-    match pipe.query_async::<Value>(&mut conn.conn).await {
-        Ok(Value::Array(items)) => Ok(items),
-        Ok(other) => {
-            conn.broken = true;
-            Err(Error::Unavailable(RedisError::from((
-                redis::ErrorKind::Client,
-                "unexpected pipeline reply",
-                format!("{other:?}"),
-            ))))
-        }
-        Err(e) => {
-            conn.broken = true;
-            Err(Error::Unavailable(e))
-        }
-    }
+/// How a batch failed as a whole.
+enum Failure {
+    /// Nothing of it ran: no connection, or Redis refused the connection's every command.
+    Unsent(Error),
+    /// The connection died before the replies came: some commands may have run.
+    Lost(Error),
+    /// It was sent and failed otherwise (a response timeout, a garbled reply).
+    Sent(Error),
+}
+
+/// Whether a command may run twice with the same outcome, and so be sent again after its
+/// connection died with the batch in flight: reads, TTL refreshes and logout. A write may
+/// have run (an increment would count twice, a renew would find its old id gone), so it is
+/// failed instead, with [`Error::Unavailable`]: a 503 whose write may have been applied.
+fn replay_safe(op: &Op) -> bool {
+    matches!(op, Op::Get(_) | Op::Entries | Op::Touch | Op::Invalidate)
+}
+
+/// A Redis refusal that makes the store unavailable to us as a whole rather than failing one
+/// command: authentication and permission errors, a server still loading its data, a replica
+/// or a master that lost its replicas, a failing disk.
+fn store_refusal(e: &RedisError) -> Option<Error> {
+    const CODES: [&str; 7] = [
+        "NOAUTH",
+        "WRONGPASS",
+        "NOPERM",
+        "LOADING",
+        "READONLY",
+        "MASTERDOWN",
+        "MISCONF",
+    ];
+    let refused = e.kind() == redis::ErrorKind::AuthenticationFailed
+        || e.code().is_some_and(|code| CODES.contains(&code));
+    refused.then(|| Error::Unavailable(e.clone()))
 }
 
 fn is_noscript(value: &Value) -> bool {
@@ -246,18 +375,7 @@ impl Backend for RedisBackend {
         batch: &'a [Command],
         stats: &'a Stats,
     ) -> BoxFuture<'a, Result<BatchReplies, Error>> {
-        Box::pin(async move {
-            let plan = Plan::build(batch);
-            stats
-                .redis_commands
-                .fetch_add(plan.steps.len() as u64, Relaxed);
-            stats.fused_reads.fetch_add(plan.fused_reads, Relaxed);
-            stats
-                .fused_refreshes
-                .fetch_add(plan.fused_refreshes, Relaxed);
-            let replies = self.run(&plan).await?;
-            Ok(plan.answer(batch, replies))
-        })
+        Box::pin(self.run_batch(batch, stats))
     }
 
     fn key_prefix(&self) -> &str {
@@ -351,7 +469,10 @@ impl<'a> Plan<'a> {
                 }
             }
             let route = match &command.op {
-                Op::Get(fields) => match state.open_read {
+                // A fused HMGET stays bounded: past MAX_FUSED_FIELDS a new one starts.
+                Op::Get(fields) => match state.open_read.filter(|&step| {
+                    matches!(&plan.steps[step], Step::HMGet(_, f) if f.len() + fields.len() <= MAX_FUSED_FIELDS)
+                }) {
                     Some(step) => {
                         let Step::HMGet(_, existing) = &mut plan.steps[step] else {
                             unreachable!("open_read always points at an HMGET")
@@ -424,6 +545,16 @@ impl<'a> Plan<'a> {
             plan.routes.push(route);
         }
         plan
+    }
+
+    fn count(&self, stats: &Stats) {
+        stats
+            .redis_commands
+            .fetch_add(self.steps.len() as u64, Relaxed);
+        stats.fused_reads.fetch_add(self.fused_reads, Relaxed);
+        stats
+            .fused_refreshes
+            .fetch_add(self.fused_refreshes, Relaxed);
     }
 
     fn push(&mut self, step: Step<'a>, expire: Option<usize>) -> Route {
@@ -542,7 +673,11 @@ fn write_args(cmd: &mut redis::Pipeline, command: &Command, refresh_ms: u64) {
         Some(WriteMode::Create { created, ttl }) => ("c", created, millis(ttl)),
         _ => ("e", 0, refresh_ms),
     };
-    cmd.arg(mode).arg(created).arg(ttl_ms);
+    cmd.arg(mode)
+        .arg(created)
+        .arg(ttl_ms)
+        .arg(command.limits.max_keys)
+        .arg(command.limits.max_bytes);
     match &command.op {
         Op::Set(_, entries) => {
             cmd.arg("s");
@@ -564,17 +699,27 @@ fn write_args(cmd: &mut redis::Pipeline, command: &Command, refresh_ms: u64) {
 }
 
 fn write_reply(command: &Command, value: &Value) -> Result<Reply, Error> {
+    let unexpected = || Error::Server(format!("unexpected write reply {value:?}"));
     let Value::Array(items) = value else {
-        return Err(Error::Server(format!("unexpected write reply {value:?}")));
+        return Err(unexpected());
     };
-    match (items.first(), items.get(1)) {
-        (Some(Value::Int(0)), _) => Ok(Reply::Gone),
-        (Some(Value::Int(1)), Some(Value::Int(n))) => Ok(match command.op {
+    match (items.first(), items.get(1), items.get(2)) {
+        (Some(Value::Int(0)), _, _) => Ok(Reply::Gone),
+        (Some(Value::Int(1)), Some(Value::Int(n)), _) => Ok(match command.op {
             Op::Set(..) => Reply::Done,
             Op::SetIfAbsent(..) => Reply::Bool(*n == 1),
             _ => Reply::Int(*n),
         }),
-        _ => Err(Error::Server(format!("unexpected write reply {value:?}"))),
+        // An increment answers the counter as a string: exact beyond Lua's 2^53.
+        (Some(Value::Int(1)), Some(Value::BulkString(n)), _) => std::str::from_utf8(n)
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .map(Reply::Int)
+            .ok_or_else(unexpected),
+        (Some(Value::Int(2)), Some(Value::Int(keys)), Some(Value::Int(bytes))) => {
+            Err(command.limits.exceeded((*keys as u64, *bytes as u64)))
+        }
+        _ => Err(unexpected()),
     }
 }
 
@@ -587,6 +732,10 @@ fn server_error(command: &Command, e: &redis::ServerError) -> Error {
         if text.contains("not an integer") || text.contains("overflow") {
             return Error::NotAnInteger(field.clone());
         }
+    }
+    // Redis 7 keeps the code of an error raised inside a script; Redis 6 wraps it in ERR.
+    if e.code() == "OOM" || text.contains("OOM command not allowed") {
+        return Error::StoreFull(text);
     }
     Error::Server(text)
 }
@@ -629,15 +778,14 @@ fn entries(value: Value) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actor::message::META_CREATED;
-    use std::sync::Arc;
-    use std::time::Duration;
+    use crate::actor::message::{Limits, META_CREATED};
 
     fn cmd(key: &str, op: Op, refresh: bool) -> Command {
         Command {
             key: Arc::from(key),
             op,
             refresh: refresh.then_some(Duration::from_secs(60)),
+            limits: Limits::default(),
         }
     }
 
