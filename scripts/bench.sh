@@ -19,8 +19,19 @@
 #   WORKERS    actix-web workers per server (1)
 #   SERVER_CPU / CLIENT_CPU  cores for taskset (0 / 1); Redis shares the server's core
 #   OUT        result folder (target/bench/<timestamp>)
+#   BASELINE   a git revision (main~3, a tag, a hash) to measure in the same run as the current tree.
+#              It is resolved to a commit hash H and checked out with `git worktree add --detach`
+#              into $TARGET/baseline/H (reused when it is already there at H; your own work tree is
+#              never touched), and bench_server is built there in release mode with
+#              CARGO_TARGET_DIR=$TARGET/baseline-target, so the two builds do not clobber each other
+#              (the first baseline build compiles all dependencies again). Every server name above
+#              is then also available as base-NAME (base-circumflex, base-circumflex-rl10, ...):
+#              the baseline's bench_server with the same mode and arguments. loadtest always comes
+#              from the current tree. base-* names without BASELINE are an error (exit 2).
+#              To remove a checkout: git worktree remove --force target/baseline/H
 #
 # Example: DURATION=3 RUNS=2 scripts/bench.sh
+# Example: BASELINE=<rev> SERVERS="none base-circumflex circumflex" scripts/bench.sh
 set -euo pipefail
 
 SERVERS=${SERVERS:-"none actix-session circumflex"}
@@ -33,9 +44,29 @@ WORKERS=${WORKERS:-1}
 SERVER_ARGS=${SERVER_ARGS:-}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
+BASELINE=${BASELINE:-}
+
+BASE_REV=""
+if [ -z "$BASELINE" ]; then
+    for server in $SERVERS; do
+        case $server in
+            base-*)
+                echo "bench.sh: server '$server' needs BASELINE=<git rev> (the build to compare against)" >&2
+                exit 2
+                ;;
+        esac
+    done
+fi
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+if [ -n "$BASELINE" ]; then
+    command -v git >/dev/null || { echo "bench.sh: BASELINE needs git" >&2; exit 2; }
+    BASE_REV=$(git -C "$ROOT" rev-parse --verify --quiet "$BASELINE^{commit}") || {
+        echo "bench.sh: BASELINE='$BASELINE' is not a commit in $ROOT" >&2
+        exit 2
+    }
+fi
 BIN=$TARGET/release/examples
 OUT=${OUT:-$TARGET/bench/$(date +%Y%m%d-%H%M%S)}
 
@@ -105,6 +136,44 @@ stop_server() {
 echo "== building (release)" >&2
 (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release --example loadtest --example bench_server)
 
+# The baseline: a detached worktree of BASELINE under $TARGET/baseline, built in its own target dir.
+BASE_BIN=""
+if [ -n "$BASELINE" ]; then
+    mkdir -p "$TARGET/baseline" "$TARGET/baseline-target"
+    BASE_DIR=$(cd "$TARGET/baseline" && pwd -P)/$BASE_REV
+    BASE_TARGET=$(cd "$TARGET/baseline-target" && pwd -P) # absolute: the build runs in BASE_DIR
+    if [ -e "$BASE_DIR" ]; then
+        # Reuse only a worktree of its own (not the enclosing checkout) that is still at BASE_REV.
+        top=$(git -C "$BASE_DIR" rev-parse --show-toplevel 2>/dev/null || true)
+        [ -n "$top" ] && top=$(cd "$top" && pwd -P)
+        head=$(git -C "$BASE_DIR" rev-parse --verify --quiet HEAD 2>/dev/null || true)
+        if [ "$top" != "$BASE_DIR" ] || [ "$head" != "$BASE_REV" ]; then
+            echo "bench.sh: $BASE_DIR exists but is not a worktree at $BASE_REV; remove it" \
+                "(git worktree remove --force $BASE_DIR, or rm -r it and git worktree prune)" >&2
+            exit 2
+        fi
+        if [ -n "$(git -C "$BASE_DIR" status --porcelain --untracked-files=no)" ]; then
+            echo "bench.sh: warning: the baseline worktree $BASE_DIR has local changes:" >&2
+            git -C "$BASE_DIR" status --short --untracked-files=no >&2
+        fi
+        echo "== baseline $BASELINE = $BASE_REV: reusing $BASE_DIR" >&2
+    else
+        echo "== baseline $BASELINE = $BASE_REV: git worktree add --detach $BASE_DIR" >&2
+        # --force only lets git reuse this path when it is still registered but was deleted
+        # (cargo clean); the directory does not exist, so nothing in it can be overwritten.
+        git -C "$ROOT" worktree add --force --detach "$BASE_DIR" "$BASE_REV" >&2
+    fi
+    echo "== building the baseline (release, CARGO_TARGET_DIR=$BASE_TARGET)" >&2
+    base_start=$SECONDS
+    (cd "$BASE_DIR" && CARGO_TARGET_DIR=$BASE_TARGET cargo build --release --example bench_server)
+    echo "== baseline build took $((SECONDS - base_start))s" >&2
+    BASE_BIN=$BASE_TARGET/release/examples/bench_server
+    case " $SERVERS " in
+        *" base-"*) ;;
+        *) echo "bench.sh: warning: BASELINE is set but SERVERS has no base-* name" >&2 ;;
+    esac
+fi
+
 mkdir -p "$OUT"
 RESULTS=$OUT/results.jsonl
 : >"$RESULTS"
@@ -126,17 +195,23 @@ for run in $(seq 1 "$RUNS"); do
     for server in $SERVERS; do
         log=$OUT/server-$server-$run.log
         : >"$log" # exists before the server's own redirect, for the polling below
-        # A server name is a bench_server mode, optionally with a tuning suffix.
+        # A server name is a bench_server mode, optionally with a tuning suffix; base- in front
+        # runs the baseline's binary instead of the current tree's.
+        bin=$BIN/bench_server
+        name=$server
         case $server in
+            base-*) bin=$BASE_BIN; name=${server#base-} ;;
+        esac
+        case $name in
             circumflex-rl10) mode=circumflex; extra="--refresh-after-percent 10" ;;
             circumflex-shared) mode=circumflex; extra="--placement shared" ;;
             circumflex-inflight4) mode=circumflex; extra="--max-in-flight 4" ;;
             circumflex-batch16) mode=circumflex; extra="--max-batch 16" ;;
             circumflex-memory) mode=circumflex; extra="--backend memory" ;;
-            *) mode=$server; extra="" ;;
+            *) mode=$name; extra="" ;;
         esac
         # shellcheck disable=SC2086 # word splitting of the extra arguments is intended
-        taskset -c "$SERVER_CPU" "$BIN/bench_server" --mode "$mode" --port 0 \
+        taskset -c "$SERVER_CPU" "$bin" --mode "$mode" --port 0 \
             --redis-url "$REDIS_URL" --workers "$WORKERS" $extra ${SERVER_ARGS:-} >"$log" 2>&1 &
         SERVER_PID=$!
         port=""
@@ -180,7 +255,7 @@ done
 echo
 echo "DURATION=${DURATION}s WARMUP=${WARMUP}s USERS=$USERS WORKERS=$WORKERS RUNS=$RUNS" \
     "server+redis on cpu $SERVER_CPU, loadtest on cpu $CLIENT_CPU; $(nproc) cpus;" \
-    "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+    "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)${BASE_REV:+; base-* = BASELINE=$BASELINE ($BASE_REV)}"
 echo
 jq -r -s --arg servers "$SERVERS" --arg workloads "$WORKLOADS" '
   def mean: map(select(. != null)) | if length == 0 then null else add / length end;
