@@ -174,9 +174,19 @@ impl SessionMiddlewareBuilder {
         self
     }
 
-    /// Time to idle: an unused session expires after this long. Default 30 minutes.
+    /// Time to idle of a logged-in (renewed) session: unused this long, it expires. Default 30
+    /// minutes.
     pub fn tti(mut self, tti: Duration) -> Self {
         self.session.tti_secs = tti.as_secs().max(1);
+        self
+    }
+
+    /// Time to idle of a session that never logged in (was never
+    /// [renewed](crate::AsyncSession::renew)). Default 10 minutes, capped at [`tti`](Self::tti).
+    /// Anonymous sessions are the ones a client can create in bulk, so they get the shorter
+    /// life; set it equal to `tti` to treat every session alike.
+    pub fn anonymous_tti(mut self, tti: Duration) -> Self {
+        self.session.anonymous_tti_secs = tti.as_secs().max(1);
         self
     }
 
@@ -202,19 +212,36 @@ impl SessionMiddlewareBuilder {
         self
     }
 
-    /// Largest serialised value `set` accepts. Default 64 KiB.
+    /// Largest serialised value `set` accepts. Default 64 KiB. At most
+    /// [`max_session_bytes`](Self::max_session_bytes).
     pub fn max_value_bytes(mut self, max: usize) -> Self {
         self.session.max_value_bytes = max.max(1);
+        self
+    }
+
+    /// Most keys one session may hold; a write past it fails with
+    /// [`Error::SessionFull`](crate::Error::SessionFull) and changes nothing. Default 256.
+    pub fn max_keys(mut self, max: usize) -> Self {
+        self.session.max_keys = max.max(1);
+        self
+    }
+
+    /// Most bytes (keys plus serialised values) one session may hold; a write past it fails
+    /// with [`Error::SessionFull`](crate::Error::SessionFull) and changes nothing. Default 256
+    /// KiB. It bounds the cost of every Redis call about one session (`entries`, a write).
+    pub fn max_session_bytes(mut self, max: usize) -> Self {
+        self.session.max_session_bytes = max;
         self
     }
 
     /// Builds the middleware.
     ///
     /// # Panics
-    /// If the cookie name or path set through this builder is invalid: a programming error
-    /// found at start-up. Use [`SessionMiddleware::from_config`] for settings from a file.
+    /// If a setting made through this builder is invalid (a cookie name or path, or
+    /// `max_session_bytes` below `max_value_bytes`): a programming error found at start-up.
+    /// Use [`SessionMiddleware::from_config`] for settings from a file.
     pub fn build(self) -> SessionMiddleware {
-        if let Err(e) = self.cookie.validate() {
+        if let Err(e) = self.cookie.validate().and(self.session.validate()) {
             panic!("{e}");
         }
         SessionMiddleware {

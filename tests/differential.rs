@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
-use circumflex_session::actor::message::{Command, Op, Reply, WriteMode};
+use circumflex_session::actor::message::{Command, Limits, Op, Reply, WriteMode};
 use circumflex_session::{
     Error, MemoryBackend, RedisBackend, RedisConfig, SessionActor, SessionEngine,
 };
@@ -81,23 +81,34 @@ fn random_command(rng: &mut StdRng, keys: &mut Vec<Arc<str>>, renames: &mut u32)
             Op::Renew { to, ttl: TTL }
         }
     };
+    // Limits small enough that random writes hit them: both backends must refuse alike.
+    let limits = if rng.random_bool(0.4) {
+        Limits {
+            max_keys: rng.random_range(1..=4),
+            max_bytes: rng.random_range(4..=24),
+        }
+    } else {
+        Limits::default()
+    };
     Command {
         key,
         op,
         refresh,
-        limits: Default::default(),
+        limits,
     }
 }
 
-/// A reply in a form both backends agree on: entries sorted, errors by kind.
-fn normalise(result: Result<Reply, Error>) -> Result<Reply, &'static str> {
+/// A reply in a form both backends agree on: entries sorted, errors by kind, except that a
+/// size refusal must name the same sizes.
+fn normalise(result: Result<Reply, Error>) -> Result<Reply, String> {
     match result {
         Ok(Reply::Entries(mut entries)) => {
             entries.sort();
             Ok(Reply::Entries(entries))
         }
         Ok(reply) => Ok(reply),
-        Err(e) => Err(e.kind()),
+        Err(e @ Error::SessionFull { .. }) => Err(e.to_string()),
+        Err(e) => Err(e.kind().to_owned()),
     }
 }
 
@@ -105,7 +116,7 @@ async fn run_batch(
     engine: &SessionEngine,
     actor: &Addr<SessionActor>,
     batch: &[Command],
-) -> Vec<Result<Reply, &'static str>> {
+) -> Vec<Result<Reply, String>> {
     join_all(batch.iter().cloned().map(|c| engine.call(actor, c)))
         .await
         .into_iter()
@@ -124,6 +135,7 @@ async fn random_batches_get_the_same_replies_from_redis_and_from_memory() {
     let memory = SessionEngine::new(MemoryBackend::new());
     let (redis_actor, memory_actor) = (redis.actor(), memory.actor());
     let mut compared = 0;
+    let mut refused = 0;
     for seed in 1..=8u64 {
         let mut rng = StdRng::seed_from_u64(seed);
         // Fresh key names per seed, so earlier seeds' sessions do not interfere.
@@ -147,9 +159,14 @@ async fn random_batches_get_the_same_replies_from_redis_and_from_memory() {
                 "seed {seed}, round {round}, batch {shown:#?}"
             );
             compared += batch.len();
+            refused += from_redis
+                .iter()
+                .filter(|r| matches!(r, Err(e) if e.starts_with("session is full")))
+                .count();
         }
     }
     assert!(compared > 10_000, "only {compared} commands compared");
+    assert!(refused > 100, "only {refused} writes hit a size limit");
     let stats = redis.stats();
     assert!(
         stats.fused_reads > 0 && stats.fused_refreshes > 0,

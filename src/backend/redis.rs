@@ -32,7 +32,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bb8::{ManageConnection, Pool, PooledConnection};
@@ -87,6 +87,10 @@ pub(crate) struct Manager {
     ping: RedisConnectionManager,
     /// Connections found dead after a batch was sent on them (shared with the backend).
     losses: Arc<AtomicU64>,
+    /// Why the last attempt to connect failed, if it did: bb8 connects in the background and
+    /// hands a waiting caller only a timeout, which would hide a wrong password or a refused
+    /// connection.
+    last_error: Arc<Mutex<Option<RedisError>>>,
 }
 
 impl ManageConnection for Manager {
@@ -97,7 +101,9 @@ impl ManageConnection for Manager {
         let conn = self
             .client
             .get_multiplexed_async_connection_with_config(&self.config)
-            .await?;
+            .await;
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = conn.as_ref().err().cloned();
+        let conn = conn?;
         Ok(TrackedConnection {
             conn,
             broken: false,
@@ -127,6 +133,7 @@ pub struct RedisBackend {
     pool: Pool<Manager>,
     pool_size: u32,
     losses: Arc<AtomicU64>,
+    last_error: Arc<Mutex<Option<RedisError>>>,
     prefix: String,
     write: Script,
     renew: Script,
@@ -167,6 +174,7 @@ impl RedisBackend {
             .set_redis_settings(settings)
             .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
         let losses = Arc::new(AtomicU64::new(0));
+        let last_error: Arc<Mutex<Option<RedisError>>> = Arc::default();
         let manager = Manager {
             client: redis::Client::open(info.clone()).map_err(Error::Unavailable)?,
             config: AsyncConnectionConfig::new()
@@ -174,6 +182,7 @@ impl RedisBackend {
                 .set_response_timeout(Some(config.response_timeout_duration())),
             ping: RedisConnectionManager::new(info).map_err(Error::Unavailable)?,
             losses: losses.clone(),
+            last_error: last_error.clone(),
         };
         let pool = Pool::builder()
             .max_size(config.pool_size)
@@ -185,6 +194,7 @@ impl RedisBackend {
             pool,
             pool_size: config.pool_size,
             losses,
+            last_error,
             prefix: config.key_prefix,
             write: Script::new(WRITE_SCRIPT),
             renew: Script::new(RENEW_SCRIPT),
@@ -193,12 +203,25 @@ impl RedisBackend {
     }
 
     async fn checkout(&self) -> Result<PooledConnection<'_, Manager>, Error> {
-        self.pool.get().await.map_err(|e| match e {
-            bb8::RunError::User(e) => Error::Unavailable(e),
-            bb8::RunError::TimedOut => Error::Unavailable(RedisError::from((
-                redis::ErrorKind::Io,
-                "timed out waiting for a pooled Redis connection",
-            ))),
+        self.pool.get().await.map_err(|e| {
+            let e = match e {
+                bb8::RunError::User(e) => e,
+                bb8::RunError::TimedOut => {
+                    // The connection attempts behind the timeout failed: say why.
+                    let last = self
+                        .last_error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone();
+                    last.unwrap_or_else(|| {
+                        RedisError::from((
+                            redis::ErrorKind::Io,
+                            "timed out waiting for a pooled Redis connection",
+                        ))
+                    })
+                }
+            };
+            store_refusal(&e).unwrap_or(Error::Unavailable(e))
         })
     }
 
@@ -349,20 +372,38 @@ fn replay_safe(op: &Op) -> bool {
 
 /// A Redis refusal that makes the store unavailable to us as a whole rather than failing one
 /// command: authentication and permission errors, a server still loading its data, a replica
-/// or a master that lost its replicas, a failing disk.
+/// or a master that lost its replicas, a failing disk. The error names the cause in words an
+/// operator can act on (it never holds a password: Redis does not echo it).
 fn store_refusal(e: &RedisError) -> Option<Error> {
-    const CODES: [&str; 7] = [
-        "NOAUTH",
-        "WRONGPASS",
-        "NOPERM",
-        "LOADING",
-        "READONLY",
-        "MASTERDOWN",
-        "MISCONF",
-    ];
-    let refused = e.kind() == redis::ErrorKind::AuthenticationFailed
-        || e.code().is_some_and(|code| CODES.contains(&code));
-    refused.then(|| Error::Unavailable(e.clone()))
+    let detail = || {
+        format!("{} {}", e.code().unwrap_or(""), e.detail().unwrap_or(""))
+            .trim()
+            .to_owned()
+    };
+    // Redis answers a long command from a client that has not authenticated with a protocol
+    // error instead of NOAUTH (and closes the connection).
+    let unauthenticated = e
+        .detail()
+        .is_some_and(|d| d.starts_with("Protocol error: unauthenticated"));
+    let cause = match e.code() {
+        _ if unauthenticated => "Redis requires a password that is not configured (NOAUTH)",
+        Some("NOAUTH") => "Redis requires a password that is not configured (NOAUTH)",
+        Some("WRONGPASS") => "Redis rejected the configured user name or password (WRONGPASS)",
+        _ if e.kind() == redis::ErrorKind::AuthenticationFailed => {
+            "Redis rejected the configured credentials"
+        }
+        Some("NOPERM") => "the Redis user lacks a permission the session store needs (NOPERM)",
+        Some("LOADING") => "Redis is still loading its data set (LOADING)",
+        Some("READONLY") => "Redis is a read-only replica: point the URL at a master (READONLY)",
+        Some("MASTERDOWN") => "the Redis replica lost its master (MASTERDOWN)",
+        Some("MISCONF") => "Redis cannot persist to disk and refuses writes (MISCONF)",
+        _ => return None,
+    };
+    Some(Error::Unavailable(RedisError::from((
+        redis::ErrorKind::AuthenticationFailed,
+        cause,
+        detail(),
+    ))))
 }
 
 fn is_noscript(value: &Value) -> bool {

@@ -271,3 +271,76 @@ pub fn user_of(reply: &Reply) -> Value {
     assert_eq!(reply.status, StatusCode::OK, "body: {}", reply.text());
     reply.json()["user"].clone()
 }
+
+/// A browser: keeps the session cookie the server last set (or removed) and sends it back.
+#[derive(Default)]
+pub struct Visitor {
+    pub cookie: Option<Cookie<'static>>,
+}
+
+impl Visitor {
+    /// GETs `uri` with the current cookie and keeps the cookie the reply sets.
+    pub async fn get<S, B>(&mut self, app: &S, uri: &str) -> Reply
+    where
+        S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+        B: MessageBody,
+    {
+        let reply = send(app, get(uri, self.cookie.as_ref()).to_request()).await;
+        if let Some(cookie) = reply.cookies.first() {
+            self.cookie = (!cookie.value().is_empty()).then(|| cookie.clone());
+        }
+        reply
+    }
+}
+
+/// Captures every `tracing` event of the current thread, formatted, for tests that check what
+/// is logged (and what never is).
+#[derive(Clone, Default)]
+pub struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    /// Starts capturing on this thread, at every level, until the guard is dropped.
+    pub fn start() -> (Self, tracing::subscriber::DefaultGuard) {
+        let capture = LogCapture::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(capture.clone())
+            .finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        (capture, guard)
+    }
+
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// The lines logged so far at `level` ("ERROR", "INFO", ...).
+    pub fn lines_at(&self, level: &str) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|line| line.split_whitespace().nth(1) == Some(level))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
+    type Writer = LogCapture;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
