@@ -50,12 +50,12 @@ impl Ticket {
         }
     }
 
-    fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         format!("{}.{}", self.id, self.created)
     }
 
     /// Strict parse of a verified payload: exactly 32 lowercase hex, a dot, decimal seconds.
-    fn parse(payload: &str) -> Option<Self> {
+    pub(crate) fn parse(payload: &str) -> Option<Self> {
         let (id, created) = payload.split_once('.')?;
         let hex_ok =
             id.len() == ID_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
