@@ -56,14 +56,14 @@ impl Ticket {
         }
     }
 
-    fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mark = if self.renewed { ".r" } else { "" };
         format!("{}.{}{mark}", self.id, self.created)
     }
 
     /// Strict parse of a verified payload: exactly 32 lowercase hex, a dot, decimal seconds,
     /// and optionally `.r`.
-    fn parse(payload: &str) -> Option<Self> {
+    pub(crate) fn parse(payload: &str) -> Option<Self> {
         let (payload, renewed) = match payload.strip_suffix(".r") {
             Some(rest) => (rest, true),
             None => (payload, false),

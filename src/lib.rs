@@ -61,6 +61,8 @@ pub mod config;
 mod cookie;
 mod engine;
 mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod middleware;
 mod session;
 mod stats;

@@ -686,14 +686,14 @@ impl AsyncSession {
     }
 }
 
-fn check_key(key: &str) -> Result<(), Error> {
+pub(crate) fn check_key(key: &str) -> Result<(), Error> {
     if key.is_empty() || key.len() > MAX_KEY_BYTES || key.as_bytes()[0] == META_PREFIX {
         return Err(Error::InvalidKey(key.chars().take(64).collect()));
     }
     Ok(())
 }
 
-fn decode<T: DeserializeOwned>(key: &str, raw: &[u8]) -> Result<T, Error> {
+pub(crate) fn decode<T: DeserializeOwned>(key: &str, raw: &[u8]) -> Result<T, Error> {
     serde_json::from_slice(raw).map_err(|e| Error::serialization(key, e))
 }
 
