@@ -68,8 +68,10 @@ fn start_private_redis() -> Option<(PrivateRedis, String)> {
     None
 }
 
-/// Session errors for this app: bad keys and values are the client's fault here (400, with the
-/// reason); everything else is the library's opaque 500/503.
+/// Session errors for this app, a playground where the client chooses keys and values: a bad
+/// key, a value too large, a session full, or a value read as the wrong type (a counter read
+/// as a string) are the client's fault here (400, with the reason); everything else is the
+/// library's opaque 500/503.
 struct DemoError(Error);
 
 impl From<Error> for DemoError {
@@ -93,9 +95,12 @@ impl std::fmt::Display for DemoError {
 impl ResponseError for DemoError {
     fn status_code(&self) -> StatusCode {
         match self.0 {
-            Error::InvalidKey(_) | Error::ValueTooLarge { .. } | Error::NotAnInteger(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Error::InvalidKey(_)
+            | Error::ValueTooLarge { .. }
+            | Error::NotAnInteger(_)
+            | Error::Serialization { .. }
+            | Error::SessionFull { .. }
+            | Error::TooManyKeys { .. } => StatusCode::BAD_REQUEST,
             _ => self.0.status_code(),
         }
     }
@@ -174,6 +179,10 @@ async fn logout(session: AsyncSession) -> Answer {
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
+    // The engine logs a store outage once when it starts and once when it ends.
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .init();
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml");
     let config = Config::load(path).map_err(std::io::Error::other)?;
     let port: u16 = match std::env::var("PORT") {

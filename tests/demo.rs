@@ -1,0 +1,141 @@
+//! The demo as a user runs it: the `demo` example binary, started against a private
+//! `redis-server`, spoken to over real HTTP. It checks that the playground answers bad input
+//! with a 400 that says why, instead of the library's opaque 500.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use support::RedisServer;
+
+/// The demo binary that `cargo test --all-targets` (and so `scripts/test.sh`) builds next to
+/// this test's own binary.
+fn demo_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let demo = profile.join("examples").join("demo");
+    assert!(
+        demo.exists(),
+        "{} is missing: build it with `cargo build --example demo` \
+         (./scripts/test.sh builds every target)",
+        demo.display()
+    );
+    demo
+}
+
+/// The demo process, killed (by its own PID) when dropped.
+struct Demo {
+    child: Child,
+    port: u16,
+}
+
+impl Demo {
+    fn start(redis: &RedisServer) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let mut child = Command::new(demo_binary())
+            .env("PORT", port.to_string())
+            .env("REDIS_URL", redis.url())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the demo");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("listening on") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let demo = Demo { child, port };
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("the demo did not start listening within 20 s");
+        demo
+    }
+
+    /// A GET over a fresh connection: status, the session cookie it sets (if any), body.
+    fn get(&self, path: &str, cookie: Option<&str>) -> (u16, Option<String>, String) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let cookie = cookie.map_or(String::new(), |c| format!("Cookie: {c}\r\n"));
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\n{cookie}Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).expect("read the response");
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        let body_at = match response.parse(&raw).expect("a valid response") {
+            httparse::Status::Complete(n) => n,
+            httparse::Status::Partial => panic!("partial response"),
+        };
+        let set_cookie = response
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("set-cookie"))
+            .map(|h| {
+                let value = String::from_utf8_lossy(h.value);
+                value.split(';').next().unwrap_or_default().to_owned()
+            });
+        let body = String::from_utf8_lossy(&raw[body_at..]).into_owned();
+        (response.code.expect("a status"), set_cookie, body)
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_demo_answers_bad_input_with_a_400_that_says_why() {
+    let redis = RedisServer::start();
+    let demo = Demo::start(&redis);
+
+    let (status, cookie, body) = demo.get("/counter", None);
+    assert_eq!(status, 200, "{body}");
+    let cookie = cookie.expect("the first write sets the session cookie");
+
+    // A counter read as a string: the library's 500, the playground's 400 with the reason.
+    let (status, _, body) = demo.get("/kv/get?key=counter", Some(&cookie));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("counter") && body.contains("could not be (de)serialised"),
+        "{body}"
+    );
+    // A key with the reserved NUL byte.
+    let (status, _, body) = demo.get("/kv/set?key=%00x&value=1", Some(&cookie));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("invalid session key"), "{body}");
+    // A session filled to its 256 keys (the counter and 255 more): the next key is refused.
+    let (status, _, _) = demo.get("/kv/set?key=name&value=ann", Some(&cookie));
+    assert_eq!(status, 200);
+    for i in 0..254 {
+        let (status, _, body) = demo.get(&format!("/kv/set?key=k{i}&value=v"), Some(&cookie));
+        assert_eq!(status, 200, "key {i}: {body}");
+    }
+    let (status, _, body) = demo.get("/kv/set?key=one-too-many&value=v", Some(&cookie));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("session is full"), "{body}");
+    // And the session is intact.
+    let (status, _, body) = demo.get("/kv/get?key=name", Some(&cookie));
+    assert_eq!(status, 200);
+    assert!(body.contains("\"ann\""), "{body}");
+}
