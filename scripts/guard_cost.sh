@@ -3,11 +3,14 @@
 # expired or was invalidated (BENCHMARKS.md, "Lua vs plain commands").
 #
 # Starts a private redis-server on a free loopback port (pinned to CPU 0), loads the crate's
-# write script from src/backend/redis.rs, fills 1000 sessions, then for each variant pipes N
-# writes with `redis-cli --pipe` (from CPU 1) and reports Redis's own CPU time (INFO
+# write script from src/backend/lua/write.lua, fills 1000 sessions, then for each variant pipes
+# N writes with `redis-cli --pipe` (from CPU 1) and reports Redis's own CPU time (INFO
 # used_cpu_user + used_cpu_sys) per write. Needs redis-server, redis-cli, python3, taskset, ss.
+# With BASELINE=<git rev>, the write script of that revision (from src/backend/redis.rs, where
+# it lived before 0.1's hardening) is measured too, as base-lua and base-lua+pexpire.
 #
 #   N=200000 REPS=2 scripts/guard_cost.sh
+#   BASELINE=f6c290f REPS=3 scripts/guard_cost.sh
 set -euo pipefail
 
 N=${N:-200000}
@@ -32,8 +35,14 @@ taskset -c 0 redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly
 PID=$!
 for _ in $(seq 1 50); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
-SCRIPT=$(sed -n '/^const WRITE_SCRIPT: &str = r#"/,/^"#;/p' "$ROOT/src/backend/redis.rs" | sed '1d;$d')
-SHA=$(redis-cli -p "$PORT" script load "$SCRIPT")
+SHA=$(redis-cli -p "$PORT" script load "$(cat "$ROOT/src/backend/lua/write.lua")")
+BASE_SHA=none
+if [ -n "${BASELINE:-}" ]; then
+    BASE_SCRIPT=$(git -C "$ROOT" show "$BASELINE:src/backend/redis.rs" |
+        sed -n '/^const WRITE_SCRIPT: &str = r#"/,/^"#;/p' | sed '1d;$d')
+    [ -n "$BASE_SCRIPT" ] || { echo "guard_cost.sh: no inline write script at $BASELINE" >&2; exit 2; }
+    BASE_SHA=$(redis-cli -p "$PORT" script load "$BASE_SCRIPT")
+fi
 
 cat >"$WORK/gen.py" <<'PY'
 import sys
@@ -45,7 +54,7 @@ def resp(*args):
         out.append(b"$%d\r\n%s\r\n" % (len(a), a))
     return b"".join(out)
 
-mode, n, sha = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+mode, n, sha, base_sha = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 w = sys.stdout.buffer
 sessions = 1000
 ttl = "1800000"
@@ -53,7 +62,8 @@ for i in range(n):
     key = "session:%032x" % (i % sessions)
     if mode == "setup":
         if i < sessions:
-            w.write(resp("HSET", key, "\0created", "1", "a", "alpha", "counter", "0"))
+            # \0size: bytes of user keys and values (a + alpha + counter + 0).
+            w.write(resp("HSET", key, "\0created", "1", "\0size", "14", "a", "alpha", "counter", "0"))
             w.write(resp("PEXPIRE", key, ttl))
     elif mode == "hset":  # no guard, no refresh: a write that may revive a dead session
         w.write(resp("HSET", key, "counter", i))
@@ -71,16 +81,21 @@ for i in range(n):
         w.write(resp("HSET", key, "counter", i))
         w.write(resp("PEXPIRE", key, ttl))
         w.write(resp("EXEC"))
-    elif mode == "lua":  # the crate's write script, existing session, no refresh
-        w.write(resp("EVALSHA", sha, 1, key, "x", "0", "0", "s", "counter", i))
+    elif mode == "lua":  # the crate's write script (guard + size limits), no refresh
+        w.write(resp("EVALSHA", sha, 1, key, "e", "0", "0", "256", "262144", "s", "counter", i))
     elif mode == "lua+pexpire":  # the same with the refresh folded in
-        w.write(resp("EVALSHA", sha, 1, key, "e", "0", ttl, "s", "counter", i))
+        w.write(resp("EVALSHA", sha, 1, key, "e", "0", ttl, "256", "262144", "s", "counter", i))
+    elif mode == "base-lua":  # BASELINE's write script (guard only), no refresh
+        w.write(resp("EVALSHA", base_sha, 1, key, "x", "0", "0", "s", "counter", i))
+    elif mode == "base-lua+pexpire":
+        w.write(resp("EVALSHA", base_sha, 1, key, "e", "0", ttl, "s", "counter", i))
 PY
 
-python3 "$WORK/gen.py" setup 1000 "$SHA" | redis-cli -p "$PORT" --pipe >/dev/null
+python3 "$WORK/gen.py" setup 1000 "$SHA" "$BASE_SHA" | redis-cli -p "$PORT" --pipe >/dev/null
 cpu() { redis-cli -p "$PORT" info cpu | awk -F: '/used_cpu_(user|sys):/ { s += $2 } END { printf "%.6f", s }'; }
 VARIANTS="hset hset+pexpire multi-guard multi-guard+pexpire lua lua+pexpire"
-for v in $VARIANTS; do python3 "$WORK/gen.py" "$v" "$N" "$SHA" >"$WORK/$v.resp"; done
+[ "$BASE_SHA" = none ] || VARIANTS="$VARIANTS base-lua base-lua+pexpire"
+for v in $VARIANTS; do python3 "$WORK/gen.py" "$v" "$N" "$SHA" "$BASE_SHA" >"$WORK/$v.resp"; done
 echo "| variant | Redis CPU µs per write (each rep) |"
 echo "|---|---|"
 for v in $VARIANTS; do

@@ -281,8 +281,9 @@ pub struct SessionConfig {
     pub anonymous_tti_secs: u64,
     /// When the idle timer is refreshed. Default `on_use`.
     pub refresh: TtlRefresh,
-    /// Skip a refresh when this worker refreshed the session less than this percentage of
-    /// `tti_secs` ago (0 to 99). Default 0: refresh on every eligible request.
+    /// Skip a refresh when this worker refreshed the session less than this percentage of its
+    /// time to idle (`tti_secs`, or `anonymous_tti_secs` for a session that never logged in)
+    /// ago (0 to 99). Default 0: refresh on every eligible request.
     pub refresh_after_percent: u8,
     /// Optional absolute lifetime cap in seconds, counted from creation; `None` (default) means
     /// a session lives as long as it keeps being used.

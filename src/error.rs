@@ -25,7 +25,7 @@ pub enum Error {
     #[error("session operation timed out after {0:?}")]
     Timeout(Duration),
     /// Redis could not be reached, the connection broke, or Redis refused to serve us
-    /// (`NOAUTH`, `WRONGPASS`, `NOPERM`, `LOADING`, `READONLY`, `MASTERDOWN`); every command
+    /// (`NOAUTH`, `WRONGPASS`, `NOPERM`, `LOADING`, `READONLY`, `MASTERDOWN`, `MISCONF`); every command
     /// of the batch fails.
     #[error("session store unavailable: {0}")]
     Unavailable(#[source] redis::RedisError),

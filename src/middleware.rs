@@ -220,14 +220,14 @@ impl SessionMiddlewareBuilder {
     }
 
     /// Most keys one session may hold; a write past it fails with
-    /// [`Error::SessionFull`](crate::Error::SessionFull) and changes nothing. Default 256.
+    /// [`Error::SessionFull`] and changes nothing. Default 256.
     pub fn max_keys(mut self, max: usize) -> Self {
         self.session.max_keys = max.max(1);
         self
     }
 
     /// Most bytes (keys plus serialised values) one session may hold; a write past it fails
-    /// with [`Error::SessionFull`](crate::Error::SessionFull) and changes nothing. Default 256
+    /// with [`Error::SessionFull`] and changes nothing. Default 256
     /// KiB. It bounds the cost of every Redis call about one session (`entries`, a write).
     pub fn max_session_bytes(mut self, max: usize) -> Self {
         self.session.max_session_bytes = max;

@@ -569,7 +569,8 @@ impl AsyncSession {
 
     /// Deletes the session and removes its cookie (same path and domain).
     ///
-    /// Redis: one `DEL` (none when there is no session).
+    /// Redis: one `EVALSHA` of a one-line `UNLINK` script (none when there is no session);
+    /// never refused for memory, since it frees some.
     pub async fn invalidate(&self) -> Result<(), Error> {
         let key = {
             let mut state = self.lock();

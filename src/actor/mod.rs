@@ -36,7 +36,8 @@
 //! # Order
 //! The mailbox is FIFO and a batch keeps arrival order, so commands one request issues one after
 //! another run in that order; fusion (see the Redis backend) never moves a read across a write
-//! to the same session.
+//! to the same session. This holds across batches with the default of one batch in flight;
+//! with `max_in_flight > 1`, two batches may run on different connections in either order.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -20,7 +20,7 @@
 //!
 //! # Faults
 //! - A connection that sat idle or predates a connection loss is PINGed before a batch goes
-//!   on it ([`IDLE_CHECK`]), so a connection that Redis, a proxy or a restart closed is
+//!   on it (after 250 ms idle), so a connection that Redis, a proxy or a restart closed is
 //!   replaced before anything is sent on it.
 //! - A connection that dies with a batch in flight fails its writes (they may have run) and
 //!   sends its reads, refreshes and logouts once more on a live connection.
@@ -51,6 +51,10 @@ const WRITE_SCRIPT: &str = include_str!("lua/write.lua");
 const RENEW_SCRIPT: &str = include_str!("lua/renew.lua");
 const INVALIDATE_SCRIPT: &str = include_str!("lua/invalidate.lua");
 
+/// Most fields in one `HMGET` that fuses the reads of one session: one Redis call stays short
+/// however many requests read one session at once.
+const MAX_FUSED_FIELDS: usize = 1024;
+
 /// A connection that carried no reply for this long is PINGed before a batch goes on it.
 ///
 /// Redis (`timeout`), proxies, NATs and load balancers close idle connections, and a restarted
@@ -59,10 +63,6 @@ const INVALIDATE_SCRIPT: &str = include_str!("lua/invalidate.lua");
 /// A PING that fails proves the batch was never sent: the connection is dropped and the batch
 /// goes out on another one. Under load connections never sit idle this long, so the check
 /// costs nothing there; on a quiet site it costs one round trip after each pause.
-/// Most fields in one `HMGET` that fuses the reads of one session: one Redis call stays short
-/// however many requests read one session at once.
-const MAX_FUSED_FIELDS: usize = 1024;
-
 const IDLE_CHECK: Duration = Duration::from_millis(250);
 
 /// A pooled multiplexed connection that remembers whether it broke, so bb8 drops it instead of

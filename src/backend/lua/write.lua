@@ -12,114 +12,121 @@
 -- {2, keys, bytes}: refused, the session would have grown past a limit; nothing was written.
 --
 -- Guard: a write to a session that does not exist never creates a partial hash under its id.
--- Size: the bytes of user keys and values are kept in the '\0size' field, so a limit costs
--- HSTRLEN per written field, never a scan. Keys are HLEN minus the metadata fields.
+-- Size: the bytes of user keys and values are kept in the '\0size' field, so the byte limit
+-- costs an HSTRLEN per written field, never a scan; keys are counted with HLEN, and only when
+-- a write adds one. A write that would take the session past a limit, and grows it, is
+-- refused; one that shrinks an oversized session (after a limit was lowered) is not.
 -- Memory: the first write command is always one that Redis refuses over `maxmemory` (HSET or
 -- HINCRBY), so no write that grows the session slips through once an earlier command of the
 -- script has written (Redis checks the limit only until a script's first write). Deletes are
 -- not refused: they free memory.
+-- Cost: no closures, and one HMGET answers whether the session exists, its stored size and,
+-- for a write of one field, that field's value before (`scripts/guard_cost.sh` measures it).
 local key = KEYS[1]
 local ttl = tonumber(ARGV[3])
-local exists = redis.call('EXISTS', key) == 1
-if not exists and ARGV[1] ~= 'c' then return {0} end
-local max_keys, max_bytes = tonumber(ARGV[4]), tonumber(ARGV[5])
-local keys, size = 0, 0
-if exists then
-  local stored = redis.call('HGET', key, '\0size')
-  local meta = 1
-  if stored then size = tonumber(stored); meta = 2 end
-  keys = redis.call('HLEN', key) - meta
-end
-local function refused(new_keys, new_size)
-  return (new_keys > max_keys and new_keys > keys) or (new_size > max_bytes and new_size > size)
-end
--- Metadata first in the first HSET, so that a created session is whole or absent.
-local function hset(new_size, first, last)
-  if exists then
-    return redis.call('HSET', key, '\0size', new_size, unpack(ARGV, first, last))
-  end
-  return redis.call('HSET', key, '\0created', ARGV[2], '\0size', new_size, unpack(ARGV, first, last))
-end
-local function expire()
-  if ttl > 0 or not exists then redis.call('PEXPIRE', key, ttl) end
-end
--- The bytes a field holds now (0: absent), as seen by this script so far.
-local seen = {}
-local function held(field)
-  local len = seen[field]
-  if len == nil then
-    len = 0
-    if exists then len = redis.call('HSTRLEN', key, field) end
-  end
-  return len
-end
-
 local op, n = ARGV[6], #ARGV
-if op == 's' then
-  local new_keys, new_size = keys, size
-  for i = 7, n, 2 do
-    local field, len = ARGV[i], #ARGV[i + 1]
-    local old = held(field)
-    if old > 0 then new_size = new_size - old else new_keys = new_keys + 1; new_size = new_size + #field end
-    new_size = new_size + len
-    seen[field] = len
+local one = op == 'i' or op == 'n' or (op == 's' and n == 8)
+local meta
+if one then
+  meta = redis.call('HMGET', key, '\0created', '\0size', ARGV[7])
+else
+  meta = redis.call('HMGET', key, '\0created', '\0size')
+end
+local exists = meta[1] ~= false
+if not exists and ARGV[1] ~= 'c' then return {0} end
+local size = tonumber(meta[2] or 0)
+local new_size, added = size, 0
+
+if op == 's' or op == 'n' then
+  local seen
+  if op == 'n' then
+    if meta[3] then
+      if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+      return {1, 0}
+    end
+    added, new_size = 1, size + #ARGV[7] + #ARGV[8]
+  elseif one then
+    local old = meta[3] and #meta[3] or 0
+    if old > 0 then new_size = size - old + #ARGV[8]
+    else added, new_size = 1, size + #ARGV[7] + #ARGV[8] end
+  else
+    -- Each field's bytes before this write (HSTRLEN: 0 when absent); `seen` answers for a
+    -- field named twice.
+    for i = 7, n, 2 do
+      local field = ARGV[i]
+      local old = seen and seen[field]
+      if old == nil then
+        old = 0
+        if exists then old = redis.call('HSTRLEN', key, field) end
+      end
+      if old > 0 then new_size = new_size - old
+      else added = added + 1; new_size = new_size + #field end
+      new_size = new_size + #ARGV[i + 1]
+      if n > 8 then seen = seen or {}; seen[field] = #ARGV[i + 1] end
+    end
   end
-  if refused(new_keys, new_size) then return {2, new_keys, new_size} end
-  if n < 7 then
-    if not exists then hset(size, 7, 6) end
-    expire()
-    return {1, 0}
+  if new_size > size and new_size > tonumber(ARGV[5]) then
+    return {2, (exists and redis.call('HLEN', key) - 2 or 0) + added, new_size}
   end
-  -- unpack() takes a few thousand values at most: large writes go in chunks of 250 fields.
-  local added = hset(new_size, 7, math.min(n, 506))
+  if added > 0 and exists then
+    local keys = redis.call('HLEN', key) - 2
+    if keys + added > tonumber(ARGV[4]) then return {2, keys + added, new_size} end
+  elseif added > tonumber(ARGV[4]) then
+    return {2, added, new_size}
+  end
+  -- Metadata goes in the first HSET, so that a created session is whole or absent. unpack()
+  -- takes a few thousand values at most: large writes go in chunks of 250 fields.
+  local last = math.min(n, 506)
+  if exists then
+    redis.call('HSET', key, '\0size', new_size, unpack(ARGV, 7, last))
+  else
+    redis.call('HSET', key, '\0created', ARGV[2], '\0size', new_size, unpack(ARGV, 7, last))
+  end
   for i = 507, n, 500 do
-    added = added + redis.call('HSET', key, unpack(ARGV, i, math.min(i + 499, n)))
+    redis.call('HSET', key, unpack(ARGV, i, math.min(i + 499, n)))
   end
-  expire()
+  if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
   return {1, added}
-elseif op == 'n' then
-  local field, value = ARGV[7], ARGV[8]
-  if exists and redis.call('HEXISTS', key, field) == 1 then expire(); return {1, 0} end
-  local new_keys, new_size = keys + 1, size + #field + #value
-  if refused(new_keys, new_size) then return {2, new_keys, new_size} end
-  hset(new_size, 7, 8)
-  expire()
-  return {1, 1}
 elseif op == 'i' then
   local field = ARGV[7]
-  local before = false
-  if exists then before = redis.call('HGET', key, field) end
-  local old = before and #before or 0
+  local before = meta[3]
   if not exists then redis.call('HSET', key, '\0created', ARGV[2], '\0size', 0) end
   redis.call('HINCRBY', key, field, ARGV[8])
   -- Read back as a string: a Lua number would lose the digits of a counter above 2^53.
   local value = redis.call('HGET', key, field)
-  local new_keys, new_size = keys, size - old + #value
-  if not before then new_keys = new_keys + 1; new_size = new_size + #field end
-  if refused(new_keys, new_size) then
+  if before then
+    new_size = size - #before + #value
+  else
+    added, new_size = 1, size + #field + #value
+  end
+  local keys = 0
+  if added > 0 and exists then keys = redis.call('HLEN', key) - 3 end
+  if (new_size > size and new_size > tonumber(ARGV[5])) or keys + added > tonumber(ARGV[4]) then
     -- Undo: the length of the new value is only known once HINCRBY has run.
     if not exists then redis.call('DEL', key)
     elseif before then redis.call('HSET', key, field, before)
     else redis.call('HDEL', key, field) end
-    return {2, new_keys, new_size}
+    return {2, keys + added, new_size}
   end
   redis.call('HSET', key, '\0size', new_size)
-  expire()
+  if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
   return {1, value}
 elseif op == 'd' then
-  local new_size = size
+  local seen = {}
   for i = 7, n do
     local field = ARGV[i]
-    local old = held(field)
-    if old > 0 then new_size = new_size - old - #field end
-    seen[field] = 0
+    if not seen[field] then
+      seen[field] = true
+      local old = redis.call('HSTRLEN', key, field)
+      if old > 0 then new_size = new_size - old - #field end
+    end
   end
   local removed = 0
   for i = 7, n, 500 do
     removed = removed + redis.call('HDEL', key, unpack(ARGV, i, math.min(i + 499, n)))
   end
   if new_size ~= size then redis.call('HSET', key, '\0size', math.max(new_size, 0)) end
-  expire()
+  if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
   return {1, removed}
 end
 return redis.error_reply('ERR circumflex-session: unknown write op')
