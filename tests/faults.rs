@@ -24,6 +24,21 @@ async fn engine(config: RedisConfig) -> SessionEngine {
     SessionEngine::new(RedisBackend::connect(config).await.expect("valid config"))
 }
 
+/// The test app with every default, on `server`.
+async fn default_app(
+    server: &RedisServer,
+) -> impl actix_web::dev::Service<
+    actix_http::Request,
+    Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+    Error = actix_web::Error,
+> {
+    test_app(SessionMiddleware::new(
+        engine(RedisConfig::new(server.url())).await,
+        Key::generate(),
+    ))
+    .await
+}
+
 /// `redis://` with a password, for the test's own inspection connections.
 fn connection_with_password(server: &RedisServer, password: &str) -> redis::Connection {
     redis::Client::open(format!("redis://:{password}@127.0.0.1:{}", server.port()))
@@ -93,11 +108,7 @@ where
 async fn connections_that_redis_closed_while_idle_never_fail_a_request() {
     // Redis closes connections idle for more than a second, as proxies and NATs do too.
     let server = RedisServer::start_with(&["--timeout", "1"]);
-    let app = test_app(SessionMiddleware::new(
-        engine(RedisConfig::new(server.url())).await,
-        Key::generate(),
-    ))
-    .await;
+    let app = default_app(&server).await;
     let mut visitor = Visitor::default();
     counter_requests_all_succeed(&app, &mut visitor, 3, "before the pause").await;
 
@@ -113,11 +124,7 @@ async fn connections_that_redis_closed_while_idle_never_fail_a_request() {
 #[actix_web::test]
 async fn requests_a_second_after_redis_restarts_all_succeed() {
     let mut server = RedisServer::start();
-    let app = test_app(SessionMiddleware::new(
-        engine(RedisConfig::new(server.url())).await,
-        Key::generate(),
-    ))
-    .await;
+    let app = default_app(&server).await;
     let mut visitor = Visitor::default();
     counter_requests_all_succeed(&app, &mut visitor, 3, "before the restart").await;
 
@@ -140,11 +147,7 @@ async fn requests_a_second_after_redis_restarts_all_succeed() {
 async fn client_kill_under_load_fails_a_bounded_number_of_requests_and_none_after_it() {
     const USERS: usize = 16;
     let server = RedisServer::start();
-    let app = test_app(SessionMiddleware::new(
-        engine(RedisConfig::new(server.url())).await,
-        Key::generate(),
-    ))
-    .await;
+    let app = default_app(&server).await;
     let killed_at: Rc<Cell<Option<Instant>>> = Rc::default();
     let stop = Rc::new(Cell::new(false));
     // (started, ended, status) of every request.
@@ -239,11 +242,7 @@ async fn a_redis_that_wants_a_password_we_do_not_send_gives_503s_logged_once() {
     let server = RedisServer::start();
     config_set(&mut server.connection(), "requirepass", "letmein-7f3a");
     let (logs, _guard) = LogCapture::start();
-    let app = test_app(SessionMiddleware::new(
-        engine(RedisConfig::new(server.url())).await,
-        Key::generate(),
-    ))
-    .await;
+    let app = default_app(&server).await;
     for uri in [
         "/counter",
         "/login?user=ann",
@@ -309,11 +308,7 @@ async fn a_wrong_password_is_a_503_and_never_reaches_the_logs() {
 #[actix_web::test]
 async fn a_password_set_live_gives_503s_until_it_is_removed() {
     let server = RedisServer::start();
-    let app = test_app(SessionMiddleware::new(
-        engine(RedisConfig::new(server.url())).await,
-        Key::generate(),
-    ))
-    .await;
+    let app = default_app(&server).await;
     let mut visitor = Visitor::default();
     counter_requests_all_succeed(&app, &mut visitor, 2, "before the password").await;
 

@@ -283,7 +283,7 @@ impl RedisBackend {
             _ => None,
         }) {
             conn.broken = true;
-            return Err(Failure::Unsent(refusal));
+            return Err(Failure::Sent(refusal));
         }
         conn.alive_at = Instant::now();
         Ok(replies)
@@ -319,7 +319,7 @@ impl RedisBackend {
     /// Runs a batch; if its connection was lost after it was sent, sends again the commands
     /// that may safely run twice (see [`replay_safe`]) on a live connection, once, and fails
     /// the others.
-    async fn run_batch(&self, batch: &[Command], stats: &Stats) -> Result<BatchReplies, Error> {
+    async fn execute_batch(&self, batch: &[Command], stats: &Stats) -> Result<BatchReplies, Error> {
         let plan = Plan::build(batch);
         plan.count(stats);
         let lost = match self.run(&plan).await {
@@ -354,11 +354,12 @@ impl RedisBackend {
 
 /// How a batch failed as a whole.
 enum Failure {
-    /// Nothing of it ran: no connection, or Redis refused the connection's every command.
+    /// Nothing of it was sent: no live connection could be had.
     Unsent(Error),
     /// The connection died before the replies came: some commands may have run.
     Lost(Error),
-    /// It was sent and failed otherwise (a response timeout, a garbled reply).
+    /// It was sent and failed otherwise (a response timeout, a garbled reply, Redis refusing
+    /// us): some commands may have run.
     Sent(Error),
 }
 
@@ -416,7 +417,7 @@ impl Backend for RedisBackend {
         batch: &'a [Command],
         stats: &'a Stats,
     ) -> BoxFuture<'a, Result<BatchReplies, Error>> {
-        Box::pin(self.run_batch(batch, stats))
+        Box::pin(self.execute_batch(batch, stats))
     }
 
     fn key_prefix(&self) -> &str {
