@@ -50,7 +50,18 @@
 //!
 //! # Errors
 //! Every fallible call returns [`Error`]. At the HTTP edge it becomes an opaque `503` (store
-//! overloaded, down or slow) or `500`, with the cause logged through `tracing`.
+//! overloaded, down, slow, refusing our credentials, or out of memory for writes) or `500` (a
+//! bug or misuse in the app), with the cause logged through `tracing`: a store outage once when
+//! it starts and once when it ends. A `503` after a command was sent may still have been
+//! applied; a command still queued at its deadline was never sent. The README's "Guarantees"
+//! section says what each fault does.
+//!
+//! # Limits
+//! A session holds at most `session.max_keys` keys (256) and `session.max_session_bytes` bytes
+//! of keys and values (256 KiB), checked atomically with each write ([`Error::SessionFull`]),
+//! so that no Redis call about one session is unbounded. Sessions that never logged in (were
+//! never [renewed](AsyncSession::renew)) idle out after `session.anonymous_tti_secs` (10 min)
+//! instead of `session.tti_secs` (30 min).
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
