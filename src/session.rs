@@ -445,7 +445,14 @@ impl AsyncSession {
 
     /// Stores one value, creating the session (and its cookie) if there is none.
     ///
-    /// Redis: one `EVALSHA` of the write script (`EXISTS`, `HSET`, `PEXPIRE` inside).
+    /// Redis: one `EVALSHA` of the write script (`HMGET` of the existence stamp, size and old
+    /// value, then `HSET` and `PEXPIRE` inside).
+    ///
+    /// # Errors
+    /// [`Error::SessionFull`] if the session would pass `session.max_keys` or
+    /// `session.max_session_bytes` (nothing is written), [`Error::ValueTooLarge`],
+    /// [`Error::InvalidKey`], and the store's errors ([`Error::StoreFull`] when Redis is out of
+    /// memory).
     pub async fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<(), Error> {
         let entry = (key.to_owned(), self.encode(key, value)?);
         self.write(move |mode| Op::Set(mode, vec![entry.clone()]))
@@ -475,10 +482,13 @@ impl AsyncSession {
         let bytes: usize = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
         let limits = self.inner.binding.policy.limits;
         if entries.len() as u64 > limits.max_keys || bytes as u64 > limits.max_bytes {
-            let distinct: std::collections::HashSet<&str> =
-                entries.iter().map(|(k, _)| k.as_str()).collect();
-            if distinct.len() as u64 > limits.max_keys || bytes as u64 > limits.max_bytes {
-                return Err(limits.exceeded((distinct.len() as u64, bytes as u64)));
+            // A key named twice holds only its last value.
+            let last: HashMap<&str, usize> =
+                entries.iter().map(|(k, v)| (k.as_str(), v.len())).collect();
+            let keys = last.len() as u64;
+            let bytes: u64 = last.iter().map(|(k, v)| (k.len() + v) as u64).sum();
+            if keys > limits.max_keys || bytes > limits.max_bytes {
+                return Err(limits.exceeded((keys, bytes)));
             }
         }
         self.write(move |mode| Op::Set(mode, entries.clone()))
@@ -533,7 +543,7 @@ impl AsyncSession {
 
     /// Stores a value only if the key is absent; answers whether it stored it.
     ///
-    /// Redis: one `EVALSHA` of the write script (`HSETNX` inside).
+    /// Redis: one `EVALSHA` of the write script (`HSET` inside, only if the key is absent).
     pub async fn set_if_absent<T: Serialize + ?Sized>(
         &self,
         key: &str,
