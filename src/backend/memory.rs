@@ -223,7 +223,9 @@ fn write(entry: &mut Entry, op: &Op, limits: &Limits) -> Result<Reply, Error> {
     match op {
         Op::Set(_, pairs) => {
             let (mut new_keys, mut new_size) = old;
+            // A key named twice holds its last value; only a multi-key write can do that.
             let mut seen: HashMap<&str, u64> = HashMap::new();
+            let track = pairs.len() > 1;
             for (field, value) in pairs {
                 let held = seen
                     .get(field.as_str())
@@ -236,7 +238,9 @@ fn write(entry: &mut Entry, op: &Op, limits: &Limits) -> Result<Reply, Error> {
                     new_size += field.len() as u64;
                 }
                 new_size += value.len() as u64;
-                seen.insert(field, value.len() as u64);
+                if track {
+                    seen.insert(field, value.len() as u64);
+                }
             }
             entry.size = check((new_keys, new_size))?;
             for (field, value) in pairs {
