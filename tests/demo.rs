@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use support::RedisServer;
 
-/// The demo binary that `cargo test --all-targets` (and so `scripts/test.sh`) builds next to
-/// this test's own binary.
+/// The demo binary (`cargo build --example demo`, next to this test's own binary), built
+/// first if it is missing: `cargo test` builds examples only as test harnesses.
 fn demo_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let profile = exe
@@ -21,12 +21,17 @@ fn demo_binary() -> PathBuf {
         .and_then(|deps| deps.parent())
         .expect("target/<profile>/deps");
     let demo = profile.join("examples").join("demo");
-    assert!(
-        demo.exists(),
-        "{} is missing: build it with `cargo build --example demo` \
-         (./scripts/test.sh builds every target)",
-        demo.display()
-    );
+    if !demo.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let mut build = Command::new(cargo);
+        build.args(["build", "--example", "demo"]);
+        if profile.ends_with("release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build --example demo");
+        assert!(status.success(), "cargo build --example demo failed");
+    }
+    assert!(demo.exists(), "{} is missing", demo.display());
     demo
 }
 

@@ -232,7 +232,7 @@ fn write(entry: &mut Entry, op: &Op, limits: &Limits) -> Result<Reply, Error> {
                     .copied()
                     .unwrap_or_else(|| held(entry, field));
                 if held > 0 {
-                    new_size -= held;
+                    new_size = new_size.saturating_sub(held);
                 } else {
                     new_keys += 1;
                     new_size += field.len() as u64;
@@ -278,7 +278,10 @@ fn write(entry: &mut Entry, op: &Op, limits: &Limits) -> Result<Reply, Error> {
                 .ok_or_else(|| Error::NotAnInteger(field.clone()))?;
             let value = next.to_string().into_bytes();
             let new = match before {
-                Some(raw) => (keys, entry.size - raw.len() as u64 + value.len() as u64),
+                Some(raw) => (
+                    keys,
+                    entry.size.saturating_sub(raw.len() as u64) + value.len() as u64,
+                ),
                 None => (
                     keys + 1,
                     entry.size + field.len() as u64 + value.len() as u64,
