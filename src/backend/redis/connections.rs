@@ -1,0 +1,223 @@
+//! The pool of Redis connections, and knowing which of them are alive.
+//!
+//! A bb8 pool of multiplexed connections. bb8-redis never reports a connection broken, and
+//! bb8's PING on every checkout would double Redis traffic; instead a connection remembers
+//! whether it broke, when it last carried a reply, and how many losses the pool had seen, and
+//! one that is suspect is PINGed before a batch goes on it.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bb8::{ManageConnection, Pool, PooledConnection};
+use bb8_redis::RedisConnectionManager;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, ConnectionInfo, RedisError};
+
+use crate::config::RedisConfig;
+use crate::error::Error;
+
+/// A connection that carried no reply for this long is PINGed before a batch goes on it.
+///
+/// Redis (`timeout`), proxies, NATs and load balancers close idle connections, and a restarted
+/// Redis leaves every pooled connection dead. A batch sent on such a connection fails, and a
+/// write that fails after it was sent may or may not have run, so it cannot be sent again.
+/// A PING that fails proves the batch was never sent: the connection is dropped and the batch
+/// goes out on another one. Under load connections never sit idle this long, so the check
+/// costs nothing there; on a quiet site it costs one round trip after each pause.
+const IDLE_CHECK: Duration = Duration::from_millis(250);
+
+/// A pooled multiplexed connection that remembers whether it broke, so bb8 drops it instead of
+/// handing it out again (bb8-redis never reports a connection broken, and bb8's PING on
+/// checkout, which would notice, doubles Redis traffic and is turned off).
+pub(crate) struct TrackedConnection {
+    pub(super) conn: MultiplexedConnection,
+    pub(super) broken: bool,
+    /// When a reply last arrived on it (or it was opened).
+    pub(super) alive_at: Instant,
+    /// The backend's connection-loss count when it last proved alive: a loss seen on another
+    /// connection since (a Redis restart, `CLIENT KILL`) makes this one suspect too.
+    losses_seen: u64,
+}
+
+/// bb8-redis's manager plus broken-connection tracking and our own timeouts: connections are
+/// opened with a response timeout equal to `redis.response_timeout_ms` (redis-rs defaults to
+/// 500 ms, which would cut every operation deadline above it short).
+pub(crate) struct Manager {
+    client: redis::Client,
+    config: AsyncConnectionConfig,
+    ping: RedisConnectionManager,
+    /// Connections found dead after a batch was sent on them (shared with `Connections`).
+    losses: Arc<AtomicU64>,
+    /// Why the last attempt to connect failed, if it did: bb8 connects in the background and
+    /// hands a waiting caller only a timeout, which would hide a wrong password or a refused
+    /// connection.
+    last_error: Arc<Mutex<Option<RedisError>>>,
+}
+
+impl ManageConnection for Manager {
+    type Connection = TrackedConnection;
+    type Error = RedisError;
+
+    async fn connect(&self) -> Result<Self::Connection, Self::Error> {
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await;
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = conn.as_ref().err().cloned();
+        let conn = conn?;
+        Ok(TrackedConnection {
+            conn,
+            broken: false,
+            alive_at: Instant::now(),
+            losses_seen: self.losses.load(Relaxed),
+        })
+    }
+
+    async fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {
+        self.ping.is_valid(&mut conn.conn).await
+    }
+
+    fn has_broken(&self, conn: &mut Self::Connection) -> bool {
+        conn.broken
+    }
+}
+
+/// The pool, and what it knows of its connections' health.
+pub(super) struct Connections {
+    pool: Pool<Manager>,
+    pool_size: u32,
+    /// Connections found dead after a batch was sent on them.
+    losses: Arc<AtomicU64>,
+    /// Why the last attempt to connect failed (shared with the manager).
+    last_error: Arc<Mutex<Option<RedisError>>>,
+}
+
+impl Connections {
+    /// A pool that opens its connections on first use.
+    pub(super) fn new(config: &RedisConfig, info: ConnectionInfo) -> Result<Self, Error> {
+        let losses = Arc::new(AtomicU64::new(0));
+        let last_error: Arc<Mutex<Option<RedisError>>> = Arc::default();
+        let manager = Manager {
+            client: redis::Client::open(info.clone()).map_err(Error::Unavailable)?,
+            config: AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(config.connect_timeout_duration()))
+                .set_response_timeout(Some(config.response_timeout_duration())),
+            ping: RedisConnectionManager::new(info).map_err(Error::Unavailable)?,
+            losses: losses.clone(),
+            last_error: last_error.clone(),
+        };
+        let pool = Pool::builder()
+            .max_size(config.pool_size)
+            .min_idle(None)
+            .test_on_check_out(false)
+            .connection_timeout(config.connect_timeout_duration())
+            .build_unchecked(manager);
+        Ok(Self {
+            pool,
+            pool_size: config.pool_size,
+            losses,
+            last_error,
+        })
+    }
+
+    /// The pool's state, for `Debug`.
+    pub(super) fn state(&self) -> bb8::State {
+        self.pool.state()
+    }
+
+    /// Records that a connection died with a batch in flight: every other connection is
+    /// suspect until it answers a PING.
+    pub(super) fn lost(&self) {
+        self.losses.fetch_add(1, Relaxed);
+    }
+
+    async fn checkout(&self) -> Result<PooledConnection<'_, Manager>, Error> {
+        self.pool.get().await.map_err(|e| {
+            let e = match e {
+                bb8::RunError::User(e) => e,
+                bb8::RunError::TimedOut => {
+                    // The connection attempts behind the timeout failed: say why.
+                    let last = self
+                        .last_error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone();
+                    last.unwrap_or_else(|| {
+                        RedisError::from((
+                            redis::ErrorKind::Io,
+                            "timed out waiting for a pooled Redis connection",
+                        ))
+                    })
+                }
+            };
+            store_refusal(&e).unwrap_or(Error::Unavailable(e))
+        })
+    }
+
+    /// A connection that is alive as far as can be known without sending the batch: one that
+    /// sat idle (see [`IDLE_CHECK`]) or predates a connection loss must answer a PING first. A
+    /// dead one is dropped and the next tried, up to one more than the pool holds, so that a
+    /// pool full of dead connections is replaced within one call.
+    pub(super) async fn live(&self) -> Result<PooledConnection<'_, Manager>, Error> {
+        let mut tries = 0;
+        loop {
+            let mut conn = self.checkout().await?;
+            let suspect = conn.alive_at.elapsed() >= IDLE_CHECK
+                || conn.losses_seen != self.losses.load(Relaxed);
+            if !suspect {
+                return Ok(conn);
+            }
+            match redis::cmd("PING").query_async::<()>(&mut conn.conn).await {
+                Ok(()) => {
+                    conn.alive_at = Instant::now();
+                    conn.losses_seen = self.losses.load(Relaxed);
+                    return Ok(conn);
+                }
+                Err(e) => {
+                    conn.broken = true;
+                    tries += 1;
+                    if tries > self.pool_size || !e.is_connection_dropped() {
+                        return Err(store_refusal(&e).unwrap_or(Error::Unavailable(e)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A Redis refusal that makes the store unavailable to us as a whole rather than failing one
+/// command: authentication and permission errors, a server still loading its data, a replica
+/// or a master that lost its replicas, a failing disk. The error names the cause in words an
+/// operator can act on (it never holds a password: Redis does not echo it).
+pub(super) fn store_refusal(e: &RedisError) -> Option<Error> {
+    let detail = || {
+        format!("{} {}", e.code().unwrap_or(""), e.detail().unwrap_or(""))
+            .trim()
+            .to_owned()
+    };
+    // Redis answers a long command from a client that has not authenticated with a protocol
+    // error instead of NOAUTH (and closes the connection).
+    let unauthenticated = e
+        .detail()
+        .is_some_and(|d| d.starts_with("Protocol error: unauthenticated"));
+    let cause = match e.code() {
+        _ if unauthenticated => "Redis requires a password that is not configured (NOAUTH)",
+        Some("NOAUTH") => "Redis requires a password that is not configured (NOAUTH)",
+        Some("WRONGPASS") => "Redis rejected the configured user name or password (WRONGPASS)",
+        _ if e.kind() == redis::ErrorKind::AuthenticationFailed => {
+            "Redis rejected the configured credentials"
+        }
+        Some("NOPERM") => "the Redis user lacks a permission the session store needs (NOPERM)",
+        Some("LOADING") => "Redis is still loading its data set (LOADING)",
+        Some("READONLY") => "Redis is a read-only replica: point the URL at a master (READONLY)",
+        Some("MASTERDOWN") => "the Redis replica lost its master (MASTERDOWN)",
+        Some("MISCONF") => "Redis cannot persist to disk and refuses writes (MISCONF)",
+        _ => return None,
+    };
+    Some(Error::Unavailable(RedisError::from((
+        redis::ErrorKind::AuthenticationFailed,
+        cause,
+        detail(),
+    ))))
+}
