@@ -11,6 +11,9 @@
 //! to them do not). Every assertion prints the offending input with its index and the seed
 //! (the keys come from the seed too), which is enough to replay it.
 //!
+//! One file for one job, the fuzz harness: the targets share its generators and mutations
+//! (random text, near-miss payloads, cookie mutations), which is most of its length.
+//!
 //! Random strings almost never get past a MAC, so the cookie targets also mutate valid cookies:
 //! the question that matters is whether a near miss can verify as somebody else's session.
 //!

@@ -274,7 +274,6 @@ where
                 policy: Policy {
                     codec: self.codec.clone(),
                     session: self.session.clone(),
-                    limits: self.session.limits(),
                 },
                 refreshes: RefreshLimiter::new(&self.session),
                 verified: VerifiedCookies::new(),

@@ -10,7 +10,7 @@ use actix_web::{FromRequest, HttpMessage, HttpRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::actor::message::{Command, Limits, Op, Reply, WriteMode, META_PREFIX};
+use crate::actor::message::{Command, Op, Reply, WriteMode, META_PREFIX};
 use crate::actor::SessionActor;
 use crate::config::{SessionConfig, TtlRefresh};
 use crate::cookie::{now_secs, CookieCodec, Ticket, VerifiedCookies};
@@ -25,8 +25,6 @@ pub const MAX_KEY_BYTES: usize = 256;
 pub(crate) struct Policy {
     pub(crate) codec: Arc<CookieCodec>,
     pub(crate) session: SessionConfig,
-    /// `session`'s size limits, as every write carries them.
-    pub(crate) limits: Limits,
 }
 
 impl Policy {
@@ -292,7 +290,7 @@ impl AsyncSession {
             key,
             op,
             refresh,
-            limits: self.inner.binding.policy.limits,
+            limits: self.inner.binding.policy.session.limits(),
         };
         self.inner
             .binding
@@ -480,7 +478,7 @@ impl AsyncSession {
         // However much the call names, the session cannot hold more than its limits: refuse
         // here rather than ship it to Redis to be refused there.
         let bytes: usize = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
-        let limits = self.inner.binding.policy.limits;
+        let limits = self.inner.binding.policy.session.limits();
         if entries.len() as u64 > limits.max_keys || bytes as u64 > limits.max_bytes {
             // A key named twice holds only its last value.
             let last: HashMap<&str, usize> =
@@ -665,7 +663,7 @@ impl AsyncSession {
     /// The hash fields for `keys`, each checked; no more than a session can hold, so that one
     /// call's Redis work stays bounded.
     fn fields_of(&self, keys: &[&str]) -> Result<Vec<String>, Error> {
-        let max = self.inner.binding.policy.limits.max_keys;
+        let max = self.inner.binding.policy.session.limits().max_keys;
         if keys.len() as u64 > max {
             return Err(Error::TooManyKeys {
                 asked: keys.len(),

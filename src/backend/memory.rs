@@ -161,8 +161,7 @@ impl State {
             }
             Op::Set(..) | Op::Incr(..) | Op::SetIfAbsent(..) | Op::Remove(_) => {
                 let mode = command.op.write_mode().unwrap_or(WriteMode::Existing);
-                let created = self.live(key, now).is_none();
-                let Some(entry) = self.writable(key, mode, now) else {
+                let Some((entry, created)) = self.writable(key, mode, now) else {
                     return Ok(Reply::Gone);
                 };
                 let reply = write(entry, &command.op, &command.limits);
@@ -177,9 +176,16 @@ impl State {
         }
     }
 
-    /// The entry a write may change: the live one, or a new one when the mode allows it.
-    fn writable(&mut self, key: &Arc<str>, mode: WriteMode, now: Instant) -> Option<&mut Entry> {
-        if self.live(key, now).is_none() {
+    /// The entry a write may change: the live one, or a new one when the mode allows it; and
+    /// whether it is new.
+    fn writable(
+        &mut self,
+        key: &Arc<str>,
+        mode: WriteMode,
+        now: Instant,
+    ) -> Option<(&mut Entry, bool)> {
+        let created = self.live(key, now).is_none();
+        if created {
             let WriteMode::Create { ttl, .. } = mode else {
                 return None;
             };
@@ -192,7 +198,7 @@ impl State {
                 },
             );
         }
-        self.sessions.get_mut(&**key)
+        self.sessions.get_mut(&**key).map(|entry| (entry, created))
     }
 
     fn sweep(&mut self, now: Instant) {

@@ -15,12 +15,13 @@
 //! | `Touch`, and the refresh of a read | `PEXPIRE` (at most one per session per batch) |
 //! | `Renew` | `EVALSHA` of the renew script (`RENAME`, O(1) whatever the session's size) |
 //!
-//! The scripts are in `lua/`, each with its contract. The write script checks `EXISTS` first,
-//! so a write to an expired or invalidated session replies "gone" instead of creating a partial
-//! hash under the old id, and it enforces the session's size limits. Scripts are sent by SHA;
-//! on `NOSCRIPT` (a restarted Redis) they are loaded and the batch is sent once more. That is
-//! safe because every state-changing command runs inside a script, and none ran; what did run
-//! (reads, `EXISTS`, `PEXPIRE`) gives the same answers when repeated.
+//! The scripts are in `lua/`, each with its contract. The write script first reads whether the
+//! session exists (its `\0created` stamp), so a write to an expired or invalidated session
+//! replies "gone" instead of creating a partial hash under the old id, and it enforces the
+//! session's size limits. Scripts are sent by SHA; on `NOSCRIPT` (a restarted Redis) they are
+//! loaded and the batch is sent once more. That is safe because every state-changing command
+//! runs inside a script, and none ran; what did run (reads, `EXISTS`, `PEXPIRE`) gives the same
+//! answers when repeated.
 //!
 //! # Faults
 //! - A connection that sat idle or predates a connection loss is PINGed before a batch goes
@@ -115,7 +116,7 @@ impl RedisBackend {
 
     /// Sends a plan on a live connection (loading the scripts once if Redis lost them).
     async fn run(&self, plan: &Plan<'_>) -> Result<Vec<Value>, Failure> {
-        let mut conn = self.connections.live().await.map_err(Failure::Unsent)?;
+        let mut conn = self.connections.live().await.map_err(Failure::Failed)?;
         let pipe = plan.pipeline(&self.write, &self.renew, &self.invalidate);
         let mut replies = self.query(&mut conn, &pipe).await?;
         if replies.iter().any(is_noscript) {
@@ -129,7 +130,7 @@ impl RedisBackend {
         }
         if replies.len() != plan.len() {
             conn.broken = true;
-            return Err(Failure::Sent(Error::Unavailable(RedisError::from((
+            return Err(Failure::Failed(Error::Unavailable(RedisError::from((
                 redis::ErrorKind::Client,
                 "pipeline answered with the wrong number of replies",
             )))));
@@ -141,7 +142,7 @@ impl RedisBackend {
             _ => None,
         }) {
             conn.broken = true;
-            return Err(Failure::Sent(refusal));
+            return Err(Failure::Failed(refusal));
         }
         conn.alive_at = Instant::now();
         Ok(replies)
@@ -156,7 +157,7 @@ impl RedisBackend {
             Ok(Value::Array(items)) => Ok(items),
             Ok(other) => {
                 conn.broken = true;
-                Err(Failure::Sent(Error::Unavailable(RedisError::from((
+                Err(Failure::Failed(Error::Unavailable(RedisError::from((
                     redis::ErrorKind::Client,
                     "unexpected pipeline reply",
                     format!("{other:?}"),
@@ -168,7 +169,7 @@ impl RedisBackend {
                     self.connections.lost();
                     Err(Failure::Lost(Error::Unavailable(e)))
                 } else {
-                    Err(Failure::Sent(Error::Unavailable(e)))
+                    Err(Failure::Failed(Error::Unavailable(e)))
                 }
             }
         }
@@ -183,7 +184,7 @@ impl RedisBackend {
         let lost = match self.run(&plan).await {
             Ok(replies) => return Ok(plan.answer(batch, replies)),
             Err(Failure::Lost(error)) => error,
-            Err(Failure::Sent(error) | Failure::Unsent(error)) => return Err(error),
+            Err(Failure::Failed(error)) => return Err(error),
         };
         let (safe, unsafe_): (Vec<usize>, Vec<usize>) =
             (0..batch.len()).partition(|&i| replay_safe(&batch[i].op));
@@ -197,7 +198,7 @@ impl RedisBackend {
         plan.count(stats);
         let replies = match self.run(&plan).await {
             Ok(replies) => plan.answer(&again, replies),
-            Err(Failure::Lost(e) | Failure::Sent(e) | Failure::Unsent(e)) => return Err(e),
+            Err(Failure::Lost(e) | Failure::Failed(e)) => return Err(e),
         };
         let mut answers: Vec<Option<Result<Reply, Error>>> = vec![None; batch.len()];
         for (i, reply) in safe.into_iter().zip(replies) {
@@ -212,13 +213,12 @@ impl RedisBackend {
 
 /// How a batch failed as a whole.
 enum Failure {
-    /// Nothing of it was sent: no live connection could be had.
-    Unsent(Error),
-    /// The connection died before the replies came: some commands may have run.
+    /// The connection died before the replies came: some commands may have run, and those
+    /// that may run twice can be sent again.
     Lost(Error),
-    /// It was sent and failed otherwise (a response timeout, a garbled reply, Redis refusing
-    /// us): some commands may have run.
-    Sent(Error),
+    /// Anything else: no live connection, a response timeout, a garbled reply, Redis refusing
+    /// us. Every command fails with the error.
+    Failed(Error),
 }
 
 /// Whether a command may run twice with the same outcome, and so be sent again after its

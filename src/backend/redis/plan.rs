@@ -1,6 +1,7 @@
 //! A batch of session commands as one Redis pipeline: which Redis command each becomes, how
 //! reads of one session fuse into one `HMGET` and refreshes into one `PEXPIRE`, and how the
-//! replies find their way back to each command.
+//! replies find their way back to each command. A third of the file is the unit tests of
+//! fusion and routing, which need the plan's private steps.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
