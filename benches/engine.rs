@@ -14,10 +14,10 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Addr, System, SystemRunner};
+use actix::{System, SystemRunner};
 use bb8_redis::RedisConnectionManager;
-use circumflex_session::actor::message::{Command, Op, WriteMode};
-use circumflex_session::{ActorConfig, RedisBackend, RedisConfig, SessionActor, SessionEngine};
+use circumflex_session::testing::{self, Command, Handle, Op, WriteMode};
+use circumflex_session::{ActorConfig, RedisBackend, RedisConfig, SessionEngine};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures::future::join_all;
 use redis::aio::MultiplexedConnection;
@@ -31,12 +31,7 @@ fn session_key(i: usize) -> Arc<str> {
 
 /// One round: `n` reads through the actor, all issued before any is awaited; `key_of(i)` picks
 /// the session of read `i`.
-async fn actor_round(
-    engine: &SessionEngine,
-    actor: &Addr<SessionActor>,
-    n: usize,
-    key_of: impl Fn(usize) -> usize,
-) {
+async fn actor_round(actor: &Handle, n: usize, key_of: impl Fn(usize) -> usize) {
     let reads = (0..n).map(|i| {
         let command = Command {
             key: session_key(key_of(i)),
@@ -44,7 +39,7 @@ async fn actor_round(
             refresh: None,
             limits: Default::default(),
         };
-        engine.call(actor, command)
+        actor.call(command)
     });
     for result in join_all(reads).await {
         result.expect("actor read");
@@ -101,7 +96,7 @@ fn engine_bench(c: &mut Criterion) {
             .expect("redis config");
         SessionEngine::with_config(backend, ActorConfig::default()).expect("actor config")
     });
-    let actor = system.block_on(async { engine.actor() });
+    let actor = system.block_on(async { testing::start(&engine) });
     system.block_on(async {
         let ttl = Duration::from_secs(600);
         for i in 0..SESSIONS {
@@ -115,7 +110,7 @@ fn engine_bench(c: &mut Criterion) {
                 refresh: None,
                 limits: Default::default(),
             };
-            engine.call(&actor, command).await.expect("seed session");
+            actor.call(command).await.expect("seed session");
         }
     });
     let multiplexed = system.block_on(async {
@@ -147,7 +142,7 @@ fn engine_bench(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("actor", n), &n, |b, &n| {
             b.iter_custom(|iters| {
                 timed(&system, iters, |it| {
-                    actor_round(&engine, &actor, n, move |i| (it * n + i) % SESSIONS)
+                    actor_round(&actor, n, move |i| (it * n + i) % SESSIONS)
                 })
             })
         });
@@ -210,11 +205,7 @@ fn engine_bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(n as u64));
     let before = engine.stats();
     group.bench_function(BenchmarkId::new("actor", n), |b| {
-        b.iter_custom(|iters| {
-            timed(&system, iters, |_| {
-                actor_round(&engine, &actor, n, |i| i % hot)
-            })
-        })
+        b.iter_custom(|iters| timed(&system, iters, |_| actor_round(&actor, n, |i| i % hot)))
     });
     let after = engine.stats();
     eprintln!(

@@ -130,7 +130,8 @@ async fn main() {
             .wrap(
                 SessionMiddleware::builder(engine, Key::generate())
                     .cookie_secure(false)
-                    .build(),
+                    .build()
+                    .expect("valid session settings"),
             )
             .route("/login", web::get().to(session::login))
             .route("/read", web::get().to(session::read))

@@ -11,7 +11,7 @@
 //!   keeps a per-`sid` counter in an in-process map, so the load tool's checks pass unchanged.
 //! - `actix-session`: actix-session 0.11 with its `RedisSessionStore`.
 //! - `circumflex`: this crate (`AsyncSession` over the `SessionActor` and `RedisBackend`).
-//!   `--placement per_worker|shared`, `--max-in-flight N` and `--max-batch N` tune the actor.
+//!   `--max-batch N` tunes the actor.
 //!
 //! Routes (all `GET`, all answering JSON):
 //! - `/login?filler=N`: creates the session with `a` = "alpha", `b` = "beta", `counter` = 0 and
@@ -32,7 +32,7 @@ use actix_web::cookie::{Cookie, Key};
 use actix_web::http::header::{self, ContentType};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use circumflex_session::{
-    ActorConfig, MemoryBackend, Placement, RedisBackend, RedisConfig, SessionEngine,
+    ActorConfig, MemoryBackend, RedisBackend, RedisConfig, SessionEngine,
     SessionMiddleware as CircumflexMiddleware,
 };
 use serde::{Deserialize, Serialize};
@@ -42,8 +42,6 @@ usage: bench_server --mode none|actix-session [--port N] [--redis-url URL] [--wo
   --port N          port on 127.0.0.1 (default 8080; 0 picks a free one)
   --redis-url URL   Redis for the session store (default redis://127.0.0.1:6379)
   --workers N       actix-web workers (default 1)
-  --placement P     circumflex actor placement: per_worker (default) or shared
-  --max-in-flight N circumflex pipelines in flight per actor (default 1)
   --max-batch N     circumflex commands per pipeline (default 256)
   --backend B       circumflex backend: redis (default) or memory (to measure the layer alone)
   --refresh-after-percent P  circumflex: skip TTL refreshes within P% of tti (default 0)";
@@ -116,16 +114,6 @@ fn parse_args() -> Result<Config, String> {
                     .ok()
                     .filter(|&n| n >= 1)
                     .ok_or_else(|| format!("bad worker count {value:?}"))?
-            }
-            "--placement" => {
-                actor.placement = match value.as_str() {
-                    "per_worker" => Placement::PerWorker,
-                    "shared" => Placement::Shared,
-                    _ => return Err(format!("bad placement {value:?}")),
-                }
-            }
-            "--max-in-flight" => {
-                actor.max_in_flight = value.parse().map_err(|_| format!("bad number {value:?}"))?
             }
             "--backend" => {
                 memory = match value.as_str() {
@@ -410,7 +398,8 @@ async fn serve_circumflex(cfg: &Config) -> std::io::Result<()> {
                 CircumflexMiddleware::builder(engine.clone(), key.clone())
                     .cookie_secure(false)
                     .refresh_after_percent(refresh_after_percent)
-                    .build(),
+                    .build()
+                    .expect("valid session settings"),
             )
             .route("/login", web::get().to(circ::login))
             .route("/read", web::get().to(circ::read))

@@ -195,10 +195,8 @@ async fn main() -> std::io::Result<()> {
     let mut private_redis = None;
     let engine = match config.redis.url.clone() {
         Some(url) => {
-            println!(
-                "using Redis at {}",
-                circumflex_session::config::redact_url(&url)
-            );
+            // `Debug` of the config hides any password, in the URL or apart.
+            println!("using Redis: {:?}", config.redis);
             redis_engine(&config, url).await?
         }
         None => match start_private_redis() {

@@ -1,96 +1,30 @@
-//! Session ids and the session cookie: generation (CSPRNG), signing or encryption through the
-//! `cookie` crate that actix-web re-exports, and parsing of untrusted cookie values.
+//! The session cookie, in one place: finding it among a request's cookies, verifying it
+//! (signature or AEAD tag through the `cookie` crate that actix-web re-exports), and writing
+//! the `Set-Cookie` a response needs.
 //!
-//! The cookie carries `<id>.<created>` for a session that never logged in, and
-//! `<id>.<created>.r` for one that was renewed (logged in): a 128-bit random id in lowercase
-//! hex, the creation time in Unix seconds (for the optional absolute lifetime), and the mark
-//! that selects the longer time to idle. Nothing from a cookie reaches a
-//! Redis key unless its signature (or AEAD tag) verified and the payload parsed strictly.
+//! Nothing from a cookie reaches a Redis key unless its signature (or AEAD tag) verified and
+//! its payload parsed strictly (see `ticket`). The middleware decides *when* a cookie goes out;
+//! this file decides what it looks like.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use actix_web::cookie::{time, Cookie, CookieJar, Key, SameSite as CookieSameSite};
-use rand::RngCore as _;
+use actix_web::http::header::{HeaderMap, HeaderValue, COOKIE};
 
 use crate::config::{CookieConfig, CookieLifecycle, CookieSecurity, SameSite};
+use crate::ticket::Ticket;
 
-/// Random bytes in a session id: 128 bits.
-const ID_BYTES: usize = 16;
-/// Length of an id in hex.
-pub(crate) const ID_LEN: usize = ID_BYTES * 2;
-
-/// A verified (or freshly generated) session identity.
+/// What the response must do with the cookie.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Ticket {
-    /// 32 lowercase hex characters (shared: cloned on every request that uses the session).
-    pub(crate) id: Arc<str>,
-    /// Creation time, Unix seconds.
-    pub(crate) created: u64,
-    /// Renewed at least once, which is what a login does: it gets the logged-in time to idle
-    /// instead of the anonymous one.
-    pub(crate) renewed: bool,
-}
-
-impl Ticket {
-    /// A new identity with a fresh id from the thread-local CSPRNG (ChaCha, seeded by the OS).
-    pub(crate) fn generate(renewed: bool) -> Self {
-        Self::with_created(now_secs(), renewed)
-    }
-
-    /// A new id with a given creation time (`renew` keeps the old one).
-    pub(crate) fn with_created(created: u64, renewed: bool) -> Self {
-        let mut bytes = [0u8; ID_BYTES];
-        rand::rng().fill_bytes(&mut bytes);
-        let mut id = String::with_capacity(ID_LEN);
-        for b in bytes {
-            // Writing to a String cannot fail.
-            let _ = write!(id, "{b:02x}");
-        }
-        Ticket {
-            id: Arc::from(id),
-            created,
-            renewed,
-        }
-    }
-
-    pub(crate) fn encode(&self) -> String {
-        let mark = if self.renewed { ".r" } else { "" };
-        format!("{}.{}{mark}", self.id, self.created)
-    }
-
-    /// Strict parse of a verified payload: exactly 32 lowercase hex, a dot, decimal seconds,
-    /// and optionally `.r`.
-    pub(crate) fn parse(payload: &str) -> Option<Self> {
-        let (payload, renewed) = match payload.strip_suffix(".r") {
-            Some(rest) => (rest, true),
-            None => (payload, false),
-        };
-        let (id, created) = payload.split_once('.')?;
-        let hex_ok =
-            id.len() == ID_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        let digits_ok = !created.is_empty()
-            && created.len() <= 20
-            && created.bytes().all(|b| b.is_ascii_digit());
-        if !hex_ok || !digits_ok {
-            return None;
-        }
-        Some(Ticket {
-            id: Arc::from(id),
-            created: created.parse().ok()?,
-            renewed,
-        })
-    }
-}
-
-/// Current Unix time in seconds.
-pub(crate) fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+pub(crate) enum CookieUpdate {
+    /// Nothing.
+    Keep,
+    /// Send this session's cookie (new id, or a persistent cookie's Max-Age pushed back).
+    Set(Ticket, Duration),
+    /// Tell the browser to drop the cookie.
+    Remove,
 }
 
 /// Cookie values this worker has already verified with the current key, so a returning
@@ -160,6 +94,39 @@ impl CookieCodec {
 
     pub(crate) fn config(&self) -> &CookieConfig {
         &self.config
+    }
+
+    /// The raw value of the session cookie in a request's headers, without parsing the other
+    /// cookies into a jar. Unverified: see [`verify`](Self::verify).
+    pub(crate) fn find(&self, headers: &HeaderMap) -> Option<String> {
+        headers
+            .get_all(COOKIE)
+            .filter_map(|header| header.to_str().ok())
+            .flat_map(|header| header.split(';'))
+            .find_map(|pair| {
+                let (k, v) = pair.trim().split_once('=')?;
+                (k == self.config.name).then(|| v.trim_matches('"').to_owned())
+            })
+    }
+
+    /// The `Set-Cookie` header value for an update; `None` for [`CookieUpdate::Keep`].
+    pub(crate) fn set_cookie(&self, update: &CookieUpdate) -> Option<HeaderValue> {
+        let cookie = match update {
+            CookieUpdate::Keep => return None,
+            CookieUpdate::Set(ticket, ttl) => {
+                let max_age = time::Duration::seconds(ttl.as_secs().min(i64::MAX as u64) as i64);
+                self.encode(ticket, Some(max_age))
+            }
+            CookieUpdate::Remove => self.removal(),
+        };
+        match HeaderValue::from_str(&cookie.to_string()) {
+            Ok(value) => Some(value),
+            Err(e) => {
+                // Unreachable with validated attributes and our own payload; never a panic.
+                tracing::error!(error = %e, "session cookie is not a valid header");
+                None
+            }
+        }
     }
 
     /// Verifies an untrusted cookie value. Any failure (bad signature, garbage, unknown key,
@@ -250,15 +217,6 @@ mod tests {
             ..CookieConfig::default()
         };
         CookieCodec::new(Key::generate(), Vec::new(), config)
-    }
-
-    #[test]
-    fn generated_ids_are_128_bit_hex_and_distinct() {
-        let a = Ticket::generate(false);
-        let b = Ticket::generate(false);
-        assert_eq!(a.id.len(), 32);
-        assert!(a.id.bytes().all(|c| c.is_ascii_hexdigit()));
-        assert_ne!(a.id, b.id);
     }
 
     #[test]
@@ -358,22 +316,16 @@ mod tests {
     }
 
     #[test]
-    fn payload_parse_is_strict() {
-        let id = "0123456789abcdef0123456789abcdef";
-        assert!(Ticket::parse(&format!("{id}.17")).is_some());
-        assert!(Ticket::parse(&format!("{}.17", id.to_uppercase())).is_none());
-        assert!(Ticket::parse(&format!("{id}.")).is_none());
-        assert!(Ticket::parse(&format!("{id}.1x")).is_none());
-        assert!(Ticket::parse(&format!("{id}0.17")).is_none());
-        assert!(Ticket::parse(&format!("{id}.{}", "9".repeat(30))).is_none());
-        assert!(Ticket::parse(id).is_none());
-        assert_eq!(
-            Ticket::parse(&format!("{id}.17.r")).map(|t| t.renewed),
-            Some(true)
+    fn the_session_cookie_is_found_among_others_and_only_by_its_exact_name() {
+        let codec = codec(CookieSecurity::Signed);
+        let mut headers = HeaderMap::new();
+        headers.append(COOKIE, HeaderValue::from_static("a=1; sessionx=2"));
+        assert_eq!(codec.find(&headers), None);
+        headers.append(
+            COOKIE,
+            HeaderValue::from_static("b=3; session=\"v.1\"; c=4"),
         );
-        assert!(Ticket::parse(&format!("{id}.17.x")).is_none());
-        assert!(Ticket::parse(&format!("{id}.17.r.r")).is_none());
-        assert!(Ticket::parse(&format!("{id}.r")).is_none());
+        assert_eq!(codec.find(&headers).as_deref(), Some("v.1"));
     }
 
     #[test]

@@ -1,21 +1,20 @@
-//! `SessionEngine`: a backend, its actors and their counters, shared by every worker.
+//! `SessionEngine`: a backend and the counters of every worker's actor.
 
-use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::sync::Arc;
 
-use actix::{Actor, Addr, Arbiter};
-use tokio::sync::oneshot;
+use actix::Actor;
 
-use crate::actor::message::{Command, Envelope, Reply};
-use crate::actor::SessionActor;
+use crate::actor::{Handle, SessionActor};
 use crate::backend::Backend;
-use crate::config::{ActorConfig, Placement};
+use crate::config::ActorConfig;
 use crate::error::Error;
-use crate::stats::{DepthGuard, Stats, StatsSnapshot};
+use crate::stats::{Stats, StatsSnapshot};
 
-/// A session store with its batching actors. Cheap to clone; clones share everything.
+/// A session store with its batching settings and counters. Cheap to clone; clones share
+/// everything.
 ///
-/// Create one in `main` and clone it into the `HttpServer` factory:
+/// Create one in `main` and clone it into the `HttpServer` factory, so that every worker's
+/// actor counts into the same [`stats`](Self::stats):
 ///
 /// ```no_run
 /// use actix_web::{cookie::Key, App, HttpServer};
@@ -45,8 +44,7 @@ struct Inner {
     backend: Arc<dyn Backend>,
     stats: Arc<Stats>,
     config: ActorConfig,
-    /// The shared actor and the arbiter (thread) it runs on, for `Placement::Shared`.
-    shared: OnceLock<(Arbiter, Addr<SessionActor>)>,
+    key_prefix: Arc<str>,
 }
 
 impl std::fmt::Debug for SessionEngine {
@@ -66,102 +64,71 @@ impl<B: Backend> From<B> for SessionEngine {
 
 impl SessionEngine {
     /// An engine with the default [`ActorConfig`].
+    ///
+    /// ```
+    /// use circumflex_session::{MemoryBackend, SessionEngine};
+    /// let engine = SessionEngine::new(MemoryBackend::new());
+    /// assert_eq!(engine.stats().commands, 0);
+    /// ```
     pub fn new(backend: impl Backend) -> Self {
-        Self::with_config(backend, ActorConfig::default())
-            .expect("the default actor config is valid")
+        Self::build(backend, ActorConfig::default())
     }
 
     /// An engine with explicit actor settings.
+    ///
+    /// ```
+    /// use circumflex_session::{ActorConfig, MemoryBackend, SessionEngine};
+    /// let config = ActorConfig { deadline_ms: 500, ..ActorConfig::default() };
+    /// let engine = SessionEngine::with_config(MemoryBackend::new(), config).unwrap();
+    /// # let _ = engine;
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Config`] if a setting is out of range (the same check as [`Config::load`](crate::Config::load)).
     pub fn with_config(backend: impl Backend, config: ActorConfig) -> Result<Self, Error> {
         config.validate()?;
-        Ok(Self {
+        Ok(Self::build(backend, config))
+    }
+
+    fn build(backend: impl Backend, config: ActorConfig) -> Self {
+        let key_prefix = Arc::from(backend.key_prefix());
+        Self {
             inner: Arc::new(Inner {
                 backend: Arc::new(backend),
                 stats: Arc::new(Stats::default()),
                 config,
-                shared: OnceLock::new(),
+                key_prefix,
             }),
-        })
+        }
     }
 
-    /// The actor settings.
-    pub fn config(&self) -> &ActorConfig {
-        &self.inner.config
-    }
-
-    /// The key prefix of the backend.
-    pub fn key_prefix(&self) -> &str {
-        self.inner.backend.key_prefix()
-    }
-
-    /// A copy of the counters.
+    /// A copy of the counters of every actor of this engine.
     pub fn stats(&self) -> StatsSnapshot {
         self.inner.stats.snapshot()
     }
 
-    /// The live counters, for exporters that poll.
-    pub fn stats_handle(&self) -> Arc<Stats> {
-        self.inner.stats.clone()
-    }
-
-    /// The actor that serves the calling worker: a new one on the current arbiter
-    /// (`PerWorker`), or the one shared actor, started on its own arbiter on first use
-    /// (`Shared`). Must be called on an actix system thread (inside `HttpServer`, an
-    /// `actix_web::main`, `actix_web::test` or `actix::System`).
-    pub fn actor(&self) -> Addr<SessionActor> {
-        match self.inner.config.placement {
-            Placement::PerWorker => self.new_actor().start(),
-            Placement::Shared => {
-                let (_, addr) = self.inner.shared.get_or_init(|| {
-                    let arbiter = Arbiter::new();
-                    let actor = self.new_actor();
-                    let addr = SessionActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
-                    (arbiter, addr)
-                });
-                addr.clone()
-            }
-        }
-    }
-
-    fn new_actor(&self) -> SessionActor {
-        let c = &self.inner.config;
-        SessionActor::new(
-            self.inner.backend.clone(),
-            self.inner.stats.clone(),
-            c.max_batch,
-            c.max_in_flight,
-            c.deadline(),
+    /// Starts an actor on the current arbiter (the calling actix-web worker) and returns the
+    /// handle requests reach it through. Must be called on an actix system thread.
+    pub(crate) fn start(&self) -> Handle {
+        let Inner {
+            backend,
+            stats,
+            config,
+            key_prefix,
+        } = &*self.inner;
+        let actor = SessionActor::new(
+            backend.clone(),
+            stats.clone(),
+            config.max_batch,
+            config.deadline(),
         )
-    }
-
-    /// Sends one command through `actor` and waits for its reply, within the deadline.
-    ///
-    /// This is the low-level path under [`AsyncSession`](crate::AsyncSession); use it for
-    /// tooling and tests that work on raw session hashes.
-    ///
-    /// Fails at once with [`Error::Overloaded`] when the engine's queue is full, with
-    /// [`Error::Timeout`] past the deadline, and with [`Error::ActorClosed`] if the actor
-    /// stopped.
-    pub async fn call(&self, actor: &Addr<SessionActor>, command: Command) -> Result<Reply, Error> {
-        let config = &self.inner.config;
-        let depth = DepthGuard::acquire(&self.inner.stats, config.queue_depth)
-            .map_err(Error::Overloaded)?;
-        let (reply, answer) = oneshot::channel();
-        actor.do_send(Envelope {
-            command,
-            reply,
-            deadline: Instant::now() + config.deadline(),
-            depth,
-        });
-        // No timer here: the actor answers every command by its deadline (see `actor`), and a
-        // stopped actor drops the reply channel.
-        let result = answer.await.unwrap_or(Err(Error::ActorClosed));
-        if let Err(Error::Timeout(_)) = result {
-            let stats = &self.inner.stats;
-            stats
-                .errors_timeout
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        result
+        .start();
+        Handle::new(
+            actor,
+            stats.clone(),
+            config.queue_depth,
+            config.deadline(),
+            key_prefix.clone(),
+        )
     }
 }

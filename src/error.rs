@@ -28,7 +28,7 @@ pub enum Error {
     /// (`NOAUTH`, `WRONGPASS`, `NOPERM`, `LOADING`, `READONLY`, `MASTERDOWN`, `MISCONF`); every command
     /// of the batch fails.
     #[error("session store unavailable: {0}")]
-    Unavailable(#[source] redis::RedisError),
+    Unavailable(#[source] StoreError),
     /// Redis is over its `maxmemory` and refused a write that would grow it. Reads, removals
     /// and logouts still work.
     #[error("session store is out of memory and refuses writes: {0}")]
@@ -97,7 +97,68 @@ pub enum Error {
     Config(String),
 }
 
+/// Why the store could not be reached or refused to serve us, in words an operator can act on.
+///
+/// Its [`source`](std::error::Error::source) is the Redis client's own error when there is one;
+/// that type is not part of this crate's API, so a new major version of the client is not a
+/// breaking change here.
+#[derive(Debug, Clone)]
+pub struct StoreError {
+    message: String,
+    source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl StoreError {
+    /// An error with no underlying cause.
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An error caused by `source`.
+    pub(crate) fn caused_by(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            message: message.into(),
+            source: Some(std::sync::Arc::new(source)),
+        }
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.source {
+            Some(source) if self.message.is_empty() => write!(f, "{source}"),
+            Some(source) => write!(f, "{}: {source}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> Self {
+        StoreError::caused_by("", e)
+    }
+}
+
 impl Error {
+    /// [`Error::Unavailable`] for a failure of the Redis client.
+    pub(crate) fn unavailable(e: impl Into<StoreError>) -> Self {
+        Error::Unavailable(e.into())
+    }
+
     pub(crate) fn serialization(key: &str, source: serde_json::Error) -> Self {
         Error::Serialization {
             key: key.to_owned(),

@@ -33,9 +33,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::{CookieConfig, CookieSecurity};
-use crate::cookie::{CookieCodec, Ticket, ID_LEN};
+use crate::cookie::CookieCodec;
 use crate::error::Error;
 use crate::session::{check_key, decode, MAX_KEY_BYTES};
+use crate::ticket::{Ticket, ID_LEN};
 
 /// The seed when `FUZZ_SEED` is not set.
 const DEFAULT_SEED: u64 = 0xC1C0_F1E5_5E55_1008;

@@ -1,8 +1,8 @@
 //! # circumflex-session
 //!
 //! Asynchronous, on-demand sessions for actix-web, stored in Redis: one hash per session,
-//! per-key reads and writes, and a [`SessionActor`] that batches the commands of all concurrent
-//! requests into pipelines.
+//! per-key reads and writes, and a batching actor on each worker that sends the commands of all
+//! concurrent requests as pipelines.
 //!
 //! ```no_run
 //! use actix_web::{cookie::Key, get, web::Json, App, HttpServer, Result};
@@ -31,19 +31,22 @@
 //! }
 //! ```
 //!
-//! The request path, one file each: [`middleware`] (cookie in and out) → [`AsyncSession`]
-//! (the handle) → [`actor`] (queue, batch, flush) → [`backend`] (Redis pipeline or memory).
+//! The request path, one file each in `src/`: `middleware.rs` (when a cookie goes out) and
+//! `cookie.rs` (what it looks like) → `session.rs` ([`AsyncSession`], the handle) → `actor/`
+//! (queue, batch, flush) → `backend/` (Redis pipeline, or memory).
 //!
 //! # Backends
-//! [`RedisBackend`] for production (standalone Redis; a cluster backend is planned) and
-//! [`MemoryBackend`], with the same semantics including TTLs, for your own tests and for running
-//! without Redis. Both go through the same [`SessionActor`], so a test on the memory backend
-//! exercises the same code path as production.
+//! [`RedisBackend`] for production (standalone Redis, from a URL or a `redis::Client` you
+//! built; a cluster backend is planned) and [`MemoryBackend`], with the same semantics
+//! including TTLs, for your own tests and for running without Redis. Both go through the same
+//! batching actor, so a test on the memory backend exercises the same code path as
+//! production. The [`Backend`] trait is sealed; its docs say why.
 //!
 //! # Configuration
 //! Builders ([`SessionMiddleware::builder`], [`RedisConfig`], [`SessionEngine::with_config`]) or
 //! a TOML file ([`Config::load`], see `config/default.toml`); every default is documented on
-//! its setter and is the secure choice.
+//! its setter and is the secure choice, and builders reject exactly what the file loader
+//! rejects.
 //!
 //! # Feature flags
 //! None: the crate always builds the Redis and memory backends, on Tokio (as actix-web does).
@@ -66,26 +69,29 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-pub mod actor;
-pub mod backend;
-pub mod config;
+mod actor;
+mod backend;
+mod clock;
+mod config;
 mod cookie;
 mod engine;
 mod error;
 #[cfg(test)]
 mod fuzz;
-pub mod middleware;
+mod middleware;
 mod session;
 mod stats;
+#[doc(hidden)]
+pub mod testing;
+mod ticket;
 
-pub use actor::SessionActor;
 pub use backend::{memory::MemoryBackend, redis::RedisBackend, Backend};
 pub use config::{
-    ActorConfig, Config, CookieConfig, CookieLifecycle, CookieSecurity, Placement, RedisConfig,
-    SameSite, SessionConfig, TtlRefresh,
+    ActorConfig, Config, CookieConfig, CookieLifecycle, CookieSecurity, RedisConfig, SameSite,
+    SessionConfig, TtlRefresh,
 };
 pub use engine::SessionEngine;
-pub use error::Error;
+pub use error::{Error, StoreError};
 pub use middleware::{SessionMiddleware, SessionMiddlewareBuilder};
 pub use session::{AsyncSession, MAX_KEY_BYTES};
-pub use stats::{Stats, StatsSnapshot};
+pub use stats::StatsSnapshot;

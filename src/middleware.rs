@@ -1,9 +1,11 @@
 //! `SessionMiddleware`: reads the session cookie on the way in, writes it on the way out.
 //!
 //! # Cookie rules
-//! - **In.** The middleware only finds the raw cookie value and hands it to a fresh
-//!   [`AsyncSession`]. The signature is checked on first use, so a request whose handler never
-//!   touches the session costs neither a MAC nor a Redis command.
+//! `cookie.rs` finds, verifies and writes the cookie; this file decides when.
+//! - **In.** The middleware only leaves this worker's session context in the request. The
+//!   first time a handler extracts the [`AsyncSession`], the extractor finds the raw cookie
+//!   value; its signature is checked on first use, so a request whose handler never touches
+//!   the session costs neither a MAC nor a Redis command.
 //! - **Out.** A `Set-Cookie` is sent only when the request issued a session (first write, or
 //!   `renew`), when `invalidate` ended one (a removal cookie with the same path and domain), or
 //!   when a persistent cookie's `Max-Age` follows a TTL refresh. A visitor who only reads gets
@@ -18,9 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::body::MessageBody;
-use actix_web::cookie::{time, Key};
+use actix_web::cookie::Key;
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
-use actix_web::http::header::{HeaderMap, HeaderValue, COOKIE, SET_COOKIE};
+use actix_web::http::header::SET_COOKIE;
 use actix_web::HttpMessage;
 use futures::future::LocalBoxFuture;
 
@@ -30,7 +32,7 @@ use crate::config::{
 use crate::cookie::{CookieCodec, VerifiedCookies};
 use crate::engine::SessionEngine;
 use crate::error::Error;
-use crate::session::{AsyncSession, Binding, CookieUpdate, Policy, RefreshLimiter};
+use crate::session::{AsyncSession, Binding, Bound, Policy, RefreshLimiter};
 
 /// Redis-backed, on-demand sessions for an actix-web `App`.
 ///
@@ -60,10 +62,17 @@ impl std::fmt::Debug for SessionMiddleware {
 
 impl SessionMiddleware {
     /// Secure defaults: a signed, `Secure`, `HttpOnly`, `SameSite=Lax` browser-session cookie
-    /// named `session`, 30 minutes time to idle refreshed on use. Exactly
-    /// `SessionMiddleware::builder(engine, key).build()`.
+    /// named `session`, 30 minutes time to idle refreshed on use. The same as
+    /// `SessionMiddleware::builder(engine, key).build()`, which cannot fail with the defaults.
     pub fn new(engine: impl Into<SessionEngine>, key: Key) -> Self {
-        Self::builder(engine, key).build()
+        let builder = Self::builder(engine, key);
+        Self::assemble(
+            builder.engine,
+            builder.key,
+            builder.old_keys,
+            builder.cookie,
+            builder.session,
+        )
     }
 
     /// A builder to change any of the defaults.
@@ -77,24 +86,34 @@ impl SessionMiddleware {
         }
     }
 
-    /// Builds the middleware from the `[cookie]` and `[session]` sections of a [`Config`],
-    /// validating them.
+    /// Builds the middleware from the `[cookie]` and `[session]` sections of a [`Config`].
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the first setting out of range: the same checks as
+    /// [`SessionMiddlewareBuilder::build`].
     pub fn from_config(
         engine: impl Into<SessionEngine>,
         key: Key,
         config: &Config,
     ) -> Result<Self, Error> {
-        config.cookie.validate()?;
-        config.session.validate()?;
         let mut builder = Self::builder(engine, key);
         builder.cookie = config.cookie.clone();
         builder.session = config.session.clone();
-        Ok(builder.build())
+        builder.build()
     }
 
-    /// The engine behind this middleware (for its stats).
-    pub fn engine(&self) -> &SessionEngine {
-        &self.engine
+    fn assemble(
+        engine: SessionEngine,
+        key: Key,
+        old_keys: Vec<Key>,
+        cookie: CookieConfig,
+        session: SessionConfig,
+    ) -> Self {
+        SessionMiddleware {
+            engine,
+            codec: Arc::new(CookieCodec::new(key, old_keys, cookie)),
+            session,
+        }
     }
 }
 
@@ -175,18 +194,18 @@ impl SessionMiddlewareBuilder {
     }
 
     /// Time to idle of a logged-in (renewed) session: unused this long, it expires. Default 30
-    /// minutes.
+    /// minutes. Whole seconds, at least one.
     pub fn tti(mut self, tti: Duration) -> Self {
-        self.session.tti_secs = tti.as_secs().max(1);
+        self.session.tti_secs = tti.as_secs();
         self
     }
 
     /// Time to idle of a session that never logged in (was never
     /// [renewed](crate::AsyncSession::renew)). Default 10 minutes, capped at [`tti`](Self::tti).
     /// Anonymous sessions are the ones a client can create in bulk, so they get the shorter
-    /// life; set it equal to `tti` to treat every session alike.
+    /// life; set it equal to `tti` to treat every session alike. Whole seconds, at least one.
     pub fn anonymous_tti(mut self, tti: Duration) -> Self {
-        self.session.anonymous_tti_secs = tti.as_secs().max(1);
+        self.session.anonymous_tti_secs = tti.as_secs();
         self
     }
 
@@ -202,27 +221,28 @@ impl SessionMiddlewareBuilder {
     /// idle early, and a busy session costs about one refresh per window instead of one per
     /// request.
     pub fn refresh_after_percent(mut self, percent: u8) -> Self {
-        self.session.refresh_after_percent = percent.min(99);
+        self.session.refresh_after_percent = percent;
         self
     }
 
-    /// Absolute lifetime cap from creation, whatever the activity. Default none.
+    /// Absolute lifetime cap from creation, whatever the activity. Default none. Whole
+    /// seconds, at least one.
     pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
-        self.session.max_lifetime_secs = Some(lifetime.as_secs().max(1));
+        self.session.max_lifetime_secs = Some(lifetime.as_secs());
         self
     }
 
-    /// Largest serialised value `set` accepts. Default 64 KiB. At most
+    /// Largest serialised value `set` accepts. Default 64 KiB. At least 1 and at most
     /// [`max_session_bytes`](Self::max_session_bytes).
     pub fn max_value_bytes(mut self, max: usize) -> Self {
-        self.session.max_value_bytes = max.max(1);
+        self.session.max_value_bytes = max;
         self
     }
 
-    /// Most keys one session may hold; a write past it fails with
+    /// Most keys one session may hold, at least 1; a write past it fails with
     /// [`Error::SessionFull`] and changes nothing. Default 256.
     pub fn max_keys(mut self, max: usize) -> Self {
-        self.session.max_keys = max.max(1);
+        self.session.max_keys = max;
         self
     }
 
@@ -236,19 +256,33 @@ impl SessionMiddlewareBuilder {
 
     /// Builds the middleware.
     ///
-    /// # Panics
-    /// If a setting made through this builder is invalid (a cookie name or path, or
-    /// `max_session_bytes` below `max_value_bytes`): a programming error found at start-up.
-    /// Use [`SessionMiddleware::from_config`] for settings from a file.
-    pub fn build(self) -> SessionMiddleware {
-        if let Err(e) = self.cookie.validate().and(self.session.validate()) {
-            panic!("{e}");
-        }
-        SessionMiddleware {
-            engine: self.engine,
-            codec: Arc::new(CookieCodec::new(self.key, self.old_keys, self.cookie)),
-            session: self.session,
-        }
+    /// ```
+    /// use std::time::Duration;
+    /// use actix_web::cookie::Key;
+    /// use circumflex_session::{MemoryBackend, SessionMiddleware};
+    ///
+    /// let builder = SessionMiddleware::builder(MemoryBackend::new(), Key::generate());
+    /// let middleware = builder.tti(Duration::from_secs(3600)).build().unwrap();
+    /// # let _ = middleware;
+    /// let builder = SessionMiddleware::builder(MemoryBackend::new(), Key::generate());
+    /// let error = builder.cookie_name("a b").build().unwrap_err();
+    /// assert!(error.to_string().contains("cookie.name"));
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the first setting out of range (a cookie name, path or domain,
+    /// a zero time to idle, `max_session_bytes` below `max_value_bytes`, ...): exactly the
+    /// checks [`Config::load`] makes on a file.
+    pub fn build(self) -> Result<SessionMiddleware, Error> {
+        self.cookie.validate()?;
+        self.session.validate()?;
+        Ok(SessionMiddleware::assemble(
+            self.engine,
+            self.key,
+            self.old_keys,
+            self.cookie,
+            self.session,
+        ))
     }
 }
 
@@ -265,14 +299,13 @@ where
     type Future = Ready<Result<Self::Transform, Self::InitError>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
-        // One call per worker: with `Placement::PerWorker` each worker gets its own actor.
+        // Called once per worker: each worker gets its own actor.
         ready(Ok(SessionService {
             service: Rc::new(service),
             binding: Arc::new(Binding {
-                engine: self.engine.clone(),
-                actor: self.engine.actor(),
+                handle: self.engine.start(),
+                codec: self.codec.clone(),
                 policy: Policy {
-                    codec: self.codec.clone(),
                     session: self.session.clone(),
                 },
                 refreshes: RefreshLimiter::new(&self.session),
@@ -282,7 +315,9 @@ where
     }
 }
 
-/// The per-worker service behind [`SessionMiddleware`].
+/// The per-worker service behind [`SessionMiddleware`]; public only because `Transform`
+/// names it.
+#[doc(hidden)]
 pub struct SessionService<S> {
     service: Rc<S>,
     binding: Arc<Binding>,
@@ -323,37 +358,10 @@ where
             let Some(session) = session else {
                 return Ok(response);
             };
-            let cookie = match session.cookie_update() {
-                CookieUpdate::Keep => return Ok(response),
-                CookieUpdate::Set(ticket, ttl) => {
-                    let max_age = time::Duration::seconds(ttl.as_secs() as i64);
-                    binding.policy.codec.encode(&ticket, Some(max_age))
-                }
-                CookieUpdate::Remove => binding.policy.codec.removal(),
-            };
-            match HeaderValue::from_str(&cookie.to_string()) {
-                Ok(value) => {
-                    response.headers_mut().append(SET_COOKIE, value);
-                }
-                Err(e) => tracing::error!(error = %e, "session cookie is not a valid header"),
+            if let Some(value) = binding.codec.set_cookie(&session.cookie_update()) {
+                response.headers_mut().append(SET_COOKIE, value);
             }
             Ok(response)
         })
     }
-}
-
-/// What the middleware leaves in a request's extensions for the extractor: this worker's
-/// binding, from which the request's [`AsyncSession`] is made on first extraction.
-pub(crate) struct Bound(pub(crate) Arc<Binding>);
-
-/// The raw value of the named cookie, without parsing the others into a jar.
-pub(crate) fn find_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(COOKIE)
-        .filter_map(|header| header.to_str().ok())
-        .flat_map(|header| header.split(';'))
-        .find_map(|pair| {
-            let (k, v) = pair.trim().split_once('=')?;
-            (k == name).then(|| v.trim_matches('"').to_owned())
-        })
 }

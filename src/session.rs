@@ -1,51 +1,53 @@
 //! `AsyncSession`: the handle a handler gets, and its extractor.
+//!
+//! The handle turns each call into commands for the worker's actor; `state` keeps who the
+//! session is and what the response must do with the cookie; `policy` decides how long a
+//! session lives and when its idle timer is pushed back.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use actix::Addr;
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpMessage, HttpRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::actor::message::{Command, Op, Reply, WriteMode, META_PREFIX};
-use crate::actor::SessionActor;
-use crate::config::{SessionConfig, TtlRefresh};
-use crate::cookie::{now_secs, CookieCodec, Ticket, VerifiedCookies};
-use crate::engine::SessionEngine;
+use crate::actor::Handle;
+use crate::cookie::{CookieCodec, CookieUpdate, VerifiedCookies};
 use crate::error::Error;
-use crate::middleware::{find_cookie, Bound};
+use crate::ticket::Ticket;
+
+mod policy;
+mod state;
+
+pub(crate) use policy::{Policy, RefreshLimiter};
+use state::{Purpose, Renewal, State};
 
 /// Longest user key, in bytes.
 pub const MAX_KEY_BYTES: usize = 256;
 
-/// What the middleware needs to know to turn a handle into cookies; shared by all requests.
-pub(crate) struct Policy {
+/// What every session of one worker shares: built once per worker by the middleware, one
+/// `Arc` clone per request.
+pub(crate) struct Binding {
+    pub(crate) handle: Handle,
     pub(crate) codec: Arc<CookieCodec>,
-    pub(crate) session: SessionConfig,
+    pub(crate) policy: Policy,
+    pub(crate) refreshes: RefreshLimiter,
+    pub(crate) verified: VerifiedCookies,
 }
 
-impl Policy {
-    /// The TTL to give a session now: its time to idle (logged in, or anonymous), capped by
-    /// what remains of the absolute lifetime. `None` when the lifetime is over.
-    pub(crate) fn ttl(&self, ticket: &Ticket) -> Option<Duration> {
-        let tti = if ticket.renewed {
-            self.session.tti()
-        } else {
-            self.session.anonymous_tti()
-        };
-        match self.session.max_lifetime_secs {
-            None => Some(tti),
-            Some(max) => {
-                let age = now_secs().saturating_sub(ticket.created);
-                let left = max.checked_sub(age).filter(|&s| s > 0)?;
-                Some(tti.min(Duration::from_secs(left)))
-            }
-        }
+impl Binding {
+    /// The store key of a session.
+    fn key_for(&self, ticket: &Ticket) -> Arc<str> {
+        Arc::from(format!("{}:{}", self.handle.key_prefix(), ticket.id))
     }
 }
+
+/// What the middleware leaves in a request's extensions for the extractor: this worker's
+/// binding, from which the request's [`AsyncSession`] is made on first extraction.
+pub(crate) struct Bound(pub(crate) Arc<Binding>);
 
 /// The session of the current request: a `Send + Clone` handle, usable from spawned tasks and
 /// websocket actors.
@@ -77,136 +79,20 @@ struct Shared {
     state: Mutex<State>,
 }
 
-/// What every session of one worker shares: built once per worker, one `Arc` clone per request.
-pub(crate) struct Binding {
-    pub(crate) engine: SessionEngine,
-    pub(crate) actor: Addr<SessionActor>,
-    pub(crate) policy: Policy,
-    pub(crate) refreshes: RefreshLimiter,
-    pub(crate) verified: VerifiedCookies,
-}
-
-/// Why a command may refresh the TTL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Purpose {
-    Read,
-    Write,
-    Touch,
-}
-
-/// Remembers when this worker last refreshed each session, so that with
-/// `refresh_after_percent > 0` a busy session is refreshed about once per window instead of
-/// on every request, without asking Redis. Bounded: past `MAX_TRACKED` sessions, entries older
-/// than the window are dropped, and if that is not enough the map starts over (which only
-/// costs some early refreshes).
-pub(crate) struct RefreshLimiter {
-    percent: u32,
-    last: Mutex<HashMap<Arc<str>, Instant>>,
-}
-
-impl RefreshLimiter {
-    const MAX_TRACKED: usize = 100_000;
-
-    pub(crate) fn new(session: &SessionConfig) -> Self {
-        Self {
-            percent: u32::from(session.refresh_after_percent.min(99)),
-            last: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Whether a refresh to `ttl` is due for `key` now; records it if so.
-    fn due(&self, key: &Arc<str>, ttl: Duration) -> bool {
-        let window = ttl * self.percent / 100;
-        if window.is_zero() {
-            return true;
-        }
-        let now = Instant::now();
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(at) = last.get(key) {
-            if now.duration_since(*at) < window {
-                return false;
-            }
-        }
-        if last.len() >= Self::MAX_TRACKED {
-            last.retain(|_, at| now.duration_since(*at) < window);
-            if last.len() >= Self::MAX_TRACKED {
-                last.clear();
-            }
-        }
-        last.insert(key.clone(), now);
-        true
-    }
-}
-
 impl std::fmt::Debug for AsyncSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = self.lock();
         f.debug_struct("AsyncSession")
-            .field("identity", &state.identity.kind())
+            .field("identity", &self.lock().kind())
             .finish()
     }
 }
 
-/// Who the session is, as far as this request knows.
-enum Identity {
-    /// A cookie came in; its signature has not been checked yet (checked on first use).
-    Unverified(String),
-    /// No session (no cookie, a bad one, or one whose session is gone).
-    Anonymous,
-    /// From a verified cookie; the store may have expired it since.
-    Stored(Ticket, Arc<str>),
-    /// Issued in this request (first write or renew); its cookie goes out with the response.
-    Issued(Ticket, Arc<str>),
-}
-
-impl Identity {
-    fn kind(&self) -> &'static str {
-        match self {
-            Identity::Unverified(_) => "unverified",
-            Identity::Anonymous => "anonymous",
-            Identity::Stored(..) => "stored",
-            Identity::Issued(..) => "issued",
-        }
-    }
-}
-
-/// What the response must do with the cookie.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum CookieUpdate {
-    /// Nothing.
-    Keep,
-    /// Send this session's cookie (new id, or a persistent cookie's Max-Age pushed back).
-    Set(Ticket, Duration),
-    /// Tell the browser to drop the cookie.
-    Remove,
-}
-
-struct State {
-    identity: Identity,
-    /// Whether the request carried a session cookie at all.
-    had_cookie: bool,
-    /// The TTL was already refreshed in this request.
-    refreshed: bool,
-    /// `renew` was called without a session: the session this request creates is a logged-in
-    /// one.
-    renew_pending: bool,
-    cookie: CookieUpdate,
-}
-
 impl AsyncSession {
     pub(crate) fn new(binding: Arc<Binding>, cookie: Option<String>) -> Self {
-        let had_cookie = cookie.is_some();
-        let identity = cookie.map_or(Identity::Anonymous, Identity::Unverified);
         AsyncSession {
             inner: Arc::new(Shared {
                 binding,
-                state: Mutex::new(State {
-                    identity,
-                    had_cookie,
-                    refreshed: false,
-                    renew_pending: false,
-                    cookie: CookieUpdate::Keep,
-                }),
+                state: Mutex::new(State::new(cookie)),
             }),
         }
     }
@@ -216,75 +102,6 @@ impl AsyncSession {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn key_for(&self, ticket: &Ticket) -> Arc<str> {
-        Arc::from(format!(
-            "{}:{}",
-            self.inner.binding.engine.key_prefix(),
-            ticket.id
-        ))
-    }
-
-    /// Checks the cookie (once) and returns the current ticket and key, if any.
-    fn resolve(&self, state: &mut State) -> Option<(Ticket, Arc<str>)> {
-        if let Identity::Unverified(raw) = &state.identity {
-            let policy = &self.inner.binding.policy;
-            let verified = self
-                .inner
-                .binding
-                .verified
-                .verify(&policy.codec, raw, |ticket| self.key_for(ticket));
-            state.identity = match verified {
-                Some((ticket, key, old_key)) if policy.ttl(&ticket).is_some() => {
-                    if old_key {
-                        // Verified by a retiring key: re-sign with the current one so the
-                        // session survives the old key's removal.
-                        if let Some(ttl) = policy.ttl(&ticket) {
-                            state.cookie = CookieUpdate::Set(ticket.clone(), ttl);
-                        }
-                    }
-                    Identity::Stored(ticket, key)
-                }
-                // Tampered, garbage, or past its absolute lifetime: no session.
-                _ => Identity::Anonymous,
-            };
-        }
-        match &state.identity {
-            Identity::Stored(t, k) | Identity::Issued(t, k) => Some((t.clone(), k.clone())),
-            _ => None,
-        }
-    }
-
-    /// The refresh a command carries: the first eligible command of the request refreshes,
-    /// unless this worker refreshed the session less than `refresh_after_percent` of the time
-    /// to idle ago (then the command carries none; an explicit `touch` always refreshes).
-    fn take_refresh(
-        &self,
-        state: &mut State,
-        ticket: &Ticket,
-        key: &Arc<str>,
-        purpose: Purpose,
-    ) -> Option<Duration> {
-        let policy = &self.inner.binding.policy;
-        let wanted = purpose != Purpose::Read || policy.session.refresh == TtlRefresh::OnUse;
-        if state.refreshed || !wanted {
-            return None;
-        }
-        let ttl = policy.ttl(ticket)?;
-        state.refreshed = true;
-        if purpose != Purpose::Touch && !self.inner.binding.refreshes.due(key, ttl) {
-            return None;
-        }
-        if let Identity::Stored(..) = state.identity {
-            // A persistent cookie's Max-Age follows the server-side TTL.
-            if state.cookie == CookieUpdate::Keep
-                && policy.codec.config().lifecycle == crate::config::CookieLifecycle::Persistent
-            {
-                state.cookie = CookieUpdate::Set(ticket.clone(), ttl);
-            }
-        }
-        Some(ttl)
-    }
-
     async fn call(&self, key: Arc<str>, op: Op, refresh: Option<Duration>) -> Result<Reply, Error> {
         let command = Command {
             key,
@@ -292,47 +109,20 @@ impl AsyncSession {
             refresh,
             limits: self.inner.binding.policy.session.limits(),
         };
-        self.inner
-            .binding
-            .engine
-            .call(&self.inner.binding.actor, command)
-            .await
-    }
-
-    /// The current session's key and the refresh a command for `purpose` carries; `None`
-    /// without a session.
-    fn target(&self, purpose: Purpose) -> Option<(Arc<str>, Option<Duration>)> {
-        let mut state = self.lock();
-        let (ticket, key) = self.resolve(&mut state)?;
-        let refresh = self.take_refresh(&mut state, &ticket, &key, purpose);
-        Some((key, refresh))
+        self.inner.binding.handle.call(command).await
     }
 
     /// Runs a read; `None` when there is no session (no store traffic at all then).
     async fn read(&self, op: Op) -> Result<Option<Reply>, Error> {
-        let Some((key, refresh)) = self.target(Purpose::Read) else {
+        let Some((key, refresh)) = self.lock().target(&self.inner.binding, Purpose::Read) else {
             return Ok(None);
         };
         let reply = self.call(key.clone(), op, refresh).await?;
         if reply == Reply::Gone {
-            self.forget(&key);
+            self.lock().forget(&key);
             return Ok(None);
         }
         Ok(Some(reply))
-    }
-
-    /// The session behind `key` turned out to be gone: from now on this request has none.
-    fn forget(&self, key: &Arc<str>) {
-        let mut state = self.lock();
-        if let Identity::Stored(_, k) | Identity::Issued(_, k) = &state.identity {
-            if k == key {
-                state.identity = Identity::Anonymous;
-                state.refreshed = false;
-                if matches!(state.cookie, CookieUpdate::Set(..)) {
-                    state.cookie = CookieUpdate::Keep;
-                }
-            }
-        }
     }
 
     /// Runs a write, creating a session when there is none. A write that finds its session gone
@@ -340,59 +130,18 @@ impl AsyncSession {
     /// the old id never comes back.
     async fn write(&self, op: impl Fn(WriteMode) -> Op) -> Result<Reply, Error> {
         for _ in 0..2 {
-            let (key, mode, refresh, rollback) = {
-                let mut state = self.lock();
-                let (ticket, key, issued, fresh) = match self.resolve(&mut state) {
-                    Some((ticket, key)) => {
-                        let issued = matches!(state.identity, Identity::Issued(..));
-                        (ticket, key, issued, false)
-                    }
-                    None => {
-                        let ticket = Ticket::generate(state.renew_pending);
-                        let key = self.key_for(&ticket);
-                        state.identity = Identity::Issued(ticket.clone(), key.clone());
-                        state.refreshed = false;
-                        (ticket, key, true, true)
-                    }
-                };
-                let Some(ttl) = self.inner.binding.policy.ttl(&ticket) else {
-                    // Lifetime ran out during the request: treat as gone.
-                    state.identity = Identity::Anonymous;
-                    continue;
-                };
-                let rollback = fresh.then(|| state.cookie.clone());
-                let mode = if issued {
-                    state.cookie = CookieUpdate::Set(ticket.clone(), ttl);
-                    WriteMode::Create {
-                        created: ticket.created,
-                        ttl,
-                    }
-                } else {
-                    WriteMode::Existing
-                };
-                let refresh = self.take_refresh(&mut state, &ticket, &key, Purpose::Write);
-                (key, mode, refresh, rollback)
+            let Some(write) = self.lock().begin_write(&self.inner.binding) else {
+                continue;
             };
-            let reply = match self.call(key.clone(), op(mode), refresh).await {
-                Ok(reply) => reply,
+            let key = write.key.clone();
+            match self.call(key.clone(), op(write.mode), write.refresh).await {
+                Ok(Reply::Gone) => self.lock().forget(&key),
+                Ok(reply) => return Ok(reply),
                 Err(e) => {
-                    // The id was generated for this write and the store never confirmed it:
-                    // send no cookie naming a session that may not exist.
-                    if let Some(previous) = rollback {
-                        let mut state = self.lock();
-                        if matches!(&state.identity, Identity::Issued(_, k) if *k == key) {
-                            state.identity = Identity::Anonymous;
-                            state.refreshed = false;
-                            state.cookie = previous;
-                        }
-                    }
+                    self.lock().write_failed(write);
                     return Err(e);
                 }
-            };
-            if reply != Reply::Gone {
-                return Ok(reply);
             }
-            self.forget(&key);
         }
         Err(Error::Server(
             "session vanished twice during one write".to_owned(),
@@ -510,13 +259,13 @@ impl AsyncSession {
         if fields.is_empty() {
             return Ok(0);
         }
-        let Some((key, refresh)) = self.target(Purpose::Write) else {
+        let Some((key, refresh)) = self.lock().target(&self.inner.binding, Purpose::Write) else {
             return Ok(0);
         };
         match self.call(key.clone(), Op::Remove(fields), refresh).await? {
             Reply::Int(n) => Ok(n.max(0) as u64),
             Reply::Gone => {
-                self.forget(&key);
+                self.lock().forget(&key);
                 Ok(0)
             }
             other => Err(unexpected(other)),
@@ -562,13 +311,13 @@ impl AsyncSession {
     ///
     /// Redis: one `PEXPIRE` (none when there is no session).
     pub async fn touch(&self) -> Result<bool, Error> {
-        let Some((key, ttl)) = self.target(Purpose::Touch) else {
+        let Some((key, ttl)) = self.lock().target(&self.inner.binding, Purpose::Touch) else {
             return Ok(false);
         };
         match self.call(key.clone(), Op::Touch, ttl).await? {
             Reply::Bool(true) => Ok(true),
             Reply::Bool(false) | Reply::Gone => {
-                self.forget(&key);
+                self.lock().forget(&key);
                 Ok(false)
             }
             other => Err(unexpected(other)),
@@ -580,18 +329,7 @@ impl AsyncSession {
     /// Redis: one `EVALSHA` of a one-line `UNLINK` script (none when there is no session);
     /// never refused for memory, since it frees some.
     pub async fn invalidate(&self) -> Result<(), Error> {
-        let key = {
-            let mut state = self.lock();
-            let current = self.resolve(&mut state);
-            state.identity = Identity::Anonymous;
-            state.refreshed = false;
-            state.cookie = if state.had_cookie {
-                CookieUpdate::Remove
-            } else {
-                CookieUpdate::Keep
-            };
-            current.map(|(_, key)| key)
-        };
+        let key = self.lock().invalidate(&self.inner.binding);
         if let Some(key) = key {
             self.call(key, Op::Invalidate, None).await?;
         }
@@ -607,42 +345,26 @@ impl AsyncSession {
     /// Redis: one `EVALSHA` of the renew script (`RENAME` and `PEXPIRE` inside): O(1) whatever
     /// the session's size, and no moment at which neither id holds the data.
     pub async fn renew(&self) -> Result<(), Error> {
-        let (old, ticket, key, ttl) = {
-            let mut state = self.lock();
-            let Some((old_ticket, old)) = self.resolve(&mut state) else {
-                state.renew_pending = true;
-                return Ok(());
-            };
-            let ticket = Ticket::with_created(old_ticket.created, true);
-            let Some(ttl) = self.inner.binding.policy.ttl(&ticket) else {
-                state.identity = Identity::Anonymous;
-                return Ok(());
-            };
-            let key = self.key_for(&ticket);
-            (old, ticket, key, ttl)
+        let Renewal::Move {
+            from,
+            to,
+            ticket,
+            ttl,
+        } = self.lock().begin_renew(&self.inner.binding)
+        else {
+            return Ok(());
         };
-        let reply = self
-            .call(
-                old.clone(),
-                Op::Renew {
-                    to: key.clone(),
-                    ttl,
-                },
-                None,
-            )
-            .await?;
-        let mut state = self.lock();
-        match reply {
+        let op = Op::Renew {
+            to: to.clone(),
+            ttl,
+        };
+        match self.call(from.clone(), op, None).await? {
             Reply::Done => {
-                state.identity = Identity::Issued(ticket.clone(), key);
-                state.refreshed = true;
-                state.cookie = CookieUpdate::Set(ticket, ttl);
+                self.lock().renewed(ticket, to, ttl);
                 Ok(())
             }
             Reply::Gone => {
-                state.renew_pending = true;
-                drop(state);
-                self.forget(&old);
+                self.lock().renew_found_nothing(&from);
                 Ok(())
             }
             other => Err(unexpected(other)),
@@ -652,12 +374,8 @@ impl AsyncSession {
     /// The session id, if this request has a session (checks the cookie, no Redis). A session
     /// from a cookie may have expired in the store since; reads then find nothing.
     pub fn id(&self) -> Option<String> {
-        self.lock_resolve().map(|(ticket, _)| ticket.id.to_string())
-    }
-
-    fn lock_resolve(&self) -> Option<(Ticket, Arc<str>)> {
-        let mut state = self.lock();
-        self.resolve(&mut state)
+        let (ticket, _) = self.lock().resolve(&self.inner.binding)?;
+        Some(ticket.id.to_string())
     }
 
     /// The hash fields for `keys`, each checked; no more than a session can hold, so that one
@@ -691,7 +409,32 @@ impl AsyncSession {
 
     /// What the response must do with the cookie (read by the middleware).
     pub(crate) fn cookie_update(&self) -> CookieUpdate {
-        self.lock().cookie.clone()
+        self.lock().cookie().clone()
+    }
+
+    /// The request's session: made (from the cookie, not yet verified) on the first call and
+    /// shared by every later one, so that the middleware sees what the handlers did.
+    fn of(req: &HttpRequest) -> Result<Self, Error> {
+        if let Some(session) = req.extensions().get::<AsyncSession>() {
+            return Ok(session.clone());
+        }
+        let Some(binding) = req.extensions().get::<Bound>().map(|b| b.0.clone()) else {
+            tracing::error!(path = %req.path(), "AsyncSession extracted without SessionMiddleware");
+            return Err(Error::MiddlewareMissing);
+        };
+        let raw = binding.codec.find(req.headers());
+        let session = AsyncSession::new(binding, raw);
+        req.extensions_mut().insert(session.clone());
+        Ok(session)
+    }
+}
+
+impl FromRequest for AsyncSession {
+    type Error = Error;
+    type Future = std::future::Ready<Result<Self, Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(AsyncSession::of(req))
     }
 }
 
@@ -708,33 +451,6 @@ pub(crate) fn decode<T: DeserializeOwned>(key: &str, raw: &[u8]) -> Result<T, Er
 
 fn unexpected(reply: Reply) -> Error {
     Error::Server(format!("unexpected reply {reply:?}"))
-}
-
-impl AsyncSession {
-    /// The request's session: made (from the cookie, not yet verified) on the first call and
-    /// shared by every later one, so that the middleware sees what the handlers did.
-    fn of(req: &HttpRequest) -> Result<Self, Error> {
-        if let Some(session) = req.extensions().get::<AsyncSession>() {
-            return Ok(session.clone());
-        }
-        let Some(binding) = req.extensions().get::<Bound>().map(|b| b.0.clone()) else {
-            tracing::error!(path = %req.path(), "AsyncSession extracted without SessionMiddleware");
-            return Err(Error::MiddlewareMissing);
-        };
-        let raw = find_cookie(req.headers(), &binding.policy.codec.config().name);
-        let session = AsyncSession::new(binding, raw);
-        req.extensions_mut().insert(session.clone());
-        Ok(session)
-    }
-}
-
-impl FromRequest for AsyncSession {
-    type Error = Error;
-    type Future = std::future::Ready<Result<Self, Error>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(AsyncSession::of(req))
-    }
 }
 
 #[cfg(test)]
@@ -757,38 +473,5 @@ mod tests {
     fn async_session_is_send_sync_and_clone() {
         fn assert_send_sync_clone<T: Send + Sync + Clone>() {}
         assert_send_sync_clone::<AsyncSession>();
-    }
-}
-
-#[cfg(test)]
-mod limiter_tests {
-    use super::*;
-
-    const TTL: Duration = Duration::from_secs(100);
-
-    fn limiter(percent: u8) -> RefreshLimiter {
-        RefreshLimiter::new(&SessionConfig {
-            tti_secs: 100,
-            refresh_after_percent: percent,
-            ..SessionConfig::default()
-        })
-    }
-
-    #[test]
-    fn without_a_threshold_every_refresh_is_due() {
-        let limiter = limiter(0);
-        let key: Arc<str> = Arc::from("session:a");
-        assert!(limiter.due(&key, TTL));
-        assert!(limiter.due(&key, TTL));
-    }
-
-    #[test]
-    fn with_a_threshold_a_session_refreshed_recently_is_skipped_but_others_are_not() {
-        let limiter = limiter(10);
-        let a: Arc<str> = Arc::from("session:a");
-        let b: Arc<str> = Arc::from("session:b");
-        assert!(limiter.due(&a, TTL));
-        assert!(!limiter.due(&a, TTL), "refreshed less than 10 s ago");
-        assert!(limiter.due(&b, TTL));
     }
 }

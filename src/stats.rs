@@ -3,7 +3,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
-/// Live counters of one [`SessionEngine`](crate::SessionEngine), shared by all its actors.
+/// Live counters of one [`SessionEngine`](crate::SessionEngine), shared by all its actors;
+/// read through [`SessionEngine::stats`](crate::SessionEngine::stats).
 #[derive(Debug, Default)]
 pub struct Stats {
     pub(crate) commands: AtomicU64,
@@ -87,7 +88,7 @@ impl StatsSnapshot {
 
 impl Stats {
     /// Reads every counter.
-    pub fn snapshot(&self) -> StatsSnapshot {
+    pub(crate) fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
             commands: self.commands.load(Relaxed),
             pipelines: self.pipelines.load(Relaxed),

@@ -8,11 +8,8 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Addr;
-use circumflex_session::actor::message::{Command, Limits, Op, Reply, WriteMode};
-use circumflex_session::{
-    Error, MemoryBackend, RedisBackend, RedisConfig, SessionActor, SessionEngine,
-};
+use circumflex_session::testing::{self, Command, Handle, Limits, Op, Reply, WriteMode};
+use circumflex_session::{Error, MemoryBackend, RedisBackend, RedisConfig, SessionEngine};
 use futures::future::join_all;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -112,12 +109,8 @@ fn normalise(result: Result<Reply, Error>) -> Result<Reply, String> {
     }
 }
 
-async fn run_batch(
-    engine: &SessionEngine,
-    actor: &Addr<SessionActor>,
-    batch: &[Command],
-) -> Vec<Result<Reply, String>> {
-    join_all(batch.iter().cloned().map(|c| engine.call(actor, c)))
+async fn run_batch(actor: &Handle, batch: &[Command]) -> Vec<Result<Reply, String>> {
+    join_all(batch.iter().cloned().map(|c| actor.call(c)))
         .await
         .into_iter()
         .map(normalise)
@@ -133,7 +126,7 @@ async fn random_batches_get_the_same_replies_from_redis_and_from_memory() {
             .expect("redis config"),
     );
     let memory = SessionEngine::new(MemoryBackend::new());
-    let (redis_actor, memory_actor) = (redis.actor(), memory.actor());
+    let (redis_actor, memory_actor) = (testing::start(&redis), testing::start(&memory));
     let mut compared = 0;
     let mut refused = 0;
     for seed in 1..=8u64 {
@@ -148,8 +141,8 @@ async fn random_batches_get_the_same_replies_from_redis_and_from_memory() {
             let batch: Vec<Command> = (0..size)
                 .map(|_| random_command(&mut rng, &mut keys, &mut renames))
                 .collect();
-            let from_redis = run_batch(&redis, &redis_actor, &batch).await;
-            let from_memory = run_batch(&memory, &memory_actor, &batch).await;
+            let from_redis = run_batch(&redis_actor, &batch).await;
+            let from_memory = run_batch(&memory_actor, &batch).await;
             let shown: Vec<String> = batch
                 .iter()
                 .map(|c| format!("{} {:?} refresh={}", c.key, c.op, c.refresh.is_some()))

@@ -7,11 +7,11 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Addr;
-use circumflex_session::actor::message::{Command, Limits, Op, Reply, WriteMode, META_CREATED};
+use circumflex_session::testing::{
+    self, Command, Handle, Limits, Op, Reply, WriteMode, META_CREATED,
+};
 use circumflex_session::{
-    ActorConfig, Error, MemoryBackend, Placement, RedisBackend, RedisConfig, SessionActor,
-    SessionEngine, StatsSnapshot,
+    ActorConfig, Error, MemoryBackend, RedisBackend, RedisConfig, SessionEngine,
 };
 use futures::future::join_all;
 use support::RedisServer;
@@ -27,20 +27,16 @@ const NO_HANG: Duration = Duration::from_secs(15);
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-/// One engine and the actor the test talks to.
-struct Client {
-    engine: SessionEngine,
-    actor: Addr<SessionActor>,
+/// What the tests do with a handle on an engine's actor.
+trait Client {
+    async fn run(&self, key: &Arc<str>, op: Op, refresh: Option<Duration>) -> Result<Reply, Error>;
+    async fn ok(&self, key: &Arc<str>, op: Op, refresh: Option<Duration>) -> Reply;
+    async fn batch(&self, commands: Vec<Command>) -> Vec<Result<Reply, Error>>;
 }
 
-impl Client {
-    fn new(engine: SessionEngine) -> Self {
-        let actor = engine.actor();
-        Client { engine, actor }
-    }
-
+impl Client for Handle {
     async fn run(&self, key: &Arc<str>, op: Op, refresh: Option<Duration>) -> Result<Reply, Error> {
-        self.engine.call(&self.actor, cmd(key, op, refresh)).await
+        self.call(cmd(key, op, refresh)).await
     }
 
     /// Runs a command that must succeed.
@@ -54,16 +50,7 @@ impl Client {
     /// Sends every command before awaiting any, so they reach the actor together (one batch
     /// unless they exceed `max_batch`).
     async fn batch(&self, commands: Vec<Command>) -> Vec<Result<Reply, Error>> {
-        join_all(
-            commands
-                .into_iter()
-                .map(|c| self.engine.call(&self.actor, c)),
-        )
-        .await
-    }
-
-    fn stats(&self) -> StatsSnapshot {
-        self.engine.stats()
+        join_all(commands.into_iter().map(|c| self.call(c))).await
     }
 }
 
@@ -144,18 +131,18 @@ async fn redis_backend(server: &RedisServer) -> RedisBackend {
         .expect("a valid redis config")
 }
 
-async fn redis_client(server: &RedisServer) -> Client {
-    Client::new(SessionEngine::new(redis_backend(server).await))
+async fn redis_client(server: &RedisServer) -> Handle {
+    testing::start(&SessionEngine::new(redis_backend(server).await))
 }
 
-async fn redis_client_with(server: &RedisServer, config: ActorConfig) -> Client {
+async fn redis_client_with(server: &RedisServer, config: ActorConfig) -> Handle {
     let engine = SessionEngine::with_config(redis_backend(server).await, config)
         .expect("a valid actor config");
-    Client::new(engine)
+    testing::start(&engine)
 }
 
-fn memory_client() -> Client {
-    Client::new(SessionEngine::new(MemoryBackend::new()))
+fn memory_client() -> Handle {
+    testing::start(&SessionEngine::new(MemoryBackend::new()))
 }
 
 fn raw_exists(server: &RedisServer, key: &str) -> i64 {
@@ -202,7 +189,7 @@ fn script_flush(server: &RedisServer) {
 
 /// Every op's semantics, step by step, on one engine. Run against every backend.
 async fn acceptance(engine: SessionEngine) {
-    let c = Client::new(engine);
+    let c = testing::start(&engine);
     let s = key("acceptance");
     let fresh = Some(TTL);
 
@@ -393,7 +380,7 @@ async fn every_op_behaves_as_documented_in_memory() {
 
 /// A session idle for longer than its TTL is gone; one refreshed in time lives on.
 async fn short_tti_expires(engine: SessionEngine) {
-    let c = Client::new(engine);
+    let c = testing::start(&engine);
     let tti = Duration::from_millis(300);
     let idle = key("idle");
     assert_eq!(
@@ -440,7 +427,7 @@ async fn short_tti_really_expires_the_session_in_memory() {
 // ---------------------------------------------------------------------------------------------
 
 /// A session hash, and a plain string under another session key.
-async fn good_and_bad(server: &RedisServer, c: &Client) -> (Arc<str>, Arc<str>) {
+async fn good_and_bad(server: &RedisServer, c: &Handle) -> (Arc<str>, Arc<str>) {
     let good = key("good");
     let bad = key("bad");
     assert_eq!(
@@ -640,7 +627,7 @@ async fn concurrent_reads_of_one_session_fuse_into_one_hmget_and_one_refresh() {
 // exactly that). These pin the cases where fusion could answer from a stale existence check.
 
 /// A refreshing read batched after a write that found the session gone is Gone too.
-async fn read_after_gone_write_in_one_batch(c: &Client) {
+async fn read_after_gone_write_in_one_batch(c: &Handle) {
     let s = key("expired-elsewhere");
     let results = c
         .batch(vec![
@@ -654,7 +641,7 @@ async fn read_after_gone_write_in_one_batch(c: &Client) {
 }
 
 /// A read batched after the write that created the session sees it.
-async fn read_after_creating_write_in_one_batch(c: &Client) {
+async fn read_after_creating_write_in_one_batch(c: &Handle) {
     let s = key("born-in-batch");
     let results = c
         .batch(vec![
@@ -677,7 +664,7 @@ async fn read_after_creating_write_in_one_batch(c: &Client) {
 }
 
 /// A refreshing read batched after an invalidate of the session is Gone.
-async fn read_after_invalidate_in_one_batch(c: &Client) {
+async fn read_after_invalidate_in_one_batch(c: &Handle) {
     let s = key("logged-out");
     assert_eq!(
         c.ok(&s, set_new(TTL, &[("a", "1")]), Some(TTL)).await,
@@ -827,7 +814,7 @@ async fn redis_down_from_the_start_fails_calls_instead_of_hanging() {
         deadline_ms: 1000,
         ..ActorConfig::default()
     };
-    let c = Client::new(SessionEngine::with_config(backend, config).unwrap());
+    let c = testing::start(&SessionEngine::with_config(backend, config).unwrap());
     let s = key("nobody-home");
 
     for op in [get(&["a"]), set_new(TTL, &[("a", "1")])] {
@@ -951,50 +938,6 @@ async fn full_queue_refuses_the_excess_with_overloaded_and_drains_to_zero() {
         c.ok(&s, get(&["n"]), None).await,
         values(&[Some(&done.to_string())])
     );
-}
-
-#[actix_web::test]
-async fn shared_placement_serves_every_caller_from_one_actor_on_its_own_arbiter() {
-    let server = RedisServer::start();
-    let config = ActorConfig {
-        placement: Placement::Shared,
-        ..ActorConfig::default()
-    };
-    let engine = SessionEngine::with_config(redis_backend(&server).await, config).unwrap();
-    let first = engine.actor();
-    assert!(first == engine.actor(), "one shared actor");
-    let c = Client::new(engine.clone());
-    let s = key("shared");
-    assert_eq!(
-        c.ok(&s, set_new(TTL, &[("n", "0")]), Some(TTL)).await,
-        Reply::Done
-    );
-
-    // Callers on this thread and on another arbiter all reach the one actor.
-    let other = actix::Arbiter::new();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let (remote_engine, remote_key) = (engine.clone(), s.clone());
-    assert!(other.spawn(async move {
-        let actor = remote_engine.actor();
-        let calls =
-            (0..10).map(|_| remote_engine.call(&actor, cmd(&remote_key, incr("n", 1), None)));
-        let _ = tx.send(join_all(calls).await);
-    }));
-    let local = c
-        .batch((0..10).map(|_| cmd(&s, incr("n", 1), None)).collect())
-        .await;
-    let remote = tokio::time::timeout(NO_HANG, rx)
-        .await
-        .expect("the other arbiter is answered")
-        .expect("the other arbiter reports back");
-    other.stop();
-
-    assert!(local
-        .iter()
-        .chain(&remote)
-        .all(|r| matches!(r, Ok(Reply::Int(_)))));
-    assert_eq!(c.ok(&s, get(&["n"]), None).await, values(&[Some("20")]));
-    assert_eq!(raw_hget(&server, &s, "n").as_deref(), Some("20"));
 }
 
 #[actix_web::test]

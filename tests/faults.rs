@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::cookie::Key;
 use actix_web::http::StatusCode;
-use circumflex_session::actor::message::{Command, Op, WriteMode};
+use circumflex_session::testing::{self, Command, Op, WriteMode};
 use circumflex_session::{
     ActorConfig, Error, RedisBackend, RedisConfig, SessionEngine, SessionMiddleware,
 };
@@ -349,7 +349,8 @@ async fn over_maxmemory_writes_get_503_while_reads_and_logouts_keep_working() {
     )
     .max_keys(100_000)
     .max_session_bytes(64 << 20)
-    .build();
+    .build()
+    .expect("valid session settings");
     let app = test_app(mw).await;
     let mut visitor = Visitor::default();
     assert_eq!(
@@ -425,7 +426,7 @@ async fn commands_still_queued_when_their_deadline_passes_are_never_sent() {
         ..ActorConfig::default()
     };
     let engine = SessionEngine::with_config(backend, config).unwrap();
-    let actor = engine.actor();
+    let actor = testing::start(&engine);
     let write = |id: usize| Command {
         key: format!("session:queued{id}").into(),
         op: Op::Set(
@@ -439,10 +440,10 @@ async fn commands_still_queued_when_their_deadline_passes_are_never_sent() {
         limits: Default::default(),
     };
     // One write first, so that the pool is connected and the scripts are loaded.
-    engine.call(&actor, write(0)).await.expect("first write");
+    actor.call(write(0)).await.expect("first write");
     let evalsha_before = evalsha_calls(&server);
 
-    let mut calls = Box::pin(join_all((1..=5).map(|i| engine.call(&actor, write(i)))));
+    let mut calls = Box::pin(join_all((1..=5).map(|i| actor.call(write(i)))));
     // Polled once: the five commands are in the actor's queue.
     assert!(futures::poll!(&mut calls).is_pending());
     // This thread is also the actor's: blocking it (a handler that blocks its worker does

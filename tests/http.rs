@@ -31,7 +31,9 @@ use support::RedisServer;
 #[actix_web::test]
 async fn login_whoami_counter_renew_and_logout_work_end_to_end() {
     let server = RedisServer::start();
-    let mw = SessionMiddleware::builder(redis_engine(&server).await, Key::generate()).build();
+    let mw = SessionMiddleware::builder(redis_engine(&server).await, Key::generate())
+        .build()
+        .expect("valid session settings");
     let app = test_app(mw).await;
 
     let anonymous = send(&app, get("/whoami", None).to_request()).await;
@@ -103,7 +105,9 @@ async fn login_whoami_counter_renew_and_logout_work_end_to_end() {
 #[actix_web::test]
 async fn a_cookie_sent_back_byte_for_byte_as_set_is_accepted() {
     let server = RedisServer::start();
-    let mw = SessionMiddleware::builder(redis_engine(&server).await, Key::generate()).build();
+    let mw = SessionMiddleware::builder(redis_engine(&server).await, Key::generate())
+        .build()
+        .expect("valid session settings");
     let app = test_app(mw).await;
 
     let login = send(&app, get("/login?user=ann", None).to_request()).await;
@@ -157,7 +161,8 @@ async fn configured_cookie_attributes_are_sent_and_the_removal_cookie_keeps_path
         .cookie_domain("example.com")
         .cookie_lifecycle(CookieLifecycle::Persistent)
         .tti(Duration::from_secs(600))
-        .build();
+        .build()
+        .expect("valid session settings");
     let app = init_service(
         App::new()
             .wrap(mw)
@@ -212,7 +217,8 @@ async fn private_cookies_work_and_do_not_show_the_session_id() {
     let server = RedisServer::start();
     let mw = SessionMiddleware::builder(redis_engine(&server).await, Key::generate())
         .cookie_security(CookieSecurity::Private)
-        .build();
+        .build()
+        .expect("valid session settings");
     let app = test_app(mw).await;
 
     let login = send(&app, get("/login?user=ann", None).to_request()).await;
@@ -253,7 +259,8 @@ async fn a_cookie_signed_with_an_old_key_is_accepted_after_rotation() {
     let rotated = test_app(
         SessionMiddleware::builder(redis_engine(&server).await, new.clone())
             .old_key(old.clone())
-            .build(),
+            .build()
+            .expect("valid session settings"),
     )
     .await;
     let new_only = test_app(SessionMiddleware::new(
@@ -490,7 +497,8 @@ async fn a_write_to_an_expired_session_starts_a_new_one_under_a_new_id() {
     let server = RedisServer::start();
     let mw = SessionMiddleware::builder(redis_engine(&server).await, Key::generate())
         .tti(Duration::from_secs(1))
-        .build();
+        .build()
+        .expect("valid session settings");
     let app = test_app(mw).await;
 
     let old = send(&app, get("/login?user=ann", None).to_request())
@@ -764,7 +772,8 @@ async fn an_oversized_value_is_refused_by_set_and_nothing_is_stored() {
     let server = RedisServer::start();
     let mw = SessionMiddleware::builder(redis_engine(&server).await, Key::generate())
         .max_value_bytes(64)
-        .build();
+        .build()
+        .expect("valid session settings");
     let app = test_app(mw).await;
 
     // No session yet: the refusal creates none.
@@ -822,7 +831,8 @@ async fn a_session_past_its_absolute_lifetime_is_gone_however_busy_it_is() {
     let mw = SessionMiddleware::builder(redis_engine(&server).await, Key::generate())
         .tti(Duration::from_secs(600))
         .max_lifetime(Duration::from_secs(2))
-        .build();
+        .build()
+        .expect("valid session settings");
     let app = test_app(mw).await;
 
     let cookie = send(&app, get("/login?user=ann", None).to_request())
@@ -865,7 +875,8 @@ async fn with_the_on_write_policy_a_read_does_not_refresh_the_ttl() {
     let key = Key::generate();
     let on_write = SessionMiddleware::builder(engine.clone(), key.clone())
         .ttl_refresh(circumflex_session::TtlRefresh::OnWrite)
-        .build();
+        .build()
+        .expect("valid session settings");
     let app_use = test_app(on_use).await;
     let app_write = test_app(on_write).await;
 
@@ -900,7 +911,8 @@ async fn with_refresh_after_percent_a_recently_refreshed_session_skips_the_refre
     let engine = redis_engine(&server).await;
     let mw = SessionMiddleware::builder(engine.clone(), Key::generate())
         .refresh_after_percent(10)
-        .build();
+        .build()
+        .expect("valid session settings");
     let app = test_app(mw).await;
     let cookie = send(&app, get("/login?user=ann", None).to_request())
         .await

@@ -94,7 +94,8 @@ async fn writes_past_the_key_or_byte_limit_are_refused_whole_and_change_nothing(
         .max_keys(4)
         .max_session_bytes(300)
         .max_value_bytes(250)
-        .build();
+        .build()
+        .expect("valid session settings");
     let app = init_service(App::new().wrap(mw).configure(with_writes)).await;
     let mut visitor = Visitor::default();
 
@@ -259,7 +260,8 @@ async fn a_session_that_never_logged_in_gets_the_shorter_idle_timeout() {
     let mw = SessionMiddleware::builder(redis_engine(&server).await, Key::generate())
         .tti(Duration::from_secs(3600))
         .anonymous_tti(Duration::from_secs(60))
-        .build();
+        .build()
+        .expect("valid session settings");
     let app = test_app(mw).await;
     let anonymous = 50_000..=60_000;
     let logged_in = 3_590_000..=3_600_000;

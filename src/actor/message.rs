@@ -1,4 +1,5 @@
-//! The commands an [`AsyncSession`](crate::AsyncSession) sends, and their replies.
+//! The commands an [`AsyncSession`](crate::AsyncSession) sends, and their replies: the private
+//! protocol between the actor and the backends (see `backend` for why it stays private).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,7 +156,9 @@ pub(crate) struct Envelope {
     pub(crate) command: Command,
     pub(crate) reply: oneshot::Sender<Result<Reply, Error>>,
     /// When the caller's deadline passes.
-    pub(crate) deadline: std::time::Instant,
+    pub(crate) deadline: crate::clock::Instant,
+    /// The caller's span, so that the batch that runs the command can be traced back to it.
+    pub(crate) span: tracing::Span,
     /// Counts the command in the engine's queue depth until answered or dropped.
     pub(crate) depth: crate::stats::DepthGuard,
 }

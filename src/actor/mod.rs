@@ -12,13 +12,24 @@
 //!   messages, so the flush runs once every command that was already waiting has joined the
 //!   batch: no timer, no added latency when idle, and large batches under load.
 //! - **Size cap.** A batch that reaches `max_batch` commands flushes at once.
-//! - **In-flight bound.** At most `max_in_flight` batches run at a time. While they run, new
-//!   commands accumulate, and the next batch leaves as soon as a slot frees. With the default of
-//!   one, this is what makes batches grow with load instead of staying at one command each.
+//! - **One batch in flight.** While a batch runs, new commands accumulate, and the next batch
+//!   leaves as soon as it is answered. This is what makes batches grow with load instead of
+//!   staying at one command each, and what keeps the order of commands across batches.
 //!
-//! The defaults (one batch in flight, `max_batch` 1024, one actor per worker) were chosen by
-//! measurement: four in flight, a cap of 16 and a shared actor were each slower in
-//! `scripts/bench.sh` (figures in BENCHMARKS.md).
+//! These choices (one batch in flight, `max_batch` 1024, one actor per worker) were made by
+//! measurement: four batches in flight, a cap of 16 and one actor shared by all workers were
+//! each slower in `scripts/bench.sh` (figures in BENCHMARKS.md), so the first and the last are
+//! no longer settings at all.
+//!
+//! # Callers that left
+//! A command whose caller has gone (the request was cancelled, its reply receiver dropped) is
+//! not sent: there is nobody to answer, and a write nobody waits for is one the client never
+//! learns about anyway.
+//!
+//! # Tracing
+//! Each command carries its caller's span. A batch runs in a `session_batch` span that
+//! `follows_from` the span of every command in it, so a slow or failed flush can be traced back
+//! to the requests it served.
 //!
 //! # Failures
 //! A per-command server error fails only that command. A batch-wide failure (connection lost,
@@ -36,36 +47,36 @@
 //! # Order
 //! The mailbox is FIFO and a batch keeps arrival order, so commands one request issues one after
 //! another run in that order; fusion (see the Redis backend) never moves a read across a write
-//! to the same session. This holds across batches with the default of one batch in flight;
-//! with `max_in_flight > 1`, two batches may run on different connections in either order.
+//! to the same session. With one batch in flight, this holds across batches too.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, WrapFuture};
+use tracing::Instrument as _;
 
 use crate::backend::Backend;
+use crate::clock::{self, Instant};
 use crate::error::Error;
 use crate::stats::Stats;
 
-pub mod message;
+mod handle;
+pub(crate) mod message;
 
+pub use handle::Handle;
 use message::Envelope;
 
-/// Collects session commands from many requests and runs them as batches on a backend.
-///
-/// Normally started for you by [`SessionMiddleware`](crate::SessionMiddleware) (see
-/// [`Placement`](crate::config::Placement)); use [`SessionEngine`](crate::SessionEngine) to
-/// start one yourself.
-pub struct SessionActor {
+/// Collects session commands from many requests and runs them as batches on a backend. One
+/// runs on each actix-web worker, started by [`SessionMiddleware`](crate::SessionMiddleware);
+/// requests reach it through a [`Handle`].
+pub(crate) struct SessionActor {
     backend: Arc<dyn Backend>,
     stats: Arc<Stats>,
     max_batch: usize,
-    max_in_flight: usize,
     deadline: Duration,
     pending: Vec<Envelope>,
     flush_scheduled: bool,
-    in_flight: usize,
+    in_flight: bool,
 }
 
 impl std::fmt::Debug for SessionActor {
@@ -83,55 +94,62 @@ impl SessionActor {
         backend: Arc<dyn Backend>,
         stats: Arc<Stats>,
         max_batch: usize,
-        max_in_flight: usize,
         deadline: Duration,
     ) -> Self {
         Self {
             backend,
             stats,
             max_batch,
-            max_in_flight,
             deadline,
             pending: Vec::new(),
             flush_scheduled: false,
-            in_flight: 0,
+            in_flight: false,
         }
     }
 
-    /// Starts batches while there is work and a free in-flight slot.
+    /// Starts the next batch, unless one is in flight or there is no work.
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        while self.in_flight < self.max_in_flight && !self.pending.is_empty() {
-            // Commands whose deadline passed while they waited for a free slot are answered
-            // now, not sent.
-            let now = Instant::now();
-            if self.pending.iter().any(|e| e.deadline <= now) {
-                let (expired, live): (Vec<Envelope>, Vec<Envelope>) =
-                    std::mem::take(&mut self.pending)
-                        .into_iter()
-                        .partition(|e| e.deadline <= now);
-                self.pending = live;
-                for envelope in expired {
-                    let _ = envelope.reply.send(Err(Error::Timeout(self.deadline)));
-                }
-                continue;
-            }
-            let batch = if self.pending.len() <= self.max_batch {
-                std::mem::take(&mut self.pending)
-            } else {
-                self.pending.drain(..self.max_batch).collect()
-            };
-            self.in_flight += 1;
-            let run = run_batch(
-                self.backend.clone(),
-                self.stats.clone(),
-                batch,
-                self.deadline,
-            );
-            ctx.spawn(run.into_actor(self).map(|(), actor, ctx| {
-                actor.in_flight -= 1;
-                actor.flush(ctx);
-            }));
+        if self.in_flight {
+            return;
         }
+        // Commands whose caller left are dropped, and those whose deadline passed while they
+        // waited are answered now; neither is sent.
+        let now = clock::now();
+        if self
+            .pending
+            .iter()
+            .any(|e| e.deadline <= now || e.reply.is_closed())
+        {
+            for envelope in std::mem::take(&mut self.pending) {
+                if envelope.reply.is_closed() {
+                    continue;
+                }
+                if envelope.deadline <= now {
+                    let _ = envelope.reply.send(Err(Error::Timeout(self.deadline)));
+                    continue;
+                }
+                self.pending.push(envelope);
+            }
+        }
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch = if self.pending.len() <= self.max_batch {
+            std::mem::take(&mut self.pending)
+        } else {
+            self.pending.drain(..self.max_batch).collect()
+        };
+        self.in_flight = true;
+        let run = run_batch(
+            self.backend.clone(),
+            self.stats.clone(),
+            batch,
+            self.deadline,
+        );
+        ctx.spawn(run.into_actor(self).map(|(), actor, ctx| {
+            actor.in_flight = false;
+            actor.flush(ctx);
+        }));
     }
 }
 
@@ -167,18 +185,22 @@ async fn run_batch(
 ) {
     // The batch may run until the earliest deadline among its commands: every caller is
     // answered by its own deadline without a timer per command.
-    let until = batch
+    let until: Instant = batch
         .iter()
         .map(|e| e.deadline)
         .min()
-        .unwrap_or_else(|| Instant::now() + deadline);
+        .unwrap_or_else(|| clock::now() + deadline);
+    let span = tracing::debug_span!("session_batch", commands = batch.len());
+    for envelope in &batch {
+        span.follows_from(&envelope.span);
+    }
     let (commands, replies): (Vec<_>, Vec<_>) = batch
         .into_iter()
         .map(|e| (e.command, (e.reply, e.depth)))
         .unzip();
     stats.record_batch(commands.len());
     let run = backend.execute(&commands, &stats);
-    let outcome = tokio::time::timeout_at(until.into(), run).await;
+    let outcome = tokio::time::timeout_at(until, run).instrument(span).await;
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(_) => Err(Error::Timeout(deadline)),
@@ -248,31 +270,10 @@ async fn run_batch(
 mod tests {
     use super::*;
     use crate::actor::message::{Command, Op, Reply};
-    use crate::backend::{Backend, BatchReplies};
+    use crate::backend::fake::{Hung, Immediate};
     use crate::config::ActorConfig;
     use crate::engine::SessionEngine;
-    use futures::future::{join_all, BoxFuture};
-
-    /// A backend that never answers, like a Redis that hangs.
-    struct Hung;
-
-    impl Backend for Hung {
-        fn execute<'a>(
-            &'a self,
-            _batch: &'a [Command],
-            _stats: &'a Stats,
-        ) -> BoxFuture<'a, Result<BatchReplies, Error>> {
-            Box::pin(futures::future::pending())
-        }
-
-        fn key_prefix(&self) -> &str {
-            "session"
-        }
-
-        fn name(&self) -> &'static str {
-            "hung"
-        }
-    }
+    use futures::future::join_all;
 
     fn get(key: &str) -> Command {
         Command {
@@ -285,18 +286,18 @@ mod tests {
 
     #[actix_web::test]
     async fn callers_in_flight_and_queued_behind_a_hung_batch_all_time_out() {
+        tokio::time::pause();
         let config = ActorConfig {
             deadline_ms: 200,
-            max_in_flight: 1,
             ..ActorConfig::default()
         };
         let engine = SessionEngine::with_config(Hung, config).unwrap();
-        let actor = engine.actor();
+        let handle = engine.start();
         // The first call's batch hangs in flight; the second wave queues behind it.
-        let first = engine.call(&actor, get("session:1"));
+        let first = handle.call(get("session:1"));
         let second = async {
-            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-            join_all((0..3).map(|_| engine.call(&actor, get("session:2")))).await
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            join_all((0..3).map(|_| handle.call(get("session:2")))).await
         };
         let (first, second) = futures::join!(first, second);
         assert!(matches!(first, Err(Error::Timeout(_))), "{first:?}");
@@ -308,30 +309,6 @@ mod tests {
         assert_eq!(stats.queue_depth, 0);
     }
 
-    /// A backend that answers every command with `Done`.
-    struct Immediate;
-
-    impl Backend for Immediate {
-        fn execute<'a>(
-            &'a self,
-            batch: &'a [Command],
-            _stats: &'a Stats,
-        ) -> BoxFuture<'a, Result<BatchReplies, Error>> {
-            Box::pin(futures::future::ready(Ok(batch
-                .iter()
-                .map(|_| Ok(Reply::Done))
-                .collect())))
-        }
-
-        fn key_prefix(&self) -> &str {
-            "session"
-        }
-
-        fn name(&self) -> &'static str {
-            "instant"
-        }
-    }
-
     #[actix_web::test]
     async fn commands_sent_together_leave_as_one_batch_and_a_full_batch_leaves_at_once() {
         let config = ActorConfig {
@@ -339,13 +316,27 @@ mod tests {
             ..ActorConfig::default()
         };
         let engine = SessionEngine::with_config(Immediate, config).unwrap();
-        let actor = engine.actor();
-        let results =
-            join_all((0..10).map(|i| engine.call(&actor, get(&format!("session:{i}"))))).await;
+        let handle = engine.start();
+        let results = join_all((0..10).map(|i| handle.call(get(&format!("session:{i}"))))).await;
         assert!(results.iter().all(|r| matches!(r, Ok(Reply::Done))));
         let stats = engine.stats();
         assert_eq!(stats.commands, 10);
         assert_eq!(stats.max_batch, 4, "the cap holds");
         assert_eq!(stats.pipelines, 3, "4 + 4 + 2");
+    }
+
+    #[actix_web::test]
+    async fn a_command_whose_caller_left_is_not_sent() {
+        let engine = SessionEngine::new(Immediate);
+        let handle = engine.start();
+        // Polled once, so the command is queued, then dropped before the actor runs.
+        let mut left = Box::pin(handle.call(get("session:left")));
+        assert!(futures::poll!(left.as_mut()).is_pending());
+        drop(left);
+        let stayed = handle.call(get("session:stayed")).await;
+        assert!(matches!(stayed, Ok(Reply::Done)), "{stayed:?}");
+        let stats = engine.stats();
+        assert_eq!(stats.commands, 1, "only the command with a caller was sent");
+        assert_eq!(stats.queue_depth, 0);
     }
 }

@@ -43,13 +43,13 @@ use redis::{IntoConnectionInfo, RedisError, Script, Value};
 use crate::actor::message::{Command, Op, Reply};
 use crate::backend::{Backend, BatchReplies};
 use crate::config::RedisConfig;
-use crate::error::Error;
+use crate::error::{Error, StoreError};
 use crate::stats::Stats;
 
 mod connections;
 mod plan;
 
-use connections::{store_refusal, Connections, TrackedConnection};
+use connections::{store_refusal, unavailable, Connections, TrackedConnection};
 use plan::Plan;
 
 const WRITE_SCRIPT: &str = include_str!("lua/write.lua");
@@ -82,8 +82,12 @@ impl std::fmt::Debug for RedisBackend {
 }
 
 impl RedisBackend {
-    /// Creates the pool. Connections are opened on first use, so an application starts (and
-    /// answers 503 on session use) while Redis is still down. Must run inside a Tokio runtime.
+    /// Creates the pool for the URL, database and credentials of `config`. Connections are
+    /// opened on first use, so an application starts (and answers 503 on session use) while
+    /// Redis is still down. Must run inside a Tokio runtime.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid setting or URL.
     pub async fn connect(config: RedisConfig) -> Result<Self, Error> {
         config.validate()?;
         let mut info = config
@@ -100,18 +104,43 @@ impl RedisBackend {
         if let Some(password) = &config.password {
             settings = settings.set_password(password);
         }
-        // TCP_NODELAY: with more than one pipeline in flight, Nagle's algorithm would hold a
-        // pipeline back until the previous one's bytes are acknowledged.
+        // TCP_NODELAY: a small pipeline must not wait for the previous one's bytes to be
+        // acknowledged (Nagle's algorithm).
         info = info
             .set_redis_settings(settings)
             .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        Ok(Self {
-            connections: Connections::new(&config, info)?,
+        let client = redis::Client::open(info)
+            .map_err(|e| Error::Config(format!("invalid redis url: {e}")))?;
+        Ok(Self::with_client(client, config))
+    }
+
+    /// Uses a Redis client you built yourself (your own connection info, TLS settings or
+    /// credentials provider), with the pool, timeouts and key prefix of `config`. The `url`,
+    /// `db`, `username` and `password` of `config` are not used: the client has its own.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use circumflex_session::{RedisBackend, RedisConfig};
+    /// let client = redis::Client::open("redis://127.0.0.1:6379/2")?;
+    /// let backend = RedisBackend::from_client(client, RedisConfig::default().key_prefix("app"))?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid pool or timeout setting.
+    pub fn from_client(client: redis::Client, config: RedisConfig) -> Result<Self, Error> {
+        config.validate()?;
+        Ok(Self::with_client(client, config))
+    }
+
+    fn with_client(client: redis::Client, config: RedisConfig) -> Self {
+        Self {
+            connections: Connections::new(&config, client),
             prefix: config.key_prefix,
             write: Script::new(WRITE_SCRIPT),
             renew: Script::new(RENEW_SCRIPT),
             invalidate: Script::new(INVALIDATE_SCRIPT),
-        })
+        }
     }
 
     /// Sends a plan on a live connection (loading the scripts once if Redis lost them).
@@ -130,10 +159,9 @@ impl RedisBackend {
         }
         if replies.len() != plan.len() {
             conn.broken = true;
-            return Err(Failure::Failed(Error::Unavailable(RedisError::from((
-                redis::ErrorKind::Client,
+            return Err(Failure::Failed(Error::unavailable(StoreError::new(
                 "pipeline answered with the wrong number of replies",
-            )))));
+            ))));
         }
         // Refusals that concern the connection, not a command (NOAUTH after a password was
         // set live, LOADING after a restart, ...): the store is unavailable for the batch.
@@ -157,19 +185,17 @@ impl RedisBackend {
             Ok(Value::Array(items)) => Ok(items),
             Ok(other) => {
                 conn.broken = true;
-                Err(Failure::Failed(Error::Unavailable(RedisError::from((
-                    redis::ErrorKind::Client,
-                    "unexpected pipeline reply",
-                    format!("{other:?}"),
-                )))))
+                Err(Failure::Failed(Error::unavailable(StoreError::new(
+                    format!("unexpected pipeline reply {other:?}"),
+                ))))
             }
             Err(e) => {
                 conn.broken = true;
                 if e.is_connection_dropped() {
                     self.connections.lost();
-                    Err(Failure::Lost(Error::Unavailable(e)))
+                    Err(Failure::Lost(unavailable(e)))
                 } else {
-                    Err(Failure::Failed(Error::Unavailable(e)))
+                    Err(Failure::Failed(unavailable(e)))
                 }
             }
         }

@@ -1,21 +1,24 @@
 //! The pool of Redis connections, and knowing which of them are alive.
 //!
-//! A bb8 pool of multiplexed connections. bb8-redis never reports a connection broken, and
-//! bb8's PING on every checkout would double Redis traffic; instead a connection remembers
-//! whether it broke, when it last carried a reply, and how many losses the pool had seen, and
-//! one that is suspect is PINGed before a batch goes on it.
+//! A bb8 pool of multiplexed connections: bb8 opens them in the background, hands them out,
+//! and drops the ones that report themselves broken. The manager is ours rather than
+//! bb8-redis's, for two reasons that its 40 lines cannot change: bb8-redis opens connections
+//! with redis-rs's default response timeout (500 ms, which would cut every operation deadline
+//! above it short), and it never reports a connection broken, so bb8 would hand a dead one out
+//! again. bb8's own remedy, a PING on every checkout, doubles Redis traffic; instead a connection
+//! remembers whether it broke, when it last carried a reply, and how many losses the pool had
+//! seen, and one that is suspect is PINGed before a batch goes on it.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bb8::{ManageConnection, Pool, PooledConnection};
-use bb8_redis::RedisConnectionManager;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ConnectionInfo, RedisError};
+use redis::{AsyncConnectionConfig, RedisError};
 
 use crate::config::RedisConfig;
-use crate::error::Error;
+use crate::error::{Error, StoreError};
 
 /// A connection that carried no reply for this long is PINGed before a batch goes on it.
 ///
@@ -40,13 +43,11 @@ pub(crate) struct TrackedConnection {
     losses_seen: u64,
 }
 
-/// bb8-redis's manager plus broken-connection tracking and our own timeouts: connections are
-/// opened with a response timeout equal to `redis.response_timeout_ms` (redis-rs defaults to
-/// 500 ms, which would cut every operation deadline above it short).
+/// Opens connections with our timeouts (a response timeout of `redis.response_timeout_ms`) and
+/// tells bb8 which ones broke.
 pub(crate) struct Manager {
     client: redis::Client,
     config: AsyncConnectionConfig,
-    ping: RedisConnectionManager,
     /// Connections found dead after a batch was sent on them (shared with `Connections`).
     losses: Arc<AtomicU64>,
     /// Why the last attempt to connect failed, if it did: bb8 connects in the background and
@@ -75,7 +76,9 @@ impl ManageConnection for Manager {
     }
 
     async fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {
-        self.ping.is_valid(&mut conn.conn).await
+        // Not called: `test_on_check_out` is off, and `Connections::live` PINGs only the
+        // connections that are suspect.
+        redis::cmd("PING").query_async(&mut conn.conn).await
     }
 
     fn has_broken(&self, conn: &mut Self::Connection) -> bool {
@@ -94,16 +97,15 @@ pub(super) struct Connections {
 }
 
 impl Connections {
-    /// A pool that opens its connections on first use.
-    pub(super) fn new(config: &RedisConfig, info: ConnectionInfo) -> Result<Self, Error> {
+    /// A pool that opens its connections through `client` on first use.
+    pub(super) fn new(config: &RedisConfig, client: redis::Client) -> Self {
         let losses = Arc::new(AtomicU64::new(0));
         let last_error: Arc<Mutex<Option<RedisError>>> = Arc::default();
         let manager = Manager {
-            client: redis::Client::open(info.clone()).map_err(Error::Unavailable)?,
+            client,
             config: AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(config.connect_timeout_duration()))
                 .set_response_timeout(Some(config.response_timeout_duration())),
-            ping: RedisConnectionManager::new(info).map_err(Error::Unavailable)?,
             losses: losses.clone(),
             last_error: last_error.clone(),
         };
@@ -113,12 +115,12 @@ impl Connections {
             .test_on_check_out(false)
             .connection_timeout(config.connect_timeout_duration())
             .build_unchecked(manager);
-        Ok(Self {
+        Self {
             pool,
             pool_size: config.pool_size,
             losses,
             last_error,
-        })
+        }
     }
 
     /// The pool's state, for `Debug`.
@@ -133,25 +135,22 @@ impl Connections {
     }
 
     async fn checkout(&self) -> Result<PooledConnection<'_, Manager>, Error> {
-        self.pool.get().await.map_err(|e| {
-            let e = match e {
-                bb8::RunError::User(e) => e,
-                bb8::RunError::TimedOut => {
-                    // The connection attempts behind the timeout failed: say why.
-                    let last = self
-                        .last_error
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .clone();
-                    last.unwrap_or_else(|| {
-                        RedisError::from((
-                            redis::ErrorKind::Io,
-                            "timed out waiting for a pooled Redis connection",
-                        ))
-                    })
+        self.pool.get().await.map_err(|e| match e {
+            bb8::RunError::User(e) => unavailable(e),
+            bb8::RunError::TimedOut => {
+                // The connection attempts behind the timeout failed: say why.
+                let last = self
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                match last {
+                    Some(e) => unavailable(e),
+                    None => Error::unavailable(StoreError::new(
+                        "timed out waiting for a pooled Redis connection",
+                    )),
                 }
-            };
-            store_refusal(&e).unwrap_or(Error::Unavailable(e))
+            }
         })
     }
 
@@ -178,7 +177,7 @@ impl Connections {
                     conn.broken = true;
                     tries += 1;
                     if tries > self.pool_size || !e.is_connection_dropped() {
-                        return Err(store_refusal(&e).unwrap_or(Error::Unavailable(e)));
+                        return Err(unavailable(e));
                     }
                 }
             }
@@ -191,11 +190,6 @@ impl Connections {
 /// or a master that lost its replicas, a failing disk. The error names the cause in words an
 /// operator can act on (it never holds a password: Redis does not echo it).
 pub(super) fn store_refusal(e: &RedisError) -> Option<Error> {
-    let detail = || {
-        format!("{} {}", e.code().unwrap_or(""), e.detail().unwrap_or(""))
-            .trim()
-            .to_owned()
-    };
     // Redis answers a long command from a client that has not authenticated with a protocol
     // error instead of NOAUTH (and closes the connection).
     let unauthenticated = e
@@ -215,9 +209,10 @@ pub(super) fn store_refusal(e: &RedisError) -> Option<Error> {
         Some("MISCONF") => "Redis cannot persist to disk and refuses writes (MISCONF)",
         _ => return None,
     };
-    Some(Error::Unavailable(RedisError::from((
-        redis::ErrorKind::AuthenticationFailed,
-        cause,
-        detail(),
-    ))))
+    Some(Error::unavailable(StoreError::caused_by(cause, e.clone())))
+}
+
+/// The error for a failure of the Redis client: a refusal named in words, or the client's own.
+pub(super) fn unavailable(e: RedisError) -> Error {
+    store_refusal(&e).unwrap_or_else(|| Error::unavailable(e))
 }

@@ -1,0 +1,85 @@
+//! The handle requests use to reach their worker's actor: tower's `Buffer`, for actix.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use tokio::sync::oneshot;
+
+use super::message::{Command, Envelope, Reply};
+use super::SessionActor;
+use crate::clock;
+use crate::error::Error;
+use crate::stats::{DepthGuard, Stats, StatsSnapshot};
+
+/// A cloneable way into one [`SessionActor`]: everything a command needs on its way in (the
+/// queue bound, the deadline, the counters) and the actor's address.
+#[derive(Clone)]
+pub struct Handle {
+    actor: Addr<SessionActor>,
+    stats: Arc<Stats>,
+    queue_depth: usize,
+    deadline: Duration,
+    key_prefix: Arc<str>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle").finish_non_exhaustive()
+    }
+}
+
+impl Handle {
+    pub(crate) fn new(
+        actor: Addr<SessionActor>,
+        stats: Arc<Stats>,
+        queue_depth: usize,
+        deadline: Duration,
+        key_prefix: Arc<str>,
+    ) -> Self {
+        Self {
+            actor,
+            stats,
+            queue_depth,
+            deadline,
+            key_prefix,
+        }
+    }
+
+    /// A copy of the counters of the engine this handle's actor belongs to.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// The prefix of the store's session keys.
+    pub(crate) fn key_prefix(&self) -> &str {
+        &self.key_prefix
+    }
+
+    /// Sends one command and waits for its reply, within the deadline.
+    ///
+    /// Fails at once with [`Error::Overloaded`] when the engine's queue is full, with
+    /// [`Error::Timeout`] past the deadline, and with [`Error::ActorClosed`] if the actor
+    /// stopped. It does not check keys or value sizes: [`AsyncSession`](crate::AsyncSession)
+    /// does that before it calls.
+    pub async fn call(&self, command: Command) -> Result<Reply, Error> {
+        let depth =
+            DepthGuard::acquire(&self.stats, self.queue_depth).map_err(Error::Overloaded)?;
+        let (reply, answer) = oneshot::channel();
+        self.actor.do_send(Envelope {
+            command,
+            reply,
+            deadline: clock::now() + self.deadline,
+            span: tracing::Span::current(),
+            depth,
+        });
+        // No timer here: the actor answers every command by its deadline (see `actor`), and a
+        // stopped actor drops the reply channel.
+        let result = answer.await.unwrap_or(Err(Error::ActorClosed));
+        if let Err(Error::Timeout(_)) = result {
+            self.stats.errors_timeout.fetch_add(1, Relaxed);
+        }
+        result
+    }
+}

@@ -1,0 +1,118 @@
+//! The session cookie's attributes.
+
+use serde::{Deserialize, Serialize};
+
+use super::DEFAULT_COOKIE_NAME;
+use crate::error::Error;
+
+/// How the cookie value is protected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CookieSecurity {
+    /// Signed (HMAC-SHA256): tamper-proof, readable. The default.
+    #[default]
+    Signed,
+    /// Private (AES-256-GCM): tamper-proof and unreadable.
+    Private,
+}
+
+/// The `SameSite` attribute.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SameSite {
+    /// `SameSite=Strict`.
+    Strict,
+    /// `SameSite=Lax`, the default.
+    #[default]
+    Lax,
+    /// `SameSite=None` (requires `Secure` in browsers).
+    None,
+}
+
+/// Whether the cookie outlives the browser session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CookieLifecycle {
+    /// No `Max-Age`: the browser forgets the cookie when it closes. The default.
+    #[default]
+    BrowserSession,
+    /// `Max-Age` equal to the time to idle, re-sent whenever the idle timer is refreshed.
+    Persistent,
+}
+
+/// Session cookie attributes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CookieConfig {
+    /// Cookie name. Default `session`.
+    pub name: String,
+    /// `Secure` attribute. Default `true`.
+    pub secure: bool,
+    /// `HttpOnly` attribute. Default `true`.
+    pub http_only: bool,
+    /// `SameSite` attribute. Default `lax`.
+    pub same_site: SameSite,
+    /// `Path` attribute. Default `/`.
+    pub path: String,
+    /// `Domain` attribute. Default none (host-only cookie).
+    pub domain: Option<String>,
+    /// Signed or private. Default `signed`.
+    pub security: CookieSecurity,
+    /// Browser-session or persistent cookie. Default `browser_session`.
+    pub lifecycle: CookieLifecycle,
+}
+
+impl Default for CookieConfig {
+    fn default() -> Self {
+        Self {
+            name: DEFAULT_COOKIE_NAME.to_owned(),
+            secure: true,
+            http_only: true,
+            same_site: SameSite::Lax,
+            path: "/".to_owned(),
+            domain: None,
+            security: CookieSecurity::Signed,
+            lifecycle: CookieLifecycle::BrowserSession,
+        }
+    }
+}
+
+impl CookieConfig {
+    /// Checks the name, path and domain.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the first attribute that is not valid.
+    pub fn validate(&self) -> Result<(), Error> {
+        let valid_name = !self.name.is_empty()
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !valid_name {
+            return Err(Error::Config(format!(
+                "cookie.name {:?} is not a valid cookie name",
+                self.name
+            )));
+        }
+        if !self.path.starts_with('/') {
+            return Err(Error::Config("cookie.path must start with '/'".into()));
+        }
+        // A `;` or control character would let a setting inject cookie attributes.
+        let attribute_ok = |v: &str| !v.bytes().any(|b| b == b';' || b.is_ascii_control());
+        if !attribute_ok(&self.path) {
+            return Err(Error::Config(
+                "cookie.path must not contain ';' or control characters".into(),
+            ));
+        }
+        if let Some(domain) = &self.domain {
+            if domain.is_empty() || !attribute_ok(domain) || domain.contains(' ') {
+                return Err(Error::Config(format!(
+                    "cookie.domain {domain:?} is not a valid domain"
+                )));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,205 @@
+//! Plain, serde-deserialisable configuration.
+//!
+//! `config/default.toml` deserialises into [`Config`]; the builders
+//! ([`SessionMiddleware::builder`](crate::SessionMiddleware::builder),
+//! [`SessionEngine::with_config`](crate::SessionEngine::with_config),
+//! [`RedisConfig`]) fill exactly these structs and check them with the same `validate`, so a
+//! file and code never disagree on a default or on what is valid.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+mod cookie;
+mod redis;
+mod session;
+
+pub use self::cookie::{CookieConfig, CookieLifecycle, CookieSecurity, SameSite};
+pub use self::redis::RedisConfig;
+pub use self::session::{SessionConfig, TtlRefresh};
+
+/// Default Redis URL: a local server.
+pub(crate) const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// Default key prefix: a session lives in the hash `session:<id>`.
+pub(crate) const DEFAULT_KEY_PREFIX: &str = "session";
+/// Default time to idle: 30 minutes, the upper end of what OWASP suggests for idle timeouts.
+pub(crate) const DEFAULT_TTI: Duration = Duration::from_secs(30 * 60);
+/// Default pool size (bb8 connections). Each is a multiplexed connection, so few are needed.
+pub(crate) const DEFAULT_POOL_SIZE: u32 = 4;
+/// Default time to wait for a pooled connection.
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default time Redis may take to answer before its connection is replaced.
+pub(crate) const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default cookie name.
+pub(crate) const DEFAULT_COOKIE_NAME: &str = "session";
+/// Default time to idle of a session that never logged in (was never renewed): 10 minutes.
+/// Anonymous sessions are what a client can mint in bulk, so they get the shorter life.
+pub(crate) const DEFAULT_ANONYMOUS_TTI: Duration = Duration::from_secs(10 * 60);
+/// Default largest serialised value accepted by `set` (64 KiB).
+pub(crate) const DEFAULT_MAX_VALUE_BYTES: usize = 64 * 1024;
+/// Default most user keys in one session.
+pub(crate) const DEFAULT_MAX_KEYS: usize = 256;
+/// Default most bytes in one session, user keys plus values (256 KiB: four values of the
+/// largest size). It bounds what any one Redis call about a session costs.
+pub(crate) const DEFAULT_MAX_SESSION_BYTES: usize = 256 * 1024;
+/// Default largest number of commands in one pipeline.
+pub(crate) const DEFAULT_MAX_BATCH: usize = 1024;
+/// Default number of queued commands (per engine) past which new ones fail with `Overloaded`.
+pub(crate) const DEFAULT_QUEUE_DEPTH: usize = 16 * 1024;
+/// Default deadline of one session operation, queueing included.
+pub(crate) const DEFAULT_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The whole configuration, as in `config/default.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where sessions are stored.
+    pub redis: RedisConfig,
+    /// Session lifetime and value limits.
+    pub session: SessionConfig,
+    /// The session cookie.
+    pub cookie: CookieConfig,
+    /// The batching actor.
+    pub actor: ActorConfig,
+}
+
+impl Config {
+    /// Parses a TOML document (the format of `config/default.toml`) and validates it.
+    ///
+    /// ```
+    /// let config = circumflex_session::Config::from_toml("[session]\ntti_secs = 60\n").unwrap();
+    /// assert_eq!(config.session.tti(), std::time::Duration::from_secs(60));
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Config`] for invalid TOML, an unknown field, or a value out of range.
+    pub fn from_toml(text: &str) -> Result<Self, Error> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| Error::Config(format!("invalid TOML: {e}")))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses a TOML file, then applies the `REDIS_URL` environment variable if set.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if the file cannot be read, or as [`from_toml`](Self::from_toml).
+    pub fn load(path: impl AsRef<std::path::Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        let mut config = Self::from_toml(&text)?;
+        if let Ok(url) = std::env::var("REDIS_URL") {
+            if !url.is_empty() {
+                config.redis.url = Some(url);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Checks every section.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the first setting out of range.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.redis.validate()?;
+        self.session.validate()?;
+        self.cookie.validate()?;
+        self.actor.validate()
+    }
+}
+
+/// Batching actor settings.
+///
+/// One actor runs on each actix-web worker and keeps one batch in flight; both were chosen by
+/// measurement and are not settings (see the `actor` module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ActorConfig {
+    /// Largest number of commands in one pipeline. Default 1024. Larger batches are cheaper
+    /// per command; lower it only to bound how long Redis spends on one pipeline of ours
+    /// while other clients of the same Redis wait (a cap of 16 measured slower on a Redis of
+    /// our own: BENCHMARKS.md).
+    pub max_batch: usize,
+    /// Queued commands past which new ones fail with `Overloaded`. Default 16384.
+    pub queue_depth: usize,
+    /// Deadline of one operation in milliseconds, queueing included. Default 2000.
+    pub deadline_ms: u64,
+}
+
+impl Default for ActorConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: DEFAULT_MAX_BATCH,
+            queue_depth: DEFAULT_QUEUE_DEPTH,
+            deadline_ms: DEFAULT_DEADLINE.as_millis() as u64,
+        }
+    }
+}
+
+impl ActorConfig {
+    /// The per-operation deadline.
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
+    }
+
+    /// Checks that every bound is positive.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the first setting out of range.
+    pub fn validate(&self) -> Result<(), Error> {
+        for (name, value) in [
+            ("actor.max_batch", self.max_batch as u64),
+            ("actor.queue_depth", self.queue_depth as u64),
+            ("actor.deadline_ms", self.deadline_ms),
+        ] {
+            if value == 0 {
+                return Err(Error::Config(format!("{name} must be positive")));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_document_gives_the_secure_defaults() {
+        let config = Config::from_toml("").unwrap();
+        assert_eq!(config, Config::default());
+        assert!(config.cookie.secure);
+        assert!(config.cookie.http_only);
+        assert_eq!(config.cookie.security, CookieSecurity::Signed);
+        assert_eq!(config.session.tti(), DEFAULT_TTI);
+    }
+
+    #[test]
+    fn unknown_field_is_rejected_with_its_name() {
+        let err = Config::from_toml("[cookie]\nsecur = false\n").unwrap_err();
+        assert!(err.to_string().contains("secur"), "{err}");
+    }
+
+    #[test]
+    fn zero_tti_is_rejected() {
+        let err = Config::from_toml("[session]\ntti_secs = 0\n").unwrap_err();
+        assert!(err.to_string().contains("tti_secs"), "{err}");
+    }
+
+    #[test]
+    fn cookie_attributes_cannot_be_injected_through_path_or_domain() {
+        let err = Config::from_toml("[cookie]\npath = \"/; Domain=evil\"\n").unwrap_err();
+        assert!(err.to_string().contains("cookie.path"), "{err}");
+        let err = Config::from_toml("[cookie]\ndomain = \"a.com; Secure\"\n").unwrap_err();
+        assert!(err.to_string().contains("cookie.domain"), "{err}");
+    }
+
+    #[test]
+    fn invalid_cookie_name_is_rejected() {
+        let err = Config::from_toml("[cookie]\nname = \"a b\"\n").unwrap_err();
+        assert!(err.to_string().contains("cookie.name"), "{err}");
+    }
+}

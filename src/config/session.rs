@@ -1,0 +1,127 @@
+//! Session lifetime and limits.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    DEFAULT_ANONYMOUS_TTI, DEFAULT_MAX_KEYS, DEFAULT_MAX_SESSION_BYTES, DEFAULT_MAX_VALUE_BYTES,
+    DEFAULT_TTI,
+};
+use crate::error::Error;
+
+/// When the idle timer of a session is pushed back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TtlRefresh {
+    /// On every request that uses the session, read or write (at most once per request).
+    #[default]
+    OnUse,
+    /// Only on requests that write.
+    OnWrite,
+}
+
+/// Session lifetime and limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Time to idle in seconds: a session unused this long expires. Default 1800 (30 min).
+    /// Applies to sessions that logged in, that is, were [renewed](crate::AsyncSession::renew).
+    pub tti_secs: u64,
+    /// Time to idle in seconds of a session that never logged in (was never renewed). Default
+    /// 600 (10 min); capped at `tti_secs`. Set it equal to `tti_secs` to treat every session
+    /// alike.
+    pub anonymous_tti_secs: u64,
+    /// When the idle timer is refreshed. Default `on_use`.
+    pub refresh: TtlRefresh,
+    /// Skip a refresh when this worker refreshed the session less than this percentage of its
+    /// time to idle (`tti_secs`, or `anonymous_tti_secs` for a session that never logged in)
+    /// ago (0 to 99). Default 0: refresh on every eligible request.
+    pub refresh_after_percent: u8,
+    /// Optional absolute lifetime cap in seconds, counted from creation; `None` (default) means
+    /// a session lives as long as it keeps being used.
+    pub max_lifetime_secs: Option<u64>,
+    /// Largest serialised value `set` accepts, in bytes. Default 65536.
+    pub max_value_bytes: usize,
+    /// Most user keys in one session. Default 256.
+    pub max_keys: usize,
+    /// Most bytes in one session: user keys plus serialised values. Default 262144 (256 KiB).
+    /// At least `max_value_bytes`.
+    pub max_session_bytes: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            tti_secs: DEFAULT_TTI.as_secs(),
+            refresh: TtlRefresh::OnUse,
+            refresh_after_percent: 0,
+            max_lifetime_secs: None,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            anonymous_tti_secs: DEFAULT_ANONYMOUS_TTI.as_secs(),
+            max_keys: DEFAULT_MAX_KEYS,
+            max_session_bytes: DEFAULT_MAX_SESSION_BYTES,
+        }
+    }
+}
+
+impl SessionConfig {
+    /// The time to idle of a session that logged in (was renewed).
+    pub fn tti(&self) -> Duration {
+        Duration::from_secs(self.tti_secs)
+    }
+
+    /// The time to idle of a session that never logged in: `anonymous_tti_secs`, capped at
+    /// `tti_secs`.
+    pub fn anonymous_tti(&self) -> Duration {
+        Duration::from_secs(self.anonymous_tti_secs.min(self.tti_secs))
+    }
+
+    /// The size limits every write is checked against.
+    pub(crate) fn limits(&self) -> crate::actor::message::Limits {
+        crate::actor::message::Limits {
+            max_keys: self.max_keys as u64,
+            max_bytes: self.max_session_bytes as u64,
+        }
+    }
+
+    /// Checks that the lifetimes and limits are in range.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the first setting out of range.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.tti_secs == 0 {
+            return Err(Error::Config("session.tti_secs must be positive".into()));
+        }
+        if self.max_lifetime_secs == Some(0) {
+            return Err(Error::Config(
+                "session.max_lifetime_secs must be positive when set".into(),
+            ));
+        }
+        if self.refresh_after_percent > 99 {
+            return Err(Error::Config(
+                "session.refresh_after_percent must be between 0 and 99".into(),
+            ));
+        }
+        if self.max_value_bytes == 0 {
+            return Err(Error::Config(
+                "session.max_value_bytes must be positive".into(),
+            ));
+        }
+        if self.anonymous_tti_secs == 0 {
+            return Err(Error::Config(
+                "session.anonymous_tti_secs must be positive".into(),
+            ));
+        }
+        if self.max_keys == 0 {
+            return Err(Error::Config("session.max_keys must be positive".into()));
+        }
+        if self.max_session_bytes < self.max_value_bytes {
+            return Err(Error::Config(
+                "session.max_session_bytes must be at least session.max_value_bytes".into(),
+            ));
+        }
+        Ok(())
+    }
+}

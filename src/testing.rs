@@ -1,0 +1,14 @@
+//! Not part of the public API: no semver promise, no documentation, may change in any release.
+//!
+//! The door through which this crate's own integration tests and benchmarks reach the
+//! machinery under [`AsyncSession`](crate::AsyncSession): raw commands on session hashes,
+//! sent through a worker's actor without the checks the handle makes.
+
+pub use crate::actor::message::{Command, Limits, Op, Reply, WriteMode, META_CREATED, META_SIZE};
+pub use crate::actor::Handle;
+use crate::SessionEngine;
+
+/// Starts an actor for `engine` on the current actix arbiter and returns its handle.
+pub fn start(engine: &SessionEngine) -> Handle {
+    engine.start()
+}
