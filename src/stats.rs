@@ -43,7 +43,7 @@ impl Episode {
     }
 }
 
-/// A point-in-time copy of [`Stats`].
+/// A point-in-time copy of an engine's counters, from [`SessionEngine::stats`](crate::SessionEngine::stats).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StatsSnapshot {

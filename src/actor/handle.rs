@@ -13,7 +13,7 @@ use crate::clock;
 use crate::error::Error;
 use crate::stats::{DepthGuard, Stats, StatsSnapshot};
 
-/// A cloneable way into one [`SessionActor`]: everything a command needs on its way in (the
+/// A cloneable way into one `SessionActor`: everything a command needs on its way in (the
 /// queue bound, the deadline, the counters) and the actor's address.
 #[derive(Clone)]
 pub struct Handle {

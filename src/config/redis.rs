@@ -18,7 +18,7 @@ use crate::error::Error;
 pub struct RedisConfig {
     /// Redis URL, e.g. `redis://127.0.0.1:6379`. `None` means "none configured": the demo then
     /// starts a private server; [`RedisConfig::url_or_default`] falls back to
-    /// [`DEFAULT_REDIS_URL`].
+    /// `redis://127.0.0.1:6379`.
     pub url: Option<String>,
     /// Database index; overrides the one in the URL when set.
     pub db: Option<i64>,
@@ -28,7 +28,7 @@ pub struct RedisConfig {
     pub password: Option<String>,
     /// Key prefix. A session is the hash `<prefix>:<id>`. Default `session`.
     pub key_prefix: String,
-    /// bb8 pool size. Default [`DEFAULT_POOL_SIZE`].
+    /// bb8 pool size. Default 4: each connection is multiplexed, so few are needed.
     pub pool_size: u32,
     /// How long to wait for a pooled connection, in milliseconds. Default 2000.
     pub connect_timeout_ms: u64,
@@ -135,7 +135,7 @@ impl RedisConfig {
         self
     }
 
-    /// The configured URL, or [`DEFAULT_REDIS_URL`].
+    /// The configured URL, or `redis://127.0.0.1:6379`.
     pub fn url_or_default(&self) -> &str {
         self.url.as_deref().unwrap_or(DEFAULT_REDIS_URL)
     }
