@@ -10,7 +10,7 @@
 //! - `none`: the ceiling. No session layer; `/login` sets a plain random `sid` cookie and `/incr`
 //!   keeps a per-`sid` counter in an in-process map, so the load tool's checks pass unchanged.
 //! - `actix-session`: actix-session 0.11 with its `RedisSessionStore`.
-//! - `circumflex`: this crate (`AsyncSession` over the `SessionActor` and `RedisBackend`).
+//! - `circumflex`: this crate (`AsyncSession` over its per-worker actor and `RedisBackend`).
 //!   `--max-batch N` tunes the actor.
 //!
 //! Routes (all `GET`, all answering JSON):
@@ -38,11 +38,11 @@ use circumflex_session::{
 use serde::{Deserialize, Serialize};
 
 const USAGE: &str = "\
-usage: bench_server --mode none|actix-session [--port N] [--redis-url URL] [--workers N]
+usage: bench_server --mode none|actix-session|circumflex [--port N] [--redis-url URL] [--workers N]
   --port N          port on 127.0.0.1 (default 8080; 0 picks a free one)
   --redis-url URL   Redis for the session store (default redis://127.0.0.1:6379)
   --workers N       actix-web workers (default 1)
-  --max-batch N     circumflex commands per pipeline (default 256)
+  --max-batch N     circumflex commands per pipeline (default 1024)
   --backend B       circumflex backend: redis (default) or memory (to measure the layer alone)
   --refresh-after-percent P  circumflex: skip TTL refreshes within P% of tti (default 0)";
 

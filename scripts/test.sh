@@ -23,6 +23,8 @@ echo "using $(redis-server --version)"
 
 # The tests start their own redis-server processes on free loopback ports; a Redis already on
 # 6379 is neither needed nor touched.
+echo "== layout (no mutual imports, no long file without a reason)"
+python3 scripts/check_layout.py
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

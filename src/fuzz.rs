@@ -11,8 +11,9 @@
 //! to them do not). Every assertion prints the offending input with its index and the seed
 //! (the keys come from the seed too), which is enough to replay it.
 //!
-//! One file for one job, the fuzz harness: the targets share its generators and mutations
-//! (random text, near-miss payloads, cookie mutations), which is most of its length.
+//! Why this file is long: it has one job, the fuzz harness, and its targets share its
+//! generators and mutations (random text, near-miss payloads, cookie mutations), which are most
+//! of its length; split up, every part would import every other.
 //!
 //! Random strings almost never get past a MAC, so the cookie targets also mutate valid cookies:
 //! the question that matters is whether a near miss can verify as somebody else's session.
@@ -35,7 +36,7 @@ use serde_json::Value;
 use crate::config::{CookieConfig, CookieSecurity};
 use crate::cookie::CookieCodec;
 use crate::error::Error;
-use crate::session::{check_key, decode, MAX_KEY_BYTES};
+use crate::session::values::{check_key, decode, MAX_KEY_BYTES};
 use crate::ticket::{Ticket, ID_LEN};
 
 /// The seed when `FUZZ_SEED` is not set.

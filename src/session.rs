@@ -13,41 +13,20 @@ use actix_web::{FromRequest, HttpMessage, HttpRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::actor::message::{Command, Op, Reply, WriteMode, META_PREFIX};
-use crate::actor::Handle;
-use crate::cookie::{CookieCodec, CookieUpdate, VerifiedCookies};
+use crate::actor::message::{Command, Op, Reply, WriteMode};
+use crate::cookie::CookieUpdate;
 use crate::error::Error;
-use crate::ticket::Ticket;
 
 mod policy;
 mod state;
+pub(crate) mod values;
+mod worker;
 
 pub(crate) use policy::{Policy, RefreshLimiter};
 use state::{Purpose, Renewal, State};
+pub(crate) use worker::{Binding, Bound};
 
-/// Longest user key, in bytes.
-pub const MAX_KEY_BYTES: usize = 256;
-
-/// What every session of one worker shares: built once per worker by the middleware, one
-/// `Arc` clone per request.
-pub(crate) struct Binding {
-    pub(crate) handle: Handle,
-    pub(crate) codec: Arc<CookieCodec>,
-    pub(crate) policy: Policy,
-    pub(crate) refreshes: RefreshLimiter,
-    pub(crate) verified: VerifiedCookies,
-}
-
-impl Binding {
-    /// The store key of a session.
-    fn key_for(&self, ticket: &Ticket) -> Arc<str> {
-        Arc::from(format!("{}:{}", self.handle.key_prefix(), ticket.id))
-    }
-}
-
-/// What the middleware leaves in a request's extensions for the extractor: this worker's
-/// binding, from which the request's [`AsyncSession`] is made on first extraction.
-pub(crate) struct Bound(pub(crate) Arc<Binding>);
+pub use values::MAX_KEY_BYTES;
 
 /// The session of the current request: a `Send + Clone` handle, usable from spawned tasks and
 /// websocket actors.
@@ -161,7 +140,7 @@ impl AsyncSession {
     ///
     /// Redis: one `HMGET` for all keys, plus the request's TTL refresh if it is the first use.
     pub async fn mget<T: DeserializeOwned>(&self, keys: &[&str]) -> Result<Vec<Option<T>>, Error> {
-        let fields = self.fields_of(keys)?;
+        let fields = values::fields(&self.inner.binding.policy.session, keys)?;
         if fields.is_empty() {
             return Ok(Vec::new());
         }
@@ -169,7 +148,7 @@ impl AsyncSession {
             Some(Reply::Values(values)) => keys
                 .iter()
                 .zip(values)
-                .map(|(key, raw)| raw.map(|raw| decode(key, &raw)).transpose())
+                .map(|(key, raw)| raw.map(|raw| values::decode(key, &raw)).transpose())
                 .collect(),
             Some(other) => Err(unexpected(other)),
             None => Ok(keys.iter().map(|_| None).collect()),
@@ -183,7 +162,7 @@ impl AsyncSession {
         match self.read(Op::Entries).await? {
             Some(Reply::Entries(entries)) => entries
                 .into_iter()
-                .map(|(key, raw)| decode(&key, &raw).map(|v| (key, v)))
+                .map(|(key, raw)| values::decode(&key, &raw).map(|v| (key, v)))
                 .collect(),
             Some(other) => Err(unexpected(other)),
             None => Ok(HashMap::new()),
@@ -201,7 +180,10 @@ impl AsyncSession {
     /// [`Error::InvalidKey`], and the store's errors ([`Error::StoreFull`] when Redis is out of
     /// memory).
     pub async fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<(), Error> {
-        let entry = (key.to_owned(), self.encode(key, value)?);
+        let entry = (
+            key.to_owned(),
+            values::encode(&self.inner.binding.policy.session, key, value)?,
+        );
         self.write(move |mode| Op::Set(mode, vec![entry.clone()]))
             .await?;
         Ok(())
@@ -218,7 +200,10 @@ impl AsyncSession {
             .into_iter()
             .map(|(key, value)| {
                 let key = key.as_ref();
-                Ok((key.to_owned(), self.encode(key, &value)?))
+                Ok((
+                    key.to_owned(),
+                    values::encode(&self.inner.binding.policy.session, key, &value)?,
+                ))
             })
             .collect::<Result<Vec<_>, Error>>()?;
         if entries.is_empty() {
@@ -255,7 +240,7 @@ impl AsyncSession {
     /// Redis: one `EVALSHA` of the write script, whatever the number of keys. Removing every
     /// key keeps the (empty) session; use [`invalidate`](Self::invalidate) to end it.
     pub async fn remove_many(&self, keys: &[&str]) -> Result<u64, Error> {
-        let fields = self.fields_of(keys)?;
+        let fields = values::fields(&self.inner.binding.policy.session, keys)?;
         if fields.is_empty() {
             return Ok(0);
         }
@@ -277,7 +262,7 @@ impl AsyncSession {
     ///
     /// Redis: one `EVALSHA` of the write script (`HINCRBY` inside): no read-modify-write race.
     pub async fn incr(&self, key: &str, by: i64) -> Result<i64, Error> {
-        check_key(key)?;
+        values::check_key(key)?;
         let field = key.to_owned();
         match self
             .write(move |mode| Op::Incr(mode, field.clone(), by))
@@ -297,7 +282,7 @@ impl AsyncSession {
         value: &T,
     ) -> Result<bool, Error> {
         let field = key.to_owned();
-        let value = self.encode(key, value)?;
+        let value = values::encode(&self.inner.binding.policy.session, key, value)?;
         match self
             .write(move |mode| Op::SetIfAbsent(mode, field.clone(), value.clone()))
             .await?
@@ -378,35 +363,6 @@ impl AsyncSession {
         Some(ticket.id.to_string())
     }
 
-    /// The hash fields for `keys`, each checked; no more than a session can hold, so that one
-    /// call's Redis work stays bounded.
-    fn fields_of(&self, keys: &[&str]) -> Result<Vec<String>, Error> {
-        let max = self.inner.binding.policy.session.limits().max_keys;
-        if keys.len() as u64 > max {
-            return Err(Error::TooManyKeys {
-                asked: keys.len(),
-                max,
-            });
-        }
-        keys.iter()
-            .map(|key| check_key(key).map(|()| (*key).to_owned()))
-            .collect()
-    }
-
-    fn encode<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<Vec<u8>, Error> {
-        check_key(key)?;
-        let raw = serde_json::to_vec(value).map_err(|e| Error::serialization(key, e))?;
-        let max = self.inner.binding.policy.session.max_value_bytes;
-        if raw.len() > max {
-            return Err(Error::ValueTooLarge {
-                key: key.to_owned(),
-                size: raw.len(),
-                max,
-            });
-        }
-        Ok(raw)
-    }
-
     /// What the response must do with the cookie (read by the middleware).
     pub(crate) fn cookie_update(&self) -> CookieUpdate {
         self.lock().cookie().clone()
@@ -438,17 +394,6 @@ impl FromRequest for AsyncSession {
     }
 }
 
-pub(crate) fn check_key(key: &str) -> Result<(), Error> {
-    if key.is_empty() || key.len() > MAX_KEY_BYTES || key.as_bytes()[0] == META_PREFIX {
-        return Err(Error::InvalidKey(key.chars().take(64).collect()));
-    }
-    Ok(())
-}
-
-pub(crate) fn decode<T: DeserializeOwned>(key: &str, raw: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(raw).map_err(|e| Error::serialization(key, e))
-}
-
 fn unexpected(reply: Reply) -> Error {
     Error::Server(format!("unexpected reply {reply:?}"))
 }
@@ -456,18 +401,6 @@ fn unexpected(reply: Reply) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keys_are_checked() {
-        assert!(check_key("user").is_ok());
-        assert!(matches!(check_key(""), Err(Error::InvalidKey(_))));
-        assert!(matches!(check_key("\0created"), Err(Error::InvalidKey(_))));
-        assert!(matches!(
-            check_key(&"k".repeat(257)),
-            Err(Error::InvalidKey(_))
-        ));
-        assert!(check_key(&"k".repeat(256)).is_ok());
-    }
 
     #[test]
     fn async_session_is_send_sync_and_clone() {

@@ -6,7 +6,7 @@
 
 pub use crate::actor::message::{Command, Limits, Op, Reply, WriteMode, META_CREATED, META_SIZE};
 pub use crate::actor::Handle;
-use crate::SessionEngine;
+use crate::engine::SessionEngine;
 
 /// Starts an actor for `engine` on the current actix arbiter and returns its handle.
 pub fn start(engine: &SessionEngine) -> Handle {

@@ -8,7 +8,7 @@ use actix::Addr;
 use tokio::sync::oneshot;
 
 use super::message::{Command, Envelope, Reply};
-use super::SessionActor;
+use super::worker::SessionActor;
 use crate::clock;
 use crate::error::Error;
 use crate::stats::{DepthGuard, Stats, StatsSnapshot};

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Binding;
+use super::worker::Binding;
 use crate::actor::message::WriteMode;
 use crate::config::{CookieLifecycle, TtlRefresh};
 use crate::cookie::CookieUpdate;

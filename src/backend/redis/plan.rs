@@ -1,7 +1,9 @@
 //! A batch of session commands as one Redis pipeline: which Redis command each becomes, how
 //! reads of one session fuse into one `HMGET` and refreshes into one `PEXPIRE`, and how the
-//! replies find their way back to each command. A third of the file is the unit tests of
-//! fusion and routing, which need the plan's private steps.
+//! replies find their way back to each command.
+//!
+//! Why this file is long: a third of it is the unit tests of fusion and routing, which need the
+//! plan's private steps; the rest is one job.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;

@@ -1,0 +1,29 @@
+//! What every session of one worker shares, and how a request finds it.
+
+use std::sync::Arc;
+
+use super::policy::{Policy, RefreshLimiter};
+use crate::actor::Handle;
+use crate::cookie::{CookieCodec, VerifiedCookies};
+use crate::ticket::Ticket;
+
+/// What every session of one worker shares: built once per worker by the middleware, one
+/// `Arc` clone per request.
+pub(crate) struct Binding {
+    pub(crate) handle: Handle,
+    pub(crate) codec: Arc<CookieCodec>,
+    pub(crate) policy: Policy,
+    pub(crate) refreshes: RefreshLimiter,
+    pub(crate) verified: VerifiedCookies,
+}
+
+impl Binding {
+    /// The store key of a session.
+    pub(super) fn key_for(&self, ticket: &Ticket) -> Arc<str> {
+        Arc::from(format!("{}:{}", self.handle.key_prefix(), ticket.id))
+    }
+}
+
+/// What the middleware leaves in a request's extensions for the extractor: this worker's
+/// binding, from which the request's [`AsyncSession`] is made on first extraction.
+pub(crate) struct Bound(pub(crate) Arc<Binding>);
