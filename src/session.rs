@@ -1,5 +1,8 @@
 //! `AsyncSession`: the handle a handler gets, and its extractor.
 //!
+//! Why this file is long: 164 of its lines are the public API's documentation (each method's
+//! Redis cost and errors, and a runnable tour of the whole handle); the rest is about 330.
+//!
 //! The handle turns each call into commands for the worker's actor; `state` keeps who the
 //! session is and what the response must do with the cookie; `policy` decides how long a
 //! session lives and when its idle timer is pushed back.
@@ -39,6 +42,13 @@ pub use values::MAX_KEY_BYTES;
 /// Cookie changes (a new session, a renewed id, a logout) reach the browser with the response,
 /// so make them before the handler returns.
 ///
+/// # Errors
+/// Besides each method's own, every call that reaches the store can fail with the store's
+/// errors, which become a `503` at the HTTP edge: [`Error::Overloaded`] (too many commands
+/// queued), [`Error::Timeout`] (no answer by the deadline), [`Error::Unavailable`] (Redis down,
+/// unreachable, or refusing our credentials) and [`Error::StoreFull`] (for writes, Redis over
+/// `maxmemory`). A `503` after a command was sent does not prove it did not run.
+///
 /// ```no_run
 /// use actix_web::{get, web::Json, Result};
 /// use circumflex_session::AsyncSession;
@@ -47,6 +57,42 @@ pub use values::MAX_KEY_BYTES;
 /// async fn counter(session: AsyncSession) -> Result<Json<i64>> {
 ///     Ok(Json(session.incr("counter", 1).await?))
 /// }
+/// ```
+///
+/// The whole API in one handler, run on the memory backend (same semantics as Redis):
+///
+/// ```
+/// use actix_web::{cookie::Key, test, web, App, HttpResponse};
+/// use circumflex_session::{AsyncSession, MemoryBackend, SessionMiddleware};
+///
+/// async fn tour(session: AsyncSession) -> actix_web::Result<HttpResponse> {
+///     assert_eq!(session.get::<String>("user").await?, None); // no session: no store traffic
+///     session.set("user", "ann").await?; // creates the session; its cookie goes out
+///     session.set_many([("theme", "dark"), ("lang", "en")]).await?;
+///     assert_eq!(session.incr("visits", 1).await?, 1);
+///     assert!(!session.set_if_absent("user", "bob").await?);
+///     let [user, lang] = <[Option<String>; 2]>::try_from(session.mget(&["user", "lang"]).await?)
+///         .expect("two keys asked, two answers");
+///     assert_eq!((user.as_deref(), lang.as_deref()), (Some("ann"), Some("en")));
+///     assert_eq!(session.entries::<serde_json::Value>().await?.len(), 4);
+///     assert!(session.remove("theme").await?);
+///     assert_eq!(session.remove_many(&["theme", "lang"]).await?, 1);
+///     let before = session.id();
+///     session.renew().await?; // at login: a new id, the same data
+///     assert_ne!(session.id(), before);
+///     assert!(session.touch().await?);
+///     session.invalidate().await?; // at logout
+///     assert_eq!(session.id(), None);
+///     Ok(HttpResponse::Ok().finish())
+/// }
+///
+/// # actix_web::rt::System::new().block_on(async {
+/// let middleware = SessionMiddleware::new(MemoryBackend::new(), Key::generate());
+/// let app = App::new().wrap(middleware).route("/", web::get().to(tour));
+/// let app = test::init_service(app).await;
+/// let response = test::call_service(&app, test::TestRequest::get().to_request()).await;
+/// assert!(response.status().is_success());
+/// # });
 /// ```
 #[derive(Clone)]
 pub struct AsyncSession {
@@ -131,6 +177,10 @@ impl AsyncSession {
     ///
     /// Redis: one `HMGET` (fused with other reads of this session in the same batch), plus the
     /// request's TTL refresh (`PEXPIRE`) if it is the first use. No session: no Redis at all.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`], [`Error::Serialization`] if the stored value is not a `T`, and the
+    /// store's errors (see [`AsyncSession`]).
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
         let mut values = self.mget::<T>(&[key]).await?;
         Ok(values.pop().flatten())
@@ -139,6 +189,10 @@ impl AsyncSession {
     /// Reads several values, in order.
     ///
     /// Redis: one `HMGET` for all keys, plus the request's TTL refresh if it is the first use.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`], [`Error::TooManyKeys`] for more keys than a session holds,
+    /// [`Error::Serialization`], and the store's errors (see [`AsyncSession`]).
     pub async fn mget<T: DeserializeOwned>(&self, keys: &[&str]) -> Result<Vec<Option<T>>, Error> {
         let fields = values::fields(&self.inner.binding.policy.session, keys)?;
         if fields.is_empty() {
@@ -158,6 +212,10 @@ impl AsyncSession {
     /// Every key and value of the session.
     ///
     /// Redis: one `HGETALL`, plus the request's TTL refresh if it is the first use.
+    ///
+    /// # Errors
+    /// [`Error::Serialization`] if a stored value is not a `T`, and the store's errors (see
+    /// [`AsyncSession`]).
     pub async fn entries<T: DeserializeOwned>(&self) -> Result<HashMap<String, T>, Error> {
         match self.read(Op::Entries).await? {
             Some(Reply::Entries(entries)) => entries
@@ -192,6 +250,9 @@ impl AsyncSession {
     /// Stores several values at once.
     ///
     /// Redis: one `EVALSHA` of the write script, whatever the number of keys.
+    ///
+    /// # Errors
+    /// as [`set`](Self::set); a key named twice keeps its last value.
     pub async fn set_many<K: AsRef<str>, T: Serialize>(
         &self,
         entries: impl IntoIterator<Item = (K, T)>,
@@ -231,6 +292,9 @@ impl AsyncSession {
     /// Removes one key; answers whether it was there.
     ///
     /// Redis: one `EVALSHA` of the write script (`HDEL` inside). No session: no Redis.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`], and the store's errors (see [`AsyncSession`]).
     pub async fn remove(&self, key: &str) -> Result<bool, Error> {
         Ok(self.remove_many(&[key]).await? == 1)
     }
@@ -239,6 +303,10 @@ impl AsyncSession {
     ///
     /// Redis: one `EVALSHA` of the write script, whatever the number of keys. Removing every
     /// key keeps the (empty) session; use [`invalidate`](Self::invalidate) to end it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`], [`Error::TooManyKeys`], and the store's errors (see
+    /// [`AsyncSession`]).
     pub async fn remove_many(&self, keys: &[&str]) -> Result<u64, Error> {
         let fields = values::fields(&self.inner.binding.policy.session, keys)?;
         if fields.is_empty() {
@@ -261,6 +329,11 @@ impl AsyncSession {
     /// value. Creates the session if there is none.
     ///
     /// Redis: one `EVALSHA` of the write script (`HINCRBY` inside): no read-modify-write race.
+    ///
+    /// # Errors
+    /// [`Error::NotAnInteger`] if the stored value is not an integer or the sum overflows,
+    /// [`Error::SessionFull`], [`Error::InvalidKey`], and the store's errors (see
+    /// [`AsyncSession`]).
     pub async fn incr(&self, key: &str, by: i64) -> Result<i64, Error> {
         values::check_key(key)?;
         let field = key.to_owned();
@@ -276,6 +349,9 @@ impl AsyncSession {
     /// Stores a value only if the key is absent; answers whether it stored it.
     ///
     /// Redis: one `EVALSHA` of the write script (`HSET` inside, only if the key is absent).
+    ///
+    /// # Errors
+    /// as [`set`](Self::set).
     pub async fn set_if_absent<T: Serialize + ?Sized>(
         &self,
         key: &str,
@@ -295,6 +371,9 @@ impl AsyncSession {
     /// Pushes the idle timer back; answers whether the session exists.
     ///
     /// Redis: one `PEXPIRE` (none when there is no session).
+    ///
+    /// # Errors
+    /// The store's errors (see [`AsyncSession`]).
     pub async fn touch(&self) -> Result<bool, Error> {
         let Some((key, ttl)) = self.lock().target(&self.inner.binding, Purpose::Touch) else {
             return Ok(false);
@@ -313,6 +392,10 @@ impl AsyncSession {
     ///
     /// Redis: one `EVALSHA` of a one-line `UNLINK` script (none when there is no session);
     /// never refused for memory, since it frees some.
+    ///
+    /// # Errors
+    /// The store's errors (see [`AsyncSession`]); the session may then still exist in the store
+    /// until its idle timeout.
     pub async fn invalidate(&self) -> Result<(), Error> {
         let key = self.lock().invalidate(&self.inner.binding);
         if let Some(key) = key {
@@ -329,6 +412,9 @@ impl AsyncSession {
     ///
     /// Redis: one `EVALSHA` of the renew script (`RENAME` and `PEXPIRE` inside): O(1) whatever
     /// the session's size, and no moment at which neither id holds the data.
+    ///
+    /// # Errors
+    /// The store's errors (see [`AsyncSession`]).
     pub async fn renew(&self) -> Result<(), Error> {
         let Renewal::Move {
             from,
