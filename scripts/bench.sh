@@ -9,10 +9,9 @@
 #
 # Knobs (environment):
 #   SERVERS    servers to compare, each a --mode of bench_server ("none actix-session circumflex"),
-#              or circumflex-rl10 (refresh_after_percent = 10), circumflex-shared (shared actor),
-#              circumflex-inflight4 (4 pipelines in flight), circumflex-batch16 (max_batch 16),
+#              or circumflex-rl10 (refresh_after_percent = 10), circumflex-batch16 (max_batch 16),
 #              circumflex-memory (memory backend: the layer's own cost, no Redis)
-#   SERVER_ARGS extra bench_server arguments (e.g. "--placement shared --max-in-flight 2")
+#   SERVER_ARGS extra bench_server arguments (e.g. "--max-batch 64")
 #   WORKLOADS  subset of: read incr noop read50 ("read incr noop read50")
 #   RUNS       repetitions of every cell (2)     DURATION  measured seconds per cell (10)
 #   USERS      virtual users (64)                WARMUP    seconds not counted (1)
@@ -96,33 +95,13 @@ workload() {
 }
 for w in $WORKLOADS; do workload "$w" >/dev/null; done
 
-REDIS_PID=""
-SERVER_PID=""
-cleanup() {
-    # Only the processes this script started.
-    for pid in $SERVER_PID $REDIS_PID; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in $SERVER_PID $REDIS_PID; do
-        for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=lib/redis.sh
+. "$ROOT/scripts/lib/redis.sh"
 
-free_port() {
-    local p
-    for _ in $(seq 1 100); do
-        p=$((20000 + RANDOM % 30000))
-        if [ -z "$(ss -Htln "( sport = :$p )")" ]; then
-            echo "$p"
-            return 0
-        fi
-    done
-    echo "bench.sh: no free port found" >&2
-    return 1
-}
+# Only the processes this script started: the bench server here, Redis in redis_stop (lib/redis.sh).
+SERVER_PID=""
+trap stop_server EXIT
+trap 'exit 130' INT TERM
 
 stop_server() {
     [ -n "$SERVER_PID" ] || return 0
@@ -178,16 +157,7 @@ mkdir -p "$OUT"
 RESULTS=$OUT/results.jsonl
 : >"$RESULTS"
 
-REDIS_PORT=$(free_port)
-taskset -c "$SERVER_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' \
-    --appendonly no --daemonize no >"$OUT/redis.log" 2>&1 &
-REDIS_PID=$!
-for _ in $(seq 1 50); do
-    redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
-    sleep 0.1
-done
-redis-cli -p "$REDIS_PORT" ping >/dev/null || { echo "bench.sh: redis did not start" >&2; exit 1; }
-REDIS_URL=redis://127.0.0.1:$REDIS_PORT
+redis_start "$SERVER_CPU" "$OUT/redis.log" || { echo "bench.sh: redis did not start" >&2; exit 1; }
 echo "== redis on $REDIS_URL (pid $REDIS_PID), results in $OUT" >&2
 
 failures=0
@@ -204,8 +174,6 @@ for run in $(seq 1 "$RUNS"); do
         esac
         case $name in
             circumflex-rl10) mode=circumflex; extra="--refresh-after-percent 10" ;;
-            circumflex-shared) mode=circumflex; extra="--placement shared" ;;
-            circumflex-inflight4) mode=circumflex; extra="--max-in-flight 4" ;;
             circumflex-batch16) mode=circumflex; extra="--max-batch 16" ;;
             circumflex-memory) mode=circumflex; extra="--backend memory" ;;
             *) mode=$name; extra="" ;;

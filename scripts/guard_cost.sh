@@ -17,23 +17,13 @@ N=${N:-200000}
 REPS=${REPS:-2}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=$(mktemp -d)
-PID=""
-cleanup() {
-    [ -n "$PID" ] && kill "$PID" 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-PORT=""
-for _ in $(seq 1 100); do
-    p=$((20000 + RANDOM % 30000))
-    if [ -z "$(ss -Htln "( sport = :$p )")" ]; then PORT=$p; break; fi
-done
-[ -n "$PORT" ] || { echo "guard_cost.sh: no free port" >&2; exit 1; }
-taskset -c 0 redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no \
-    --daemonize no >"$WORK/redis.log" 2>&1 &
-PID=$!
-for _ in $(seq 1 50); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+# shellcheck disable=SC2064 # $WORK is expanded now, on purpose
+trap "rm -rf '$WORK'" EXIT
+# shellcheck source=lib/redis.sh
+. "$ROOT/scripts/lib/redis.sh"
+# Also stops exactly this redis-server on exit (before the folder with its log is removed).
+redis_start 0 "$WORK/redis.log" || { echo "guard_cost.sh: redis did not start" >&2; exit 1; }
+PORT=$REDIS_PORT
 
 SHA=$(redis-cli -p "$PORT" script load "$(cat "$ROOT/src/backend/lua/write.lua")")
 BASE_SHA=none
