@@ -35,16 +35,8 @@ use circumflex_session::{
     ActorConfig, MemoryBackend, RedisBackend, RedisConfig, SessionEngine,
     SessionMiddleware as CircumflexMiddleware,
 };
+use clap::{Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
-
-const USAGE: &str = "\
-usage: bench_server --mode none|actix-session|circumflex [--port N] [--redis-url URL] [--workers N]
-  --port N          port on 127.0.0.1 (default 8080; 0 picks a free one)
-  --redis-url URL   Redis for the session store (default redis://127.0.0.1:6379)
-  --workers N       actix-web workers (default 1)
-  --max-batch N     circumflex commands per pipeline (default 1024)
-  --backend B       circumflex backend: redis (default) or memory (to measure the layer alone)
-  --refresh-after-percent P  circumflex: skip TTL refreshes within P% of tti (default 0)";
 
 /// Most filler keys a login may ask for.
 const MAX_FILLER: usize = 10_000;
@@ -53,97 +45,45 @@ const FILLER_BYTES: usize = 200;
 const OK_BODY: &str = r#"{"ok":true}"#;
 const NO_SESSION_BODY: &str = r#"{"error":"no session"}"#;
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
 enum Mode {
     None,
     ActixSession,
     Circumflex,
 }
 
-impl Mode {
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "none" => Some(Mode::None),
-            "actix-session" => Some(Mode::ActixSession),
-            "circumflex" => Some(Mode::Circumflex),
-            _ => None,
-        }
-    }
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+enum Store {
+    Redis,
+    /// The session layer alone, without Redis.
+    Memory,
 }
 
+/// Baseline servers for the session benchmark (see the module docs).
+#[derive(Parser)]
+#[command(name = "bench_server")]
 struct Config {
+    /// Which session layer answers
+    #[arg(long, value_enum)]
     mode: Mode,
+    /// Port on 127.0.0.1; 0 picks a free one
+    #[arg(long, default_value_t = 8080)]
     port: u16,
+    /// Redis for the session store
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
-    workers: usize,
-    actor: ActorConfig,
+    /// actix-web workers
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    workers: u16,
+    /// circumflex: commands per pipeline at most
+    #[arg(long, default_value_t = ActorConfig::default().max_batch)]
+    max_batch: usize,
+    /// circumflex: the store behind the session layer
+    #[arg(long, value_enum, default_value_t = Store::Redis)]
+    backend: Store,
+    /// circumflex: skip TTL refreshes within P% of the time to idle
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..100))]
     refresh_after_percent: u8,
-    memory: bool,
-}
-
-fn parse_args() -> Result<Config, String> {
-    let mut mode = None;
-    let mut port = 8080u16;
-    let mut redis_url = "redis://127.0.0.1:6379".to_string();
-    let mut workers = 1usize;
-    let mut actor = ActorConfig::default();
-    let mut refresh_after_percent = 0u8;
-    let mut memory = false;
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let (key, inline) = match arg.split_once('=') {
-            Some((k, v)) => (k.to_string(), Some(v.to_string())),
-            None => (arg.clone(), None),
-        };
-        if key == "--help" || key == "-h" {
-            return Err(String::new());
-        }
-        let value = match inline {
-            Some(v) => v,
-            None => it.next().ok_or_else(|| format!("{key} needs a value"))?,
-        };
-        match key.as_str() {
-            "--mode" => {
-                mode = Some(Mode::parse(&value).ok_or_else(|| format!("unknown mode {value:?}"))?)
-            }
-            "--port" => port = value.parse().map_err(|_| format!("bad port {value:?}"))?,
-            "--redis-url" => redis_url = value,
-            "--workers" => {
-                workers = value
-                    .parse()
-                    .ok()
-                    .filter(|&n| n >= 1)
-                    .ok_or_else(|| format!("bad worker count {value:?}"))?
-            }
-            "--backend" => {
-                memory = match value.as_str() {
-                    "redis" => false,
-                    "memory" => true,
-                    _ => return Err(format!("bad backend {value:?}")),
-                }
-            }
-            "--refresh-after-percent" => {
-                refresh_after_percent = value
-                    .parse()
-                    .ok()
-                    .filter(|&p| p < 100)
-                    .ok_or_else(|| format!("bad percentage {value:?}"))?
-            }
-            "--max-batch" => {
-                actor.max_batch = value.parse().map_err(|_| format!("bad number {value:?}"))?
-            }
-            _ => return Err(format!("unknown option {key}")),
-        }
-    }
-    Ok(Config {
-        mode: mode.ok_or("--mode is required")?,
-        port,
-        redis_url,
-        workers,
-        actor,
-        refresh_after_percent,
-        memory,
-    })
 }
 
 #[derive(Deserialize)]
@@ -188,7 +128,7 @@ async fn noop() -> HttpResponse {
 macro_rules! listen {
     ($cfg:expr, $factory:expr) => {{
         let server = HttpServer::new($factory)
-            .workers($cfg.workers)
+            .workers(usize::from($cfg.workers))
             .shutdown_timeout(1)
             .bind(("127.0.0.1", $cfg.port))?;
         announce(&server.addrs());
@@ -380,13 +320,18 @@ mod circ {
 }
 
 async fn serve_circumflex(cfg: &Config) -> std::io::Result<()> {
-    let engine = if cfg.memory {
-        SessionEngine::with_config(MemoryBackend::new(), cfg.actor.clone())
-    } else {
-        let backend = RedisBackend::connect(RedisConfig::new(cfg.redis_url.clone()))
-            .await
-            .map_err(std::io::Error::other)?;
-        SessionEngine::with_config(backend, cfg.actor.clone())
+    let actor = ActorConfig {
+        max_batch: cfg.max_batch,
+        ..ActorConfig::default()
+    };
+    let engine = match cfg.backend {
+        Store::Memory => SessionEngine::with_config(MemoryBackend::new(), actor),
+        Store::Redis => {
+            let backend = RedisBackend::connect(RedisConfig::new(cfg.redis_url.clone()))
+                .await
+                .map_err(std::io::Error::other)?;
+            SessionEngine::with_config(backend, actor)
+        }
     }
     .map_err(std::io::Error::other)?;
     let key = Key::generate();
@@ -428,17 +373,7 @@ async fn serve_circumflex(cfg: &Config) -> std::io::Result<()> {
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
-    let cfg = match parse_args() {
-        Ok(cfg) => cfg,
-        Err(msg) if msg.is_empty() => {
-            println!("{USAGE}");
-            return Ok(());
-        }
-        Err(msg) => {
-            eprintln!("bench_server: {msg}\n{USAGE}");
-            std::process::exit(2);
-        }
-    };
+    let cfg = Config::parse();
     match cfg.mode {
         Mode::None => serve_none(&cfg).await,
         Mode::ActixSession => serve_actix_session(&cfg).await,

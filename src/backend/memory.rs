@@ -2,16 +2,18 @@
 //!
 //! For users' own tests and for the quick start when no Redis is reachable. Sessions live in
 //! one map behind a mutex and vanish with the process; expired entries are removed when
-//! touched and by a sweep at most once a second.
+//! touched and by a sweep at most once a second. Expiry reads Tokio's clock, so a test that
+//! pauses it (`tokio::time::pause`) moves every session's idle timer with `advance`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 
 use crate::actor::message::{Command, Limits, Op, Reply, WriteMode};
 use crate::backend::{Backend, BatchReplies};
+use crate::clock::{self, Instant};
 use crate::config::DEFAULT_KEY_PREFIX;
 use crate::error::Error;
 use crate::stats::Stats;
@@ -63,14 +65,14 @@ impl MemoryBackend {
             prefix: prefix.into(),
             state: Mutex::new(State {
                 sessions: HashMap::new(),
-                last_sweep: Instant::now(),
+                last_sweep: clock::now(),
             }),
         }
     }
 
     /// Number of live sessions.
     pub fn len(&self) -> usize {
-        let now = Instant::now();
+        let now = clock::now();
         self.lock()
             .sessions
             .values()
@@ -318,7 +320,7 @@ impl Backend for MemoryBackend {
         batch: &'a [Command],
         _stats: &'a Stats,
     ) -> BoxFuture<'a, Result<BatchReplies, Error>> {
-        let now = Instant::now();
+        let now = clock::now();
         let mut state = self.lock();
         state.sweep(now);
         let replies = batch.iter().map(|c| state.apply(c, now)).collect();
