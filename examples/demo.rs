@@ -5,10 +5,6 @@
 //! one; otherwise a private `redis-server` is started on a free port (and stopped on exit);
 //! otherwise the in-memory backend is used, loudly.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use actix_web::cookie::Key;
 use actix_web::http::StatusCode;
 use actix_web::{get, web, App, HttpResponse, HttpServer, ResponseError};
@@ -17,6 +13,11 @@ use circumflex_session::{
 };
 use serde::Deserialize;
 use serde_json::json;
+
+// The tests' private-Redis starter: a free loopback port (never 6379), killed by PID on drop.
+#[path = "../tests/support/redis_server.rs"]
+mod redis_server;
+use redis_server::RedisServer;
 
 const PAGE: &str = r#"<!doctype html>
 <html><head><meta charset="utf-8"><title>circumflex-session demo</title></head>
@@ -33,40 +34,6 @@ const PAGE: &str = r#"<!doctype html>
 </ul>
 <p>This page never touches the session: no Redis command, no cookie.</p>
 </body></html>"#;
-
-/// A private redis-server, killed when dropped.
-struct PrivateRedis(Child);
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn start_private_redis() -> Option<(PrivateRedis, String)> {
-    let port = free_port().ok()?;
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let redis = PrivateRedis(child);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some((redis, format!("redis://127.0.0.1:{port}")));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
 
 /// Session errors for this app, a playground where the client chooses keys and values: a bad
 /// key, a value too large, a session full, or a value read as the wrong type (a counter read
@@ -199,15 +166,16 @@ async fn main() -> std::io::Result<()> {
             println!("using Redis: {:?}", config.redis);
             redis_engine(&config, url).await?
         }
-        None => match start_private_redis() {
-            Some((redis, url)) => {
+        None => match RedisServer::try_start() {
+            Ok(redis) => {
+                let url = redis.url();
                 println!("started a private redis-server at {url} (stopped on exit)");
                 private_redis = Some(redis);
                 redis_engine(&config, url).await?
             }
-            None => {
+            Err(problem) => {
                 eprintln!("==================================================================");
-                eprintln!(" WARNING: no REDIS_URL and no redis-server binary found.");
+                eprintln!(" WARNING: no REDIS_URL, and no private redis-server: {problem}");
                 eprintln!(" Falling back to the IN-MEMORY backend: sessions vanish on exit.");
                 eprintln!(" Install Redis (apt-get install redis-server) or set REDIS_URL.");
                 eprintln!("==================================================================");

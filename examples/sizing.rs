@@ -18,8 +18,7 @@
 //! idle timeout of sessions that never logged in (`anonymous_tti_secs`) next to the one of
 //! logged-in sessions (`tti_secs`).
 
-use std::net::TcpListener;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
@@ -84,81 +83,18 @@ impl Args {
 // The private Redis
 // ---------------------------------------------------------------------------------------------
 
-/// A `redis-server` child process, killed (by its own PID) when dropped, so that an error or a
-/// panic in the middle of a measurement does not leave it running.
-struct PrivateRedis {
-    child: Child,
-    port: u16,
-}
+// The tests' starter, a `redis-server` child process on a free loopback port (never 6379),
+// killed by its own PID when dropped, so that an error or a panic in the middle of a
+// measurement does not leave it running.
+#[path = "../tests/support/redis_server.rs"]
+mod redis_server;
+use redis_server::RedisServer;
 
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl PrivateRedis {
-    /// Starts a server on a free loopback port and waits until it answers PING. The port is
-    /// found by binding port 0 and releasing it, so another process may take it in between:
-    /// then the server exits at once and we try another port.
-    async fn start() -> Fallible<Self> {
-        for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|listener| listener.local_addr())
-                .map_err(|e| format!("cannot find a free loopback port: {e}"))?
-                .port();
-            if port == 6379 {
-                continue; // never anywhere near a Redis someone may run on the default port
-            }
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|e| {
-                    format!(
-                        "cannot run redis-server ({e}); install it with \
-                         `apt-get install -y redis-server`"
-                    )
-                })?;
-            let mut redis = PrivateRedis { child, port };
-            if redis.wait_for_ping().await {
-                return Ok(redis);
-            }
-        }
-        Err("redis-server did not come up on a free loopback port after 5 attempts".into())
-    }
-
-    async fn wait_for_ping(&mut self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return false; // exited: most likely the port was taken meanwhile
-            }
-            if let Ok(mut conn) = self.connect().await {
-                let pong: redis::RedisResult<String> =
-                    redis::cmd("PING").query_async(&mut conn).await;
-                if pong.is_ok() {
-                    return true;
-                }
-            }
-            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-        }
-        false
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// A connection of our own for INFO and inspection, apart from the session pool.
-    async fn connect(&self) -> redis::RedisResult<MultiplexedConnection> {
-        redis::Client::open(self.url())?
-            .get_multiplexed_async_connection()
-            .await
-    }
+/// A connection of our own for INFO and inspection, apart from the session pool.
+async fn connect(redis: &RedisServer) -> redis::RedisResult<MultiplexedConnection> {
+    redis::Client::open(redis.url())?
+        .get_multiplexed_async_connection()
+        .await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -435,8 +371,8 @@ fn thousands(n: u64) -> String {
 }
 
 async fn run(args: Args) -> Fallible<()> {
-    let redis = PrivateRedis::start().await?;
-    let mut conn = redis.connect().await?;
+    let redis = RedisServer::try_start()?;
+    let mut conn = connect(&redis).await?;
     let server = info(&mut conn, "server").await?;
     let memory = info(&mut conn, "memory").await?;
     let version = info_field(&server, "redis_version")?.to_owned();

@@ -3,8 +3,6 @@
 //! sent together, the Redis backend's fusion (merged reads, deduplicated refreshes) against a
 //! backend that has none.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +11,8 @@ use circumflex_session::{Error, MemoryBackend, RedisBackend, RedisConfig, Sessio
 use futures::future::join_all;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use support::RedisServer;
+
+use crate::support::RedisServer;
 
 const TTL: Duration = Duration::from_secs(600);
 const FIELDS: [&str; 5] = ["a", "b", "c", "n", "m"];

@@ -1,13 +1,12 @@
 //! Limits against a hostile client, each against a real `redis-server`: per-session key and
-//! byte limits enforced atomically, a client at its limits that logs in while others read, and
-//! the shorter idle timeout of sessions that never logged in.
-
-mod support;
+//! byte limits enforced atomically, and a client at its limits that logs in while others read.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::support::app::*;
+use crate::support::RedisServer;
 use actix_web::cookie::Key;
 use actix_web::http::StatusCode;
 use actix_web::test::init_service;
@@ -16,8 +15,6 @@ use circumflex_session::{AsyncSession, Error, SessionMiddleware};
 use futures::future::join_all;
 use serde::Deserialize;
 use serde_json::json;
-use support::app::*;
-use support::RedisServer;
 
 #[derive(Deserialize)]
 struct Write {
@@ -245,67 +242,4 @@ fn only_session_id_of_user(server: &RedisServer) -> String {
         .collect();
     assert_eq!(ids.len(), 1, "one session, under its latest id: {ids:?}");
     ids.into_iter().next().unwrap()
-}
-
-fn pttl(server: &RedisServer, id: &str) -> i64 {
-    redis::cmd("PTTL")
-        .arg(format!("session:{id}"))
-        .query(&mut server.connection())
-        .unwrap()
-}
-
-#[actix_web::test]
-async fn a_session_that_never_logged_in_gets_the_shorter_idle_timeout() {
-    let server = RedisServer::start();
-    let mw = SessionMiddleware::builder(redis_engine(&server).await, Key::generate())
-        .tti(Duration::from_secs(3600))
-        .anonymous_tti(Duration::from_secs(60))
-        .build()
-        .expect("valid session settings");
-    let app = test_app(mw).await;
-    let anonymous = 50_000..=60_000;
-    let logged_in = 3_590_000..=3_600_000;
-
-    // An anonymous visitor's session lives a minute, refreshed or not.
-    let mut visitor = Visitor::default();
-    assert_eq!(visitor.get(&app, "/counter").await.status, StatusCode::OK);
-    let id = only_session_id(&server);
-    assert!(
-        anonymous.contains(&pttl(&server, &id)),
-        "{}",
-        pttl(&server, &id)
-    );
-    assert_eq!(visitor.get(&app, "/counter").await.status, StatusCode::OK);
-    assert!(anonymous.contains(&pttl(&server, &id)));
-
-    // Logging in renews the session: the new id gets the full hour, and keeps it.
-    assert_eq!(
-        visitor.get(&app, "/login?user=ann").await.status,
-        StatusCode::OK
-    );
-    let id = only_session_id(&server);
-    assert!(
-        logged_in.contains(&pttl(&server, &id)),
-        "{}",
-        pttl(&server, &id)
-    );
-    assert_eq!(visitor.get(&app, "/counter").await.json()["counter"], 3);
-    assert!(logged_in.contains(&pttl(&server, &id)));
-
-    // A visitor whose first request is the login gets the hour too.
-    let mut direct = Visitor::default();
-    assert_eq!(
-        direct.get(&app, "/login?user=bob").await.status,
-        StatusCode::OK
-    );
-    let ids = session_ids(&server);
-    let bob = ids
-        .iter()
-        .find(|other| **other != id)
-        .expect("bob's session");
-    assert!(
-        logged_in.contains(&pttl(&server, bob)),
-        "{}",
-        pttl(&server, bob)
-    );
 }

@@ -2,15 +2,13 @@
 //! `redis-server`, spoken to over real HTTP. It checks that the playground answers bad input
 //! with a 400 that says why, instead of the library's opaque 500.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use support::RedisServer;
+use crate::support::RedisServer;
 
 /// The demo binary (`cargo build --example demo`, next to this test's own binary), built
 /// first if it is missing: `cargo test` builds examples only as test harnesses.

@@ -1,0 +1,18 @@
+//! HTTP-level tests, one test binary: the app of `support::app` behind `SessionMiddleware`,
+//! most tests against a private `redis-server` of their own, some on the memory backend, and
+//! the demo example spoken to over real HTTP.
+//!
+//! One binary with a module per concern, because every test binary links actix-web again.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod api;
+mod auth_and_memory_faults;
+mod concurrency;
+mod connection_faults;
+mod cookies;
+mod demo;
+mod errors;
+mod expiry;
+mod limits;
