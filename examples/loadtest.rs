@@ -33,7 +33,7 @@
 //! 10.7-11.5 µs, the same with hyper's `client::conn::http1` (connection spawned as its own task)
 //! 15.6-16.1 µs (+50%), hyper with the connection polled in the request's task 16.5-18.3 µs.
 //!
-//! Why the file is still long (about 1,100 lines, from 1,590): the HTTP/1.1 exchange (about 190
+//! Why this file is long (about 1,100 lines, from 1,590): the HTTP/1.1 exchange (about 190
 //! lines, kept for the reason above), the human report and the `--json` line whose fields
 //! `scripts/bench.sh` reads (about 170), the tests (about 100), and the tool itself: the user
 //! loop with logins, timeouts and back-off, the answer checks and the error tally.

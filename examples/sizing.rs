@@ -17,6 +17,10 @@
 //! It also prints the TTL Redis holds for one session of each shape, which shows the shorter
 //! idle timeout of sessions that never logged in (`anonymous_tti_secs`) next to the one of
 //! logged-in sessions (`tti_secs`).
+//!
+//! Why this file is long: it is one measurement from end to end, and each part is short: the
+//! four session shapes and the handlers that create them, settling and sampling Redis's
+//! memory, and the two tables of the report.
 
 use std::process::ExitCode;
 use std::sync::LazyLock;
@@ -36,11 +40,6 @@ use serde::Serialize;
 
 type Fallible<T> = Result<T, Box<dyn std::error::Error>>;
 
-const USAGE: &str =
-    "usage: cargo run --release --example sizing -- [--sessions N] [--large-sessions N]
-  --sessions N        sessions created per small shape (default 50000)
-  --large-sessions N  sessions created at the size limit, ~240 KiB each (default 200)";
-
 /// Requests in flight at once: enough for the actor to batch them into pipelines, so that
 /// 50,000 sessions take seconds, not minutes. Memory per session does not depend on it.
 const IN_FLIGHT: usize = 64;
@@ -50,33 +49,16 @@ const NEW_SESSIONS_PER_SEC: f64 = 10_000.0;
 
 const GIB: f64 = (1u64 << 30) as f64;
 
+/// How many bytes of Redis memory one session costs, per session shape.
+#[derive(clap::Parser)]
+#[command(name = "sizing")]
 struct Args {
+    /// Sessions created per small shape
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
     sessions: u64,
+    /// Sessions created at the size limit, about 240 KiB each
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
     large_sessions: u64,
-}
-
-impl Args {
-    /// `Ok(None)` asks for the usage text.
-    fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Self>, String> {
-        let mut parsed = Args {
-            sessions: 50_000,
-            large_sessions: 200,
-        };
-        while let Some(flag) = args.next() {
-            let target = match flag.as_str() {
-                "--sessions" => &mut parsed.sessions,
-                "--large-sessions" => &mut parsed.large_sessions,
-                "-h" | "--help" => return Ok(None),
-                other => return Err(format!("unknown argument {other:?}")),
-            };
-            let value = args.next().ok_or(format!("{flag} needs a value"))?;
-            *target = match value.replace('_', "").parse() {
-                Ok(n) if n > 0 => n,
-                _ => return Err(format!("{flag} {value:?}: expected a positive integer")),
-            };
-        }
-        Ok(Some(parsed))
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -257,27 +239,18 @@ where
 // Measuring
 // ---------------------------------------------------------------------------------------------
 
-async fn info(conn: &mut MultiplexedConnection, section: &str) -> Fallible<String> {
-    let text: String = redis::cmd("INFO")
+async fn info(conn: &mut MultiplexedConnection, section: &str) -> Fallible<redis::InfoDict> {
+    Ok(redis::cmd("INFO")
         .arg(section)
         .query_async(conn)
         .await
-        .map_err(|e| format!("INFO {section}: {e}"))?;
-    Ok(text)
+        .map_err(|e| format!("INFO {section}: {e}"))?)
 }
 
-fn info_field<'a>(info: &'a str, field: &str) -> Fallible<&'a str> {
-    info.lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .map(str::trim)
-        .ok_or_else(|| format!("no {field} in INFO").into())
-}
-
-fn info_number(info: &str, field: &str) -> Fallible<u64> {
-    let value = info_field(info, field)?;
-    Ok(value
-        .parse()
-        .map_err(|e| format!("INFO {field} = {value:?}: {e}"))?)
+/// One field of an `INFO` section.
+fn field<T: redis::FromRedisValue>(info: &redis::InfoDict, name: &str) -> Fallible<T> {
+    info.get(name)
+        .ok_or_else(|| format!("no {name} in INFO").into())
 }
 
 /// `used_memory` once Redis has settled: nothing left for the lazy-free thread, and a moment
@@ -287,7 +260,7 @@ async fn settled_used_memory(conn: &mut MultiplexedConnection) -> Fallible<u64> 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let memory = info(conn, "memory").await?;
-        if info_number(&memory, "lazyfree_pending_objects")? == 0 {
+        if field::<u64>(&memory, "lazyfree_pending_objects")? == 0 {
             break;
         }
         if Instant::now() > deadline {
@@ -296,7 +269,7 @@ async fn settled_used_memory(conn: &mut MultiplexedConnection) -> Fallible<u64> 
         actix_web::rt::time::sleep(Duration::from_millis(50)).await;
     }
     actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
-    info_number(&info(conn, "memory").await?, "used_memory")
+    field(&info(conn, "memory").await?, "used_memory")
 }
 
 async fn flush(conn: &mut MultiplexedConnection) -> Fallible<()> {
@@ -375,8 +348,8 @@ async fn run(args: Args) -> Fallible<()> {
     let mut conn = connect(&redis).await?;
     let server = info(&mut conn, "server").await?;
     let memory = info(&mut conn, "memory").await?;
-    let version = info_field(&server, "redis_version")?.to_owned();
-    let allocator = info_field(&memory, "mem_allocator")?.to_owned();
+    let version: String = field(&server, "redis_version")?;
+    let allocator: String = field(&memory, "mem_allocator")?;
 
     let backend = RedisBackend::connect(RedisConfig::new(redis.url()))
         .await
@@ -486,17 +459,7 @@ async fn run(args: Args) -> Fallible<()> {
 }
 
 fn main() -> ExitCode {
-    let args = match Args::parse(std::env::args().skip(1)) {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(problem) => {
-            eprintln!("sizing: {problem}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = <Args as clap::Parser>::parse();
     match actix_web::rt::System::new().block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

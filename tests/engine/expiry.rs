@@ -11,11 +11,11 @@ use crate::support::RedisServer;
 
 /// A session idle for longer than its TTL is gone; one refreshed in time lives on.
 ///
-/// Real sleeps on both backends: on Redis the point is Redis's own expiry (PEXPIRE, with
-/// millisecond precision), and the memory backend's expiry reads `std::time::Instant`
-/// (`src/backend/memory.rs`), which a paused Tokio clock does not move. The sleeps are short:
-/// `idle` (100 ms TTL) is checked 300 ms after it was written, and `kept` (2 s TTL) is touched
-/// and checked 150 ms apart, a margin no loaded machine eats.
+/// On Redis the sleeps are real, because the point is Redis's own expiry (PEXPIRE, with
+/// millisecond precision), and short: `idle` (100 ms TTL) is checked 300 ms after it was
+/// written, and `kept` (2 s TTL) is touched and checked 150 ms apart, a margin no loaded machine
+/// eats. The memory backend's expiry reads Tokio's clock, so its test pauses it and the same
+/// sleeps take no time.
 async fn short_tti_expires(engine: SessionEngine) {
     let c = testing::start(&engine);
     let tti = Duration::from_millis(100);
@@ -55,6 +55,7 @@ async fn short_tti_really_expires_the_session_on_redis() {
 
 #[actix_web::test]
 async fn short_tti_really_expires_the_session_in_memory() {
+    tokio::time::pause();
     short_tti_expires(SessionEngine::new(MemoryBackend::new())).await;
 }
 
