@@ -149,3 +149,88 @@ fn load_of_a_missing_file_is_a_config_error_naming_the_file() {
     );
     assert!(err.to_string().contains("no-such-file.toml"), "{err}");
 }
+
+/// Each setting a builder takes, set to a value the file loader rejects, is rejected by the
+/// builder too, naming the same setting: a builder never quietly fixes what a file may not say.
+#[test]
+fn builders_reject_exactly_what_the_file_loader_rejects() {
+    use std::time::Duration;
+
+    use circumflex_session::{ActorConfig, RedisConfig, SessionEngine};
+
+    type Builder = circumflex_session::SessionMiddlewareBuilder;
+    let middleware: [(&str, &str, fn(Builder) -> Builder); 9] = [
+        ("[session]\ntti_secs = 0", "session.tti_secs", |b| {
+            b.tti(Duration::ZERO)
+        }),
+        (
+            "[session]\nanonymous_tti_secs = 0",
+            "session.anonymous_tti_secs",
+            |b| b.anonymous_tti(Duration::from_millis(999)),
+        ),
+        (
+            "[session]\nrefresh_after_percent = 100",
+            "session.refresh_after_percent",
+            |b| b.refresh_after_percent(100),
+        ),
+        (
+            "[session]\nmax_lifetime_secs = 0",
+            "session.max_lifetime_secs",
+            |b| b.max_lifetime(Duration::ZERO),
+        ),
+        (
+            "[session]\nmax_value_bytes = 0",
+            "session.max_value_bytes",
+            |b| b.max_value_bytes(0),
+        ),
+        ("[session]\nmax_keys = 0", "session.max_keys", |b| {
+            b.max_keys(0)
+        }),
+        (
+            "[session]\nmax_session_bytes = 10",
+            "session.max_session_bytes",
+            |b| b.max_session_bytes(10),
+        ),
+        ("[cookie]\nname = \"a b\"", "cookie.name", |b| {
+            b.cookie_name("a b")
+        }),
+        ("[cookie]\npath = \"app\"", "cookie.path", |b| {
+            b.cookie_path("app")
+        }),
+    ];
+    for (toml, setting, set) in middleware {
+        let from_file = Config::from_toml(toml).expect_err(toml).to_string();
+        assert!(from_file.contains(setting), "{toml}: {from_file}");
+        let builder = SessionMiddleware::builder(MemoryBackend::new(), Key::generate());
+        let from_builder = set(builder).build().expect_err(setting).to_string();
+        assert!(from_builder.contains(setting), "{setting}: {from_builder}");
+    }
+
+    let actor = ActorConfig {
+        max_batch: 0,
+        ..ActorConfig::default()
+    };
+    let from_file = Config::from_toml("[actor]\nmax_batch = 0").expect_err("max_batch 0");
+    let from_code = SessionEngine::with_config(MemoryBackend::new(), actor).expect_err("0");
+    assert!(
+        from_file.to_string().contains("actor.max_batch"),
+        "{from_file}"
+    );
+    assert!(
+        from_code.to_string().contains("actor.max_batch"),
+        "{from_code}"
+    );
+
+    let redis = RedisConfig::new("redis://127.0.0.1:1").response_timeout(Duration::ZERO);
+    let from_file = Config::from_toml("[redis]\nresponse_timeout_ms = 0").expect_err("0 ms");
+    let client = redis::Client::open("redis://127.0.0.1:1").expect("a valid URL");
+    let from_code = circumflex_session::RedisBackend::from_client(client, redis).expect_err("0");
+    assert!(
+        from_file.to_string().contains("redis.response_timeout_ms"),
+        "{from_file}"
+    );
+    assert!(
+        from_code.to_string().contains("redis.response_timeout_ms"),
+        "{from_code}"
+    );
+}
