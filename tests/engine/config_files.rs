@@ -159,7 +159,9 @@ fn builders_reject_exactly_what_the_file_loader_rejects() {
     use circumflex_session::{ActorConfig, RedisConfig, SessionEngine};
 
     type Builder = circumflex_session::SessionMiddlewareBuilder;
-    let middleware: [(&str, &str, fn(Builder) -> Builder); 9] = [
+    /// A file that sets one value, the setting it names, and the builder call that sets it.
+    type Case = (&'static str, &'static str, fn(Builder) -> Builder);
+    let middleware: [Case; 9] = [
         ("[session]\ntti_secs = 0", "session.tti_secs", |b| {
             b.tti(Duration::ZERO)
         }),
