@@ -1,4 +1,4 @@
-//! Standalone Redis: one pipeline per batch over a bb8-redis pool.
+//! Standalone Redis: one pipeline per batch over a bb8 pool of multiplexed connections.
 //!
 //! This file sends a batch and decides what to do when that fails; `plan` turns a batch into
 //! one pipeline and routes the replies back; `connections` keeps the pool and knows which
