@@ -116,7 +116,9 @@ impl RedisBackend {
 
     /// Uses a Redis client you built yourself (your own connection info, TLS settings or
     /// credentials provider), with the pool, timeouts and key prefix of `config`. The `url`,
-    /// `db`, `username` and `password` of `config` are not used: the client has its own.
+    /// `db`, `username` and `password` of `config` are not used: the client has its own. Give
+    /// it `TcpSettings` with `TCP_NODELAY`, as `connect` does, or small pipelines may wait on
+    /// Nagle's algorithm.
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
