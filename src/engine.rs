@@ -44,7 +44,6 @@ struct Inner {
     backend: Arc<dyn Backend>,
     stats: Arc<Stats>,
     config: ActorConfig,
-    key_prefix: Arc<str>,
 }
 
 impl std::fmt::Debug for SessionEngine {
@@ -91,13 +90,11 @@ impl SessionEngine {
     }
 
     fn build(backend: impl Backend, config: ActorConfig) -> Self {
-        let key_prefix = Arc::from(backend.key_prefix());
         Self {
             inner: Arc::new(Inner {
                 backend: Arc::new(backend),
                 stats: Arc::new(Stats::default()),
                 config,
-                key_prefix,
             }),
         }
     }
@@ -107,6 +104,11 @@ impl SessionEngine {
         self.inner.stats.snapshot()
     }
 
+    /// The prefix of the store's session keys: a session is the hash `<prefix>:<id>`.
+    pub(crate) fn key_prefix(&self) -> &str {
+        self.inner.backend.key_prefix()
+    }
+
     /// Starts an actor on the current arbiter (the calling actix-web worker) and returns the
     /// handle requests reach it through. Must be called on an actix system thread.
     pub(crate) fn start(&self) -> Handle {
@@ -114,7 +116,6 @@ impl SessionEngine {
             backend,
             stats,
             config,
-            key_prefix,
         } = &*self.inner;
         let actor = SessionActor::new(
             backend.clone(),
@@ -123,12 +124,6 @@ impl SessionEngine {
             config.deadline(),
         )
         .start();
-        Handle::new(
-            actor,
-            stats.clone(),
-            config.queue_depth,
-            config.deadline(),
-            key_prefix.clone(),
-        )
+        Handle::new(actor, stats.clone(), config.queue_depth, config.deadline())
     }
 }

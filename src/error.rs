@@ -104,6 +104,7 @@ pub enum Error {
 /// breaking change here.
 #[derive(Debug, Clone)]
 pub struct StoreError {
+    /// What went wrong, in words; empty when the source says it all.
     message: String,
     source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
 }

@@ -304,6 +304,7 @@ where
             service: Rc::new(service),
             binding: Arc::new(Binding {
                 handle: self.engine.start(),
+                key_prefix: Arc::from(self.engine.key_prefix()),
                 codec: self.codec.clone(),
                 policy: Policy {
                     session: self.session.clone(),

@@ -21,7 +21,6 @@ pub struct Handle {
     stats: Arc<Stats>,
     queue_depth: usize,
     deadline: Duration,
-    key_prefix: Arc<str>,
 }
 
 impl std::fmt::Debug for Handle {
@@ -36,25 +35,18 @@ impl Handle {
         stats: Arc<Stats>,
         queue_depth: usize,
         deadline: Duration,
-        key_prefix: Arc<str>,
     ) -> Self {
         Self {
             actor,
             stats,
             queue_depth,
             deadline,
-            key_prefix,
         }
     }
 
     /// A copy of the counters of the engine this handle's actor belongs to.
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
-    }
-
-    /// The prefix of the store's session keys.
-    pub(crate) fn key_prefix(&self) -> &str {
-        &self.key_prefix
     }
 
     /// Sends one command and waits for its reply, within the deadline.

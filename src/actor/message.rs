@@ -8,15 +8,13 @@ use tokio::sync::oneshot;
 
 use crate::error::Error;
 
-/// Field name prefix reserved for session metadata. User keys may not start with it, so
-/// metadata can never collide with them.
+/// Field name prefix reserved for session metadata (`\0created` below, and `\0size`, which only
+/// the write script reads and writes). User keys may not start with it, so metadata can never
+/// collide with them.
 pub(crate) const META_PREFIX: u8 = 0;
 /// Metadata field holding the creation time (Unix seconds). It also keeps the hash alive when
 /// every user key has been removed.
 pub const META_CREATED: &str = "\0created";
-/// Metadata field holding the session's size: bytes of user keys plus values, kept by the write
-/// script so that the size limit costs no scan.
-pub const META_SIZE: &str = "\0size";
 
 /// One operation on one session hash.
 #[derive(Debug, Clone, PartialEq)]

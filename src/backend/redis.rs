@@ -49,7 +49,7 @@ use crate::stats::Stats;
 mod connections;
 mod plan;
 
-use connections::{store_refusal, unavailable, Connections, TrackedConnection};
+use connections::{redis_error, store_refusal, Connections, TrackedConnection};
 use plan::Plan;
 
 const WRITE_SCRIPT: &str = include_str!("lua/write.lua");
@@ -195,9 +195,9 @@ impl RedisBackend {
                 conn.broken = true;
                 if e.is_connection_dropped() {
                     self.connections.lost();
-                    Err(Failure::Lost(unavailable(e)))
+                    Err(Failure::Lost(redis_error(e)))
                 } else {
-                    Err(Failure::Failed(unavailable(e)))
+                    Err(Failure::Failed(redis_error(e)))
                 }
             }
         }

@@ -11,6 +11,8 @@ use crate::ticket::Ticket;
 /// `Arc` clone per request.
 pub(crate) struct Binding {
     pub(crate) handle: Handle,
+    /// The store's key prefix: a session is the hash `<prefix>:<id>`.
+    pub(crate) key_prefix: Arc<str>,
     pub(crate) codec: Arc<CookieCodec>,
     pub(crate) policy: Policy,
     pub(crate) refreshes: RefreshLimiter,
@@ -20,7 +22,7 @@ pub(crate) struct Binding {
 impl Binding {
     /// The store key of a session.
     pub(super) fn key_for(&self, ticket: &Ticket) -> Arc<str> {
-        Arc::from(format!("{}:{}", self.handle.key_prefix(), ticket.id))
+        Arc::from(format!("{}:{}", self.key_prefix, ticket.id))
     }
 }
 

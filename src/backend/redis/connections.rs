@@ -136,7 +136,7 @@ impl Connections {
 
     async fn checkout(&self) -> Result<PooledConnection<'_, Manager>, Error> {
         self.pool.get().await.map_err(|e| match e {
-            bb8::RunError::User(e) => unavailable(e),
+            bb8::RunError::User(e) => redis_error(e),
             bb8::RunError::TimedOut => {
                 // The connection attempts behind the timeout failed: say why.
                 let last = self
@@ -145,7 +145,7 @@ impl Connections {
                     .unwrap_or_else(|p| p.into_inner())
                     .clone();
                 match last {
-                    Some(e) => unavailable(e),
+                    Some(e) => redis_error(e),
                     None => Error::unavailable(StoreError::new(
                         "timed out waiting for a pooled Redis connection",
                     )),
@@ -177,7 +177,7 @@ impl Connections {
                     conn.broken = true;
                     tries += 1;
                     if tries > self.pool_size || !e.is_connection_dropped() {
-                        return Err(unavailable(e));
+                        return Err(redis_error(e));
                     }
                 }
             }
@@ -213,6 +213,6 @@ pub(super) fn store_refusal(e: &RedisError) -> Option<Error> {
 }
 
 /// The error for a failure of the Redis client: a refusal named in words, or the client's own.
-pub(super) fn unavailable(e: RedisError) -> Error {
+pub(super) fn redis_error(e: RedisError) -> Error {
     store_refusal(&e).unwrap_or_else(|| Error::unavailable(e))
 }
