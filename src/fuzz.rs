@@ -701,7 +701,7 @@ fn the_base64_used_for_forgeries_is_standard_base64() {
 // 2. The verified payload
 // ---------------------------------------------------------------------------------------------
 
-/// The payload grammar written out again, apart from `Ticket::parse`: 32 lowercase hex
+/// The payload grammar written out again, apart from `Ticket::parse`: 36 lowercase hex
 /// characters, one dot, 1 to 20 decimal digits whose value fits a `u64`, and optionally `.r`
 /// (renewed).
 fn payload_by_spec(payload: &str) -> Option<(String, u64, bool)> {

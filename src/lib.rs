@@ -88,7 +88,7 @@ mod ticket;
 pub use backend::{memory::MemoryBackend, redis::RedisBackend, Backend};
 pub use config::{
     ActorConfig, Config, CookieConfig, CookieLifecycle, CookieSecurity, RedisConfig, SameSite,
-    SessionConfig, TtlRefresh,
+    SentinelConfig, SessionConfig, TlsConfig, TtlRefresh,
 };
 pub use engine::SessionEngine;
 pub use error::{Error, StoreError};

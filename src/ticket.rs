@@ -1,5 +1,13 @@
-//! The session's identity: a 128-bit random id from a CSPRNG, its creation time, and whether
-//! it logged in; and the strict format the cookie carries it in.
+//! The session's identity: a random id from a CSPRNG, its creation time, and whether it
+//! logged in; and the strict format the cookie carries it in.
+//!
+//! An id is 36 lowercase hex characters: a 16-bit *slot tag* then 128 fresh random bits. The
+//! store key is `<prefix>:{<tag>}:<rest>`, so Redis Cluster hashes only the tag: `renew`
+//! keeps the tag (and draws 128 new bits), so the old and new keys share a slot and the renew
+//! script stays atomic on a cluster. A new session draws its tag at random, which spreads
+//! sessions evenly over the 16384 slots (each tag value lands on one slot; there are four
+//! tag values per slot). A later per-user index can give a user's sessions the tag of the
+//! user, so that the index and the sessions it lists share a slot.
 //!
 //! The payload is `<id>.<created>` for a session that never logged in and `<id>.<created>.r`
 //! for one that was renewed (logged in): the id in lowercase hex, the creation time in Unix
@@ -13,15 +21,18 @@ use rand::RngCore as _;
 
 use crate::clock;
 
-/// Random bytes in a session id: 128 bits.
+/// Random bytes in a session id after its tag: 128 bits, fresh on every new id.
 const ID_BYTES: usize = 16;
-/// Length of an id in hex.
-pub(crate) const ID_LEN: usize = ID_BYTES * 2;
+/// Hex characters of the slot tag that starts an id (16 bits).
+pub(crate) const TAG_LEN: usize = 4;
+/// Length of an id in hex: the tag, then the 128 random bits.
+pub(crate) const ID_LEN: usize = TAG_LEN + ID_BYTES * 2;
 
 /// A verified (or freshly generated) session identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Ticket {
-    /// 32 lowercase hex characters (shared: cloned on every request that uses the session).
+    /// 36 lowercase hex characters, the first [`TAG_LEN`] of them the slot tag (shared: cloned
+    /// on every request that uses the session).
     pub(crate) id: Arc<str>,
     /// Creation time, Unix seconds.
     pub(crate) created: u64,
@@ -31,16 +42,34 @@ pub(crate) struct Ticket {
 }
 
 impl Ticket {
-    /// A new identity with a fresh id from the thread-local CSPRNG (ChaCha, seeded by the OS).
+    /// A new identity with a fresh id and a random slot tag, from the thread-local CSPRNG
+    /// (ChaCha, seeded by the OS).
     pub(crate) fn generate(renewed: bool) -> Self {
-        Self::with_created(clock::unix_secs(), renewed)
+        let tag = format!("{:04x}", rand::rng().next_u32() & 0xffff);
+        Self::with_tag(&tag, clock::unix_secs(), renewed)
     }
 
-    /// A new id with a given creation time (`renew` keeps the old one).
-    pub(crate) fn with_created(created: u64, renewed: bool) -> Self {
+    /// The identity `renew` moves the session to: the same slot tag and creation time, 128
+    /// fresh random bits, logged in.
+    pub(crate) fn successor(&self) -> Self {
+        Self::with_tag(self.tag(), self.created, true)
+    }
+
+    /// The slot tag: the part of the id that Redis Cluster hashes.
+    pub(crate) fn tag(&self) -> &str {
+        &self.id[..TAG_LEN]
+    }
+
+    /// The id after the tag.
+    pub(crate) fn rest(&self) -> &str {
+        &self.id[TAG_LEN..]
+    }
+
+    fn with_tag(tag: &str, created: u64, renewed: bool) -> Self {
         let mut bytes = [0u8; ID_BYTES];
         rand::rng().fill_bytes(&mut bytes);
         let mut id = String::with_capacity(ID_LEN);
+        id.push_str(tag);
         for b in bytes {
             // Writing to a String cannot fail.
             let _ = write!(id, "{b:02x}");
@@ -57,7 +86,7 @@ impl Ticket {
         format!("{}.{}{mark}", self.id, self.created)
     }
 
-    /// Strict parse of a verified payload: exactly 32 lowercase hex, a dot, decimal seconds,
+    /// Strict parse of a verified payload: exactly 36 lowercase hex, a dot, decimal seconds,
     /// and optionally `.r`.
     pub(crate) fn parse(payload: &str) -> Option<Self> {
         let (payload, renewed) = match payload.strip_suffix(".r") {
@@ -86,22 +115,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn generated_ids_are_128_bit_hex_and_distinct() {
+    fn generated_ids_are_a_tag_and_128_random_bits() {
         let a = Ticket::generate(false);
         let b = Ticket::generate(false);
-        assert_eq!(a.id.len(), 32);
-        assert!(a.id.bytes().all(|c| c.is_ascii_hexdigit()));
-        assert_ne!(a.id, b.id);
+        assert_eq!(a.id.len(), 36);
+        assert!(a.id.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')));
+        assert_ne!(a.rest(), b.rest());
+        // Tags are random too: 64 sessions almost surely draw more than one.
+        let tags: std::collections::HashSet<String> = (0..64)
+            .map(|_| Ticket::generate(false).tag().to_owned())
+            .collect();
+        assert!(tags.len() > 1, "{tags:?}");
+    }
+
+    #[test]
+    fn a_successor_keeps_the_tag_and_creation_time_and_draws_new_bits() {
+        let old = Ticket::generate(false);
+        let new = old.successor();
+        assert_eq!(new.tag(), old.tag());
+        assert_eq!(new.created, old.created);
+        assert!(new.renewed);
+        assert_ne!(new.rest(), old.rest());
+        assert_eq!(new.rest().len(), 32);
     }
 
     #[test]
     fn payload_parse_is_strict() {
-        let id = "0123456789abcdef0123456789abcdef";
+        let id = "0a1b0123456789abcdef0123456789abcdef";
         assert!(Ticket::parse(&format!("{id}.17")).is_some());
         assert!(Ticket::parse(&format!("{}.17", id.to_uppercase())).is_none());
         assert!(Ticket::parse(&format!("{id}.")).is_none());
         assert!(Ticket::parse(&format!("{id}.1x")).is_none());
         assert!(Ticket::parse(&format!("{id}0.17")).is_none());
+        // The layout before slot tags: 32 hex characters.
+        assert!(Ticket::parse(&format!("{}.17", &id[4..])).is_none());
         assert!(Ticket::parse(&format!("{id}.{}", "9".repeat(30))).is_none());
         assert!(Ticket::parse(id).is_none());
         assert_eq!(

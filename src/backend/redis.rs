@@ -38,14 +38,15 @@
 use std::time::Instant;
 
 use futures::future::BoxFuture;
-use redis::{IntoConnectionInfo, RedisError, Script, Value};
+use redis::{RedisError, Script, Value};
 
 use crate::actor::message::{Command, Op, Reply};
 use crate::backend::{Backend, BatchReplies};
-use crate::config::RedisConfig;
+use crate::config::{RedisConfig, Topology};
 use crate::error::{Error, StoreError};
 use crate::stats::Stats;
 
+mod client;
 mod connections;
 mod plan;
 
@@ -82,36 +83,28 @@ impl std::fmt::Debug for RedisBackend {
 }
 
 impl RedisBackend {
-    /// Creates the pool for the URL, database and credentials of `config`. Connections are
-    /// opened on first use, so an application starts (and answers 503 on session use) while
-    /// Redis is still down. Must run inside a Tokio runtime.
+    /// Creates the pool for the URL, database, credentials and TLS files of `config`.
+    /// Connections are opened on first use, so an application starts (and answers 503 on
+    /// session use) while Redis is still down. Must run inside a Tokio runtime.
     ///
     /// # Errors
-    /// [`Error::Config`] for an invalid setting or URL.
+    /// [`Error::Config`] for an invalid setting or URL, an unreadable TLS file, or `rediss://`
+    /// without a TLS feature.
     pub async fn connect(config: RedisConfig) -> Result<Self, Error> {
         config.validate()?;
-        let mut info = config
-            .url_or_default()
-            .into_connection_info()
-            .map_err(|e| Error::Config(format!("invalid redis url: {e}")))?;
-        let mut settings = info.redis_settings().clone();
-        if let Some(db) = config.db {
-            settings = settings.set_db(db);
+        match config.topology() {
+            Topology::Standalone(url) => {
+                let info = client::connection_info(url, &config)?;
+                let client = client::client(info, &config.tls)?;
+                Ok(Self::with_client(client, config))
+            }
+            Topology::Cluster(_) => Err(Error::Config(
+                "redis.cluster_nodes: the cluster backend is not built yet".into(),
+            )),
+            Topology::Sentinel(_) => Err(Error::Config(
+                "redis.sentinel: sentinel discovery is not built yet".into(),
+            )),
         }
-        if let Some(user) = &config.username {
-            settings = settings.set_username(user);
-        }
-        if let Some(password) = &config.password {
-            settings = settings.set_password(password);
-        }
-        // TCP_NODELAY: a small pipeline must not wait for the previous one's bytes to be
-        // acknowledged (Nagle's algorithm).
-        info = info
-            .set_redis_settings(settings)
-            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let client = redis::Client::open(info)
-            .map_err(|e| Error::Config(format!("invalid redis url: {e}")))?;
-        Ok(Self::with_client(client, config))
     }
 
     /// Uses a Redis client you built yourself (your own connection info, TLS settings or

@@ -17,7 +17,8 @@ mod redis;
 mod session;
 
 pub use self::cookie::{CookieConfig, CookieLifecycle, CookieSecurity, SameSite};
-pub use self::redis::RedisConfig;
+pub(crate) use self::redis::{redact_url, Topology};
+pub use self::redis::{RedisConfig, SentinelConfig, TlsConfig};
 pub use self::session::{SessionConfig, TtlRefresh};
 
 /// Default Redis URL: a local server.
@@ -82,7 +83,9 @@ impl Config {
         Ok(config)
     }
 
-    /// Reads and parses a TOML file, then applies the `REDIS_URL` environment variable if set.
+    /// Reads and parses a TOML file, then applies the environment
+    /// ([`RedisConfig::apply_env`]: `REDIS_URL`, `REDIS_CLUSTER_NODES`, `REDIS_SENTINEL`, the
+    /// `REDIS_TLS_*` files) and validates the result.
     ///
     /// # Errors
     /// [`Error::Config`] if the file cannot be read, or as [`from_toml`](Self::from_toml).
@@ -91,11 +94,8 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
         let mut config = Self::from_toml(&text)?;
-        if let Ok(url) = std::env::var("REDIS_URL") {
-            if !url.is_empty() {
-                config.redis.url = Some(url);
-            }
-        }
+        config.redis.apply_env()?;
+        config.validate()?;
         Ok(config)
     }
 

@@ -1,5 +1,6 @@
 //! Where sessions are stored.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -10,25 +11,36 @@ use super::{
 };
 use crate::error::Error;
 
-/// Redis connection settings: where, as whom, under which key prefix, and how patiently.
+/// Redis connection settings: which Redis (one server, a Cluster, or a master found through
+/// Sentinel), as whom, over TLS or not, under which key prefix, and how patiently.
 ///
-/// `Debug` hides the password and any password in the URL.
+/// Set at most one of `url`, `cluster_nodes` and `sentinel`; with none, the URL defaults to
+/// `redis://127.0.0.1:6379`. `Debug` hides every password, in URLs too.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    /// Redis URL, e.g. `redis://127.0.0.1:6379`. `None` means "none configured": the demo then
-    /// starts a private server; [`RedisConfig::url_or_default`] falls back to
-    /// `redis://127.0.0.1:6379`.
+    /// Redis URL, e.g. `redis://127.0.0.1:6379` or `rediss://` for TLS. `None` means "none
+    /// configured": the demo then starts a private server; [`RedisConfig::url_or_default`]
+    /// falls back to `redis://127.0.0.1:6379`.
     pub url: Option<String>,
-    /// Database index; overrides the one in the URL when set.
+    /// Redis Cluster: the URLs of some of its nodes (any role; the rest are discovered). Not
+    /// empty: the cluster backend is used.
+    pub cluster_nodes: Vec<String>,
+    /// Sentinel: find the master through these sentinels.
+    pub sentinel: Option<SentinelConfig>,
+    /// TLS files: a CA to trust instead of the system's, and a client certificate for mutual
+    /// TLS. Used with `rediss://` URLs; needs the `tls-rustls` or `tls-native-tls` feature.
+    pub tls: TlsConfig,
+    /// Database index; overrides the one in the URL when set. A cluster has only database 0.
     pub db: Option<i64>,
     /// ACL user name; overrides the one in the URL when set.
     pub username: Option<String>,
     /// Password; overrides the one in the URL when set.
     pub password: Option<String>,
-    /// Key prefix. A session is the hash `<prefix>:<id>`. Default `session`.
+    /// Key prefix. A session is the hash `<prefix>:{<tag>}:<id>`. Default `session`.
     pub key_prefix: String,
-    /// bb8 pool size. Default 4: each connection is multiplexed, so few are needed.
+    /// bb8 pool size (per node, on a cluster). Default 4: each connection is multiplexed, so
+    /// few are needed.
     pub pool_size: u32,
     /// How long to wait for a pooled connection, in milliseconds. Default 2000.
     pub connect_timeout_ms: u64,
@@ -37,10 +49,63 @@ pub struct RedisConfig {
     pub response_timeout_ms: u64,
 }
 
+/// Master discovery through Redis Sentinel.
+///
+/// The master's user name, password and database are those of the enclosing
+/// [`RedisConfig`]; a sentinel's own credentials go in its URL.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SentinelConfig {
+    /// The name the sentinels monitor the master under (`sentinel monitor <name> ...`).
+    pub master_name: String,
+    /// Sentinel URLs, e.g. `redis://127.0.0.1:26379`; `rediss://` when the sentinels and the
+    /// data nodes speak TLS.
+    pub nodes: Vec<String>,
+}
+
+impl std::fmt::Debug for SentinelConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentinelConfig")
+            .field("master_name", &self.master_name)
+            .field("nodes", &redact_all(&self.nodes))
+            .finish()
+    }
+}
+
+/// TLS files, all PEM. Relative paths are relative to the working directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// CA certificate(s) to trust instead of the system's roots (a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate for mutual TLS; needs `client_key_file`.
+    pub client_cert_file: Option<PathBuf>,
+    /// The client certificate's private key.
+    pub client_key_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// Whether any file is set.
+    pub fn is_set(&self) -> bool {
+        self.ca_file.is_some() || self.client_cert_file.is_some() || self.client_key_file.is_some()
+    }
+}
+
+/// Which Redis a [`RedisConfig`] points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Topology<'a> {
+    Standalone(&'a str),
+    Cluster(&'a [String]),
+    Sentinel(&'a SentinelConfig),
+}
+
 impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisConfig")
             .field("url", &self.url.as_deref().map(redact_url))
+            .field("cluster_nodes", &redact_all(&self.cluster_nodes))
+            .field("sentinel", &self.sentinel)
+            .field("tls", &self.tls)
             .field("db", &self.db)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
@@ -52,8 +117,13 @@ impl std::fmt::Debug for RedisConfig {
     }
 }
 
-/// A URL with its userinfo password (`redis://user:secret@host`) replaced, for logs.
-fn redact_url(url: &str) -> String {
+fn redact_all(urls: &[String]) -> Vec<String> {
+    urls.iter().map(|u| redact_url(u)).collect()
+}
+
+/// A URL with its userinfo password (`redis://user:secret@host`) replaced, for logs and
+/// errors.
+pub(crate) fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme + 3 => {
             let userinfo = &url[scheme + 3..at];
@@ -72,6 +142,9 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: None,
+            cluster_nodes: Vec::new(),
+            sentinel: None,
+            tls: TlsConfig::default(),
             db: None,
             username: None,
             password: None,
@@ -91,6 +164,50 @@ impl RedisConfig {
             url: Some(url.into()),
             ..Self::default()
         }
+    }
+
+    /// A config for a Redis Cluster, given some of its nodes' URLs.
+    #[must_use]
+    pub fn cluster<I, S>(nodes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            cluster_nodes: nodes.into_iter().map(Into::into).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// A config for the master that the sentinels at `sentinels` monitor as `master_name`.
+    #[must_use]
+    pub fn sentinel<I, S>(master_name: impl Into<String>, sentinels: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            sentinel: Some(SentinelConfig {
+                master_name: master_name.into(),
+                nodes: sentinels.into_iter().map(Into::into).collect(),
+            }),
+            ..Self::default()
+        }
+    }
+
+    /// Trusts the CA certificate(s) in this PEM file instead of the system's roots.
+    #[must_use]
+    pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls.ca_file = Some(path.into());
+        self
+    }
+
+    /// Presents this client certificate and key (PEM files) for mutual TLS.
+    #[must_use]
+    pub fn tls_client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls.client_cert_file = Some(cert.into());
+        self.tls.client_key_file = Some(key.into());
+        self
     }
 
     /// Sets the database index.
@@ -140,6 +257,70 @@ impl RedisConfig {
         self.url.as_deref().unwrap_or(DEFAULT_REDIS_URL)
     }
 
+    /// Which Redis this points at (after [`validate`](Self::validate): at most one is set).
+    pub(crate) fn topology(&self) -> Topology<'_> {
+        if let Some(sentinel) = &self.sentinel {
+            Topology::Sentinel(sentinel)
+        } else if !self.cluster_nodes.is_empty() {
+            Topology::Cluster(&self.cluster_nodes)
+        } else {
+            Topology::Standalone(self.url_or_default())
+        }
+    }
+
+    /// Applies the environment: `REDIS_URL`, `REDIS_CLUSTER_NODES` (comma-separated URLs) or
+    /// `REDIS_SENTINEL` (`redis+sentinel://[user:pass@]host:port[,host:port...]/<master>`,
+    /// `rediss+sentinel://` for TLS) replace whichever of `url`, `cluster_nodes` and
+    /// `sentinel` the file set; `REDIS_TLS_CA`, `REDIS_TLS_CERT` and `REDIS_TLS_KEY` set the
+    /// TLS files. Empty variables count as unset.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if more than one of the three topology variables is set, or
+    /// `REDIS_SENTINEL` is malformed.
+    pub fn apply_env(&mut self) -> Result<(), Error> {
+        self.apply_vars(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    }
+
+    fn apply_vars(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), Error> {
+        let url = var("REDIS_URL");
+        let cluster = var("REDIS_CLUSTER_NODES");
+        let sentinel = var("REDIS_SENTINEL");
+        if [&url, &cluster, &sentinel]
+            .iter()
+            .filter(|v| v.is_some())
+            .count()
+            > 1
+        {
+            return Err(Error::Config(
+                "set only one of REDIS_URL, REDIS_CLUSTER_NODES and REDIS_SENTINEL".into(),
+            ));
+        }
+        if url.is_some() || cluster.is_some() || sentinel.is_some() {
+            self.url = url;
+            self.cluster_nodes = cluster
+                .map(|nodes| {
+                    nodes
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.sentinel = sentinel.as_deref().map(parse_sentinel_url).transpose()?;
+        }
+        if let Some(ca) = var("REDIS_TLS_CA") {
+            self.tls.ca_file = Some(ca.into());
+        }
+        if let Some(cert) = var("REDIS_TLS_CERT") {
+            self.tls.client_cert_file = Some(cert.into());
+        }
+        if let Some(key) = var("REDIS_TLS_KEY") {
+            self.tls.client_key_file = Some(key.into());
+        }
+        Ok(())
+    }
+
     /// Sets how long Redis may take to answer before its connection is replaced (default 2 s).
     #[must_use]
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
@@ -163,6 +344,45 @@ impl RedisConfig {
         if self.key_prefix.is_empty() {
             return Err(Error::Config("redis.key_prefix must not be empty".into()));
         }
+        if self.key_prefix.contains(['{', '}']) {
+            // Redis Cluster would hash the prefix's braces instead of the session's tag.
+            return Err(Error::Config(
+                "redis.key_prefix must not contain '{' or '}'".into(),
+            ));
+        }
+        let topologies = [
+            self.url.is_some(),
+            !self.cluster_nodes.is_empty(),
+            self.sentinel.is_some(),
+        ];
+        if topologies.iter().filter(|set| **set).count() > 1 {
+            return Err(Error::Config(
+                "set only one of redis.url, redis.cluster_nodes and redis.sentinel".into(),
+            ));
+        }
+        if !self.cluster_nodes.is_empty() && self.db.is_some_and(|db| db != 0) {
+            return Err(Error::Config(
+                "redis.db must be unset or 0 with redis.cluster_nodes: a cluster has only database 0"
+                    .into(),
+            ));
+        }
+        if let Some(sentinel) = &self.sentinel {
+            if sentinel.master_name.is_empty() {
+                return Err(Error::Config(
+                    "redis.sentinel.master_name must not be empty".into(),
+                ));
+            }
+            if sentinel.nodes.is_empty() {
+                return Err(Error::Config(
+                    "redis.sentinel.nodes must name at least one sentinel".into(),
+                ));
+            }
+        }
+        if self.tls.client_cert_file.is_some() != self.tls.client_key_file.is_some() {
+            return Err(Error::Config(
+                "redis.tls.client_cert_file and redis.tls.client_key_file go together".into(),
+            ));
+        }
         if self.pool_size == 0 {
             return Err(Error::Config("redis.pool_size must be at least 1".into()));
         }
@@ -178,6 +398,40 @@ impl RedisConfig {
         }
         Ok(())
     }
+}
+
+/// Parses `redis+sentinel://[user:pass@]host:port[,host:port...]/<master>` (or
+/// `rediss+sentinel://`) into sentinel URLs that share the scheme and credentials.
+fn parse_sentinel_url(url: &str) -> Result<SentinelConfig, Error> {
+    let malformed = || {
+        Error::Config(format!(
+            "REDIS_SENTINEL must look like redis+sentinel://host:port[,host:port...]/<master>, got {}",
+            redact_url(url)
+        ))
+    };
+    let (scheme, rest) = if let Some(rest) = url.strip_prefix("redis+sentinel://") {
+        ("redis", rest)
+    } else if let Some(rest) = url.strip_prefix("rediss+sentinel://") {
+        ("rediss", rest)
+    } else {
+        return Err(malformed());
+    };
+    let (authority, master) = rest.split_once('/').ok_or_else(malformed)?;
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => (format!("{userinfo}@"), hosts),
+        None => (String::new(), authority),
+    };
+    let nodes: Vec<String> = hosts
+        .split(',')
+        .map(|host| format!("{scheme}://{userinfo}{host}"))
+        .collect();
+    if master.is_empty() || master.contains('/') || hosts.split(',').any(str::is_empty) {
+        return Err(malformed());
+    }
+    Ok(SentinelConfig {
+        master_name: master.to_owned(),
+        nodes,
+    })
 }
 
 #[cfg(test)]
@@ -200,5 +454,115 @@ mod tests {
             redact_url("redis://127.0.0.1:6379"),
             "redis://127.0.0.1:6379"
         );
+    }
+
+    #[test]
+    fn debug_output_hides_passwords_of_cluster_and_sentinel_nodes() {
+        let mut config = RedisConfig::cluster(["redis://u:pw1@127.0.0.1:7000"]);
+        config.sentinel = Some(SentinelConfig {
+            master_name: "m".into(),
+            nodes: vec!["redis://:pw2@127.0.0.1:26379".into()],
+        });
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("pw1") && !shown.contains("pw2"), "{shown}");
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn the_environment_replaces_the_topology_of_the_file() {
+        let mut config = RedisConfig::new("redis://file:6379");
+        config
+            .apply_vars(vars(&[(
+                "REDIS_CLUSTER_NODES",
+                "redis://127.0.0.1:7000, redis://127.0.0.1:7001",
+            )]))
+            .unwrap();
+        assert_eq!(config.url, None);
+        assert_eq!(
+            config.cluster_nodes,
+            ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]
+        );
+        config.validate().unwrap();
+
+        config
+            .apply_vars(vars(&[(
+                "REDIS_SENTINEL",
+                "rediss+sentinel://:pw@127.0.0.1:26379,127.0.0.1:26380/mymaster",
+            )]))
+            .unwrap();
+        assert!(config.cluster_nodes.is_empty());
+        assert_eq!(
+            config.sentinel,
+            Some(SentinelConfig {
+                master_name: "mymaster".into(),
+                nodes: vec![
+                    "rediss://:pw@127.0.0.1:26379".into(),
+                    "rediss://:pw@127.0.0.1:26380".into()
+                ],
+            })
+        );
+
+        config
+            .apply_vars(vars(&[
+                ("REDIS_URL", "rediss://h:6380"),
+                ("REDIS_TLS_CA", "ca.pem"),
+            ]))
+            .unwrap();
+        assert_eq!(config.topology(), Topology::Standalone("rediss://h:6380"));
+        assert_eq!(config.tls.ca_file, Some(PathBuf::from("ca.pem")));
+
+        let both = config.apply_vars(vars(&[("REDIS_URL", "redis://a"), ("REDIS_SENTINEL", "x")]));
+        assert!(both.unwrap_err().to_string().contains("only one"));
+    }
+
+    #[test]
+    fn a_malformed_sentinel_url_is_rejected_without_its_password() {
+        for bad in [
+            "redis://127.0.0.1:26379/m",
+            "redis+sentinel://:secret@127.0.0.1:26379",
+            "redis+sentinel://:secret@127.0.0.1:26379/",
+            "redis+sentinel://:secret@127.0.0.1:26379,/m",
+        ] {
+            let err = parse_sentinel_url(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("REDIS_SENTINEL") && !err.contains("secret"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn conflicting_or_incomplete_settings_are_rejected_by_name() {
+        let mut two = RedisConfig::new("redis://a");
+        two.cluster_nodes = vec!["redis://b".into()];
+        assert!(two.validate().unwrap_err().to_string().contains("only one"));
+        let db = RedisConfig::cluster(["redis://b"]).db(3);
+        assert!(db.validate().unwrap_err().to_string().contains("redis.db"));
+        let braces = RedisConfig::default().key_prefix("s{x}");
+        assert!(braces
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("key_prefix"));
+        let no_name = RedisConfig::sentinel("", ["redis://127.0.0.1:26379"]);
+        assert!(no_name
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("master_name"));
+        let mut half = RedisConfig::default();
+        half.tls.client_cert_file = Some("c.pem".into());
+        assert!(half
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("client_key_file"));
     }
 }

@@ -250,13 +250,13 @@ impl State {
         current.map(|(_, key)| key)
     }
 
-    /// Prepares a renew: a new id with the old creation time, logged in.
+    /// Prepares a renew: a new id with the old slot tag and creation time, logged in.
     pub(super) fn begin_renew(&mut self, b: &Binding) -> Renewal {
         let Some((old_ticket, from)) = self.resolve(b) else {
             self.renew_pending = true;
             return Renewal::Nothing;
         };
-        let ticket = Ticket::with_created(old_ticket.created, true);
+        let ticket = old_ticket.successor();
         let Some(ttl) = b.policy.ttl(&ticket) else {
             self.identity = Identity::Anonymous;
             return Renewal::Nothing;

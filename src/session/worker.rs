@@ -11,7 +11,7 @@ use crate::ticket::Ticket;
 /// `Arc` clone per request.
 pub(crate) struct Binding {
     pub(crate) handle: Handle,
-    /// The store's key prefix: a session is the hash `<prefix>:<id>`.
+    /// The store's key prefix: a session is the hash `<prefix>:{<tag>}:<rest of id>`.
     pub(crate) key_prefix: Arc<str>,
     pub(crate) codec: Arc<CookieCodec>,
     pub(crate) policy: Policy,
@@ -20,9 +20,15 @@ pub(crate) struct Binding {
 }
 
 impl Binding {
-    /// The store key of a session.
+    /// The store key of a session: `<prefix>:{<tag>}:<rest of id>`. Redis Cluster hashes only
+    /// the part in braces, which `renew` keeps (see the `ticket` module).
     pub(super) fn key_for(&self, ticket: &Ticket) -> Arc<str> {
-        Arc::from(format!("{}:{}", self.key_prefix, ticket.id))
+        Arc::from(format!(
+            "{}:{{{}}}:{}",
+            self.key_prefix,
+            ticket.tag(),
+            ticket.rest()
+        ))
     }
 }
 

@@ -49,7 +49,7 @@ async fn parallel_writes_with_one_cookie_lose_no_update() {
     }
     assert!(lost.is_empty(), "lost updates: {lost:?}");
     let fields: Vec<String> = redis::cmd("HKEYS")
-        .arg(format!("session:{id}"))
+        .arg(session_key(&id))
         .query(&mut server.connection())
         .unwrap();
     let user_fields = fields.iter().filter(|f| !f.starts_with('\0')).count();

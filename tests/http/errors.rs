@@ -159,7 +159,7 @@ async fn an_oversized_value_is_refused_by_set_and_nothing_is_stored() {
     assert_eq!(refused.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(refused.json()["size"], json!(65));
     let stored: bool = redis::cmd("HEXISTS")
-        .arg(format!("session:{id}"))
+        .arg(session_key(&id))
         .arg("note")
         .query(&mut server.connection())
         .unwrap();
@@ -169,7 +169,7 @@ async fn an_oversized_value_is_refused_by_set_and_nothing_is_stored() {
     let fits = send(&app, get("/big?bytes=62", Some(&cookie)).to_request()).await;
     assert_eq!(fits.status, StatusCode::OK, "{}", fits.text());
     let stored: Option<String> = redis::cmd("HGET")
-        .arg(format!("session:{id}"))
+        .arg(session_key(&id))
         .arg("note")
         .query(&mut server.connection())
         .unwrap();

@@ -102,7 +102,7 @@ async fn redis_holds_a_session_no_longer_than_what_remains_of_its_absolute_lifet
         .await
         .cookie();
     let ttl: i64 = redis::cmd("PTTL")
-        .arg(format!("session:{}", only_session_id(&server)))
+        .arg(session_key(&only_session_id(&server)))
         .query(&mut server.connection())
         .expect("PTTL");
     assert!(
@@ -188,7 +188,7 @@ async fn with_refresh_after_percent_a_recently_refreshed_session_skips_the_refre
 
 fn pttl(server: &RedisServer, id: &str) -> i64 {
     redis::cmd("PTTL")
-        .arg(format!("session:{id}"))
+        .arg(session_key(id))
         .query(&mut server.connection())
         .unwrap()
 }

@@ -69,7 +69,7 @@ fn with_writes(cfg: &mut web::ServiceConfig) {
 /// size kept by the write script is exactly the bytes of keys plus values.
 fn size_of(server: &RedisServer, id: &str) -> (usize, u64) {
     let all: Vec<(Vec<u8>, Vec<u8>)> = redis::cmd("HGETALL")
-        .arg(format!("session:{id}"))
+        .arg(session_key(id))
         .query(&mut server.connection())
         .expect("HGETALL");
     let user: Vec<_> = all.iter().filter(|(k, _)| k.first() != Some(&0)).collect();
@@ -236,7 +236,7 @@ fn only_session_id_of_user(server: &RedisServer) -> String {
         .into_iter()
         .filter(|id| {
             let user: Option<String> = redis::cmd("HGET")
-                .arg(format!("session:{id}"))
+                .arg(session_key(id))
                 .arg("user")
                 .query(&mut server.connection())
                 .unwrap();

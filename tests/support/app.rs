@@ -231,7 +231,8 @@ pub fn get_with_header(uri: &str, cookie_header: HeaderValue) -> TestRequest {
         .insert_header((COOKIE, cookie_header))
 }
 
-/// The ids of the session hashes in Redis, sorted.
+/// The ids of the session hashes in Redis, sorted. A key is `session:{<tag>}:<rest>`, and the
+/// id is `<tag><rest>`, as the cookie carries it.
 pub fn session_ids(server: &RedisServer) -> Vec<String> {
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("session:*")
@@ -240,13 +241,20 @@ pub fn session_ids(server: &RedisServer) -> Vec<String> {
     let mut ids: Vec<String> = keys
         .into_iter()
         .map(|k| {
-            k.strip_prefix("session:")
-                .expect("KEYS session:* answers session keys")
-                .to_owned()
+            let tagged = k
+                .strip_prefix("session:{")
+                .expect("KEYS session:* answers tagged session keys");
+            let (tag, rest) = tagged.split_once("}:").expect("session:{tag}:rest");
+            format!("{tag}{rest}")
         })
         .collect();
     ids.sort();
     ids
+}
+
+/// The Redis key of the session with this id (as [`session_ids`] lists it).
+pub fn session_key(id: &str) -> String {
+    format!("session:{{{}}}:{}", &id[..4], &id[4..])
 }
 
 /// The one session id in Redis; panics unless there is exactly one.
