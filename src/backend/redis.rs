@@ -138,6 +138,24 @@ impl RedisBackend {
         }
     }
 
+    /// Connects now and checks that Redis answers as the configured user: for a startup check
+    /// that fails fast, with a clear error, on a wrong password, an unknown user, a TLS
+    /// certificate that does not verify or an unreachable server. Sessions do not need it:
+    /// connections are otherwise opened on first use.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`], whose message names the cause (and never a password).
+    pub async fn check(&self) -> Result<(), Error> {
+        let mut conn = self.connections.live().await?;
+        redis::cmd("PING")
+            .query_async::<()>(&mut conn.conn)
+            .await
+            .map_err(|e| {
+                conn.broken = true;
+                redis_error(e)
+            })
+    }
+
     /// Sends a plan on a live connection (loading the scripts once if Redis lost them).
     async fn run(&self, plan: &Plan<'_>) -> Result<Vec<Value>, Failure> {
         let mut conn = self.connections.live().await.map_err(Failure::Failed)?;
