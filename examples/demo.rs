@@ -1,15 +1,22 @@
 //! The circumflex-session demo: `cargo run --example demo`.
 //!
 //! Listens on 127.0.0.1:$PORT (default 8080). Settings come from `config/default.toml` and the
-//! environment (`REDIS_URL`, `PORT`). Redis comes from `REDIS_URL` or the config if they name
-//! one; otherwise a private `redis-server` is started on a free port (and stopped on exit);
-//! otherwise the in-memory backend is used, loudly.
+//! environment: `PORT`, and whichever Redis is named by `REDIS_URL` (`rediss://` for TLS, with
+//! `REDIS_TLS_CA=<PEM path>` for a private CA, `REDIS_TLS_CERT`/`REDIS_TLS_KEY` for mutual
+//! TLS), `REDIS_CLUSTER_NODES` (comma-separated URLs) or `REDIS_SENTINEL`
+//! (`redis+sentinel://host:port[,host:port...]/<master>`), or by the config file. The demo
+//! checks that Redis answers before it listens, and stops with the reason if it does not (a
+//! wrong password, a certificate that does not verify). With no Redis named, a private
+//! `redis-server` is started on a free port (and stopped on exit); failing that, the in-memory
+//! backend is used, loudly. TLS needs the feature: `cargo run --example demo --features
+//! tls-rustls`.
 
 use actix_web::cookie::Key;
 use actix_web::http::StatusCode;
 use actix_web::{get, web, App, HttpResponse, HttpServer, ResponseError};
 use circumflex_session::{
-    AsyncSession, Config, Error, MemoryBackend, RedisBackend, SessionEngine, SessionMiddleware,
+    AsyncSession, Config, Error, MemoryBackend, RedisBackend, RedisConfig, SessionEngine,
+    SessionMiddleware,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -160,32 +167,40 @@ async fn main() -> std::io::Result<()> {
     };
 
     let mut private_redis = None;
-    let engine = match config.redis.url.clone() {
-        Some(url) => {
-            // `Debug` of the config hides any password, in the URL or apart.
-            println!("using Redis: {:?}", config.redis);
-            redis_engine(&config, url).await?
-        }
-        None => match RedisServer::try_start() {
-            Ok(redis) => {
-                let url = redis.url();
+    let redis = &config.redis;
+    let named = redis.url.is_some() || !redis.cluster_nodes.is_empty() || redis.sentinel.is_some();
+    let engine = if named {
+        // `Debug` of the config hides any password, in the URLs or apart.
+        println!("using Redis: {redis:?}");
+        redis_engine(&config, redis.clone()).await?
+    } else {
+        match RedisServer::try_start() {
+            Ok(server) => {
+                let url = server.url();
                 println!("started a private redis-server at {url} (stopped on exit)");
-                private_redis = Some(redis);
-                redis_engine(&config, url).await?
+                private_redis = Some(server);
+                redis_engine(
+                    &config,
+                    RedisConfig {
+                        url: Some(url),
+                        ..redis.clone()
+                    },
+                )
+                .await?
             }
             Err(problem) => {
                 eprintln!("==================================================================");
-                eprintln!(" WARNING: no REDIS_URL, and no private redis-server: {problem}");
+                eprintln!(" WARNING: no Redis named, and no private redis-server: {problem}");
                 eprintln!(" Falling back to the IN-MEMORY backend: sessions vanish on exit.");
                 eprintln!(" Install Redis (apt-get install redis-server) or set REDIS_URL.");
                 eprintln!("==================================================================");
                 SessionEngine::with_config(
-                    MemoryBackend::with_prefix(config.redis.key_prefix.clone()),
+                    MemoryBackend::with_prefix(redis.key_prefix.clone()),
                     config.actor.clone(),
                 )
                 .map_err(std::io::Error::other)?
             }
-        },
+        }
     };
 
     // A fresh key per run: cookies from an earlier run are simply not recognised. Load a fixed
@@ -211,11 +226,15 @@ async fn main() -> std::io::Result<()> {
     result
 }
 
-async fn redis_engine(config: &Config, url: String) -> std::io::Result<SessionEngine> {
-    let mut redis = config.redis.clone();
-    redis.url = Some(url);
+/// Connects, and checks that Redis answers before the demo listens: a wrong password or a
+/// certificate that does not verify stops the demo with the reason.
+async fn redis_engine(config: &Config, redis: RedisConfig) -> std::io::Result<SessionEngine> {
     let backend = RedisBackend::connect(redis)
         .await
         .map_err(std::io::Error::other)?;
+    backend
+        .check()
+        .await
+        .map_err(|e| std::io::Error::other(format!("Redis is not usable: {e}")))?;
     SessionEngine::with_config(backend, config.actor.clone()).map_err(std::io::Error::other)
 }
