@@ -15,7 +15,9 @@
 //! ```
 //!
 //! With `--redis-url`, Redis `INFO` is read just before and just after the measured window and
-//! the deltas are printed per request (commands by name, CPU, bytes, read calls). With
+//! the deltas are printed per request (commands by name, CPU, bytes, read calls). For a Redis
+//! Cluster, give every master (`--redis-url A,B,C` or the flag repeated): the deltas are summed,
+//! so read calls per request count the pipelines all masters received. With
 //! `--server-pid`, the server's resident memory is sampled once a second and its CPU time
 //! (user and kernel, all threads) over the measured window is printed per request. `client CPU`
 //! is this process's own user and kernel time over the window.
@@ -87,9 +89,10 @@ struct Args {
     /// What an answer must be (counter: {"counter":N}, up by exactly one per user)
     #[arg(long, value_enum, default_value_t = Check::Status)]
     check: Check,
-    /// redis://[[user]:pass@]host:port to read INFO deltas from
-    #[arg(long)]
-    redis_url: Option<String>,
+    /// redis://[[user]:pass@]host:port to read INFO deltas from (several, comma-separated or
+    /// repeated, for the masters of a cluster: summed)
+    #[arg(long, value_delimiter = ',')]
+    redis_url: Vec<String>,
     /// The server's pid: its VmRSS is sampled once a second and its CPU time (user and kernel,
     /// from /proc/PID/stat) is reported per request
     #[arg(long, visible_alias = "rss-pid")]
@@ -609,9 +612,37 @@ async fn run_connection(mut conn: Conn, n_users: usize, plan: Arc<Plan>) -> Tall
 struct InfoSnapshot {
     calls: BTreeMap<String, u64>,
     fields: BTreeMap<String, f64>,
-    /// Bytes of the `INFO` request we sent and of its reply, to take our own traffic out.
+    /// Bytes of the `INFO` requests we sent and of their replies, to take our own traffic out.
     request_bytes: u64,
     reply_bytes: u64,
+    /// Servers summed into this snapshot (one `INFO` read call each).
+    servers: u64,
+}
+
+/// One snapshot summed over several servers (the masters of a cluster).
+async fn redis_info_all(
+    cons: &mut [redis::aio::MultiplexedConnection],
+) -> Result<InfoSnapshot, String> {
+    let mut sum = InfoSnapshot {
+        calls: BTreeMap::new(),
+        fields: BTreeMap::new(),
+        request_bytes: 0,
+        reply_bytes: 0,
+        servers: 0,
+    };
+    for con in cons {
+        let snap = redis_info(con).await?;
+        for (name, n) in snap.calls {
+            *sum.calls.entry(name).or_default() += n;
+        }
+        for (name, x) in snap.fields {
+            *sum.fields.entry(name).or_default() += x;
+        }
+        sum.request_bytes += snap.request_bytes;
+        sum.reply_bytes += snap.reply_bytes;
+        sum.servers += snap.servers;
+    }
+    Ok(sum)
 }
 
 async fn redis_info(con: &mut redis::aio::MultiplexedConnection) -> Result<InfoSnapshot, String> {
@@ -633,6 +664,7 @@ async fn redis_info(con: &mut redis::aio::MultiplexedConnection) -> Result<InfoS
         request_bytes: cmd.get_packed_command().len() as u64,
         // A bulk string: `$<len>\r\n<text>\r\n`.
         reply_bytes: (text.len() + text.len().to_string().len() + 5) as u64,
+        servers: 1,
     };
     for key in info.keys() {
         let value: String = info.get(key).unwrap_or_default();
@@ -676,7 +708,7 @@ fn redis_delta(
     // snapshot's request was counted as input (one read) before the reply was generated.
     let net_in = (d("total_net_input_bytes") - b.request_bytes as f64).max(0.0);
     let net_out = (d("total_net_output_bytes") - a.reply_bytes as f64).max(0.0);
-    let reads = (d("total_reads_processed") - 1.0).max(0.0);
+    let reads = (d("total_reads_processed") - b.servers as f64).max(0.0);
     let json = json!({
         "commands_per_req": per_req(commands),
         "by_command_per_req": per_command.iter().map(|(n, c)| (n.clone(), json!(c))).collect::<serde_json::Map<_, _>>(),
@@ -686,7 +718,7 @@ fn redis_delta(
         "net_bytes_per_req": per_req(net_in + net_out),
         "reads_per_req": per_req(reads),
         "reads_per_command": if commands > 0.0 { reads / commands } else { 0.0 },
-        "writes_per_req": per_req((d("total_writes_processed") - 1.0).max(0.0)),
+        "writes_per_req": per_req((d("total_writes_processed") - b.servers as f64).max(0.0)),
     });
     (json, per_command)
 }
@@ -729,20 +761,18 @@ async fn run(args: Args) -> Result<bool, String> {
         .map_err(|e| format!("--url: cannot resolve {host}: {e}"))?
         .next()
         .ok_or_else(|| format!("--url: no address for {host}"))?;
-    let mut redis = match &args.redis_url {
-        Some(url) => {
-            let client = redis::Client::open(url.as_str())
-                .map_err(|e| format!("--redis-url {url:?}: {e}"))?;
-            let con = timeout(
-                Duration::from_secs(3),
-                client.get_multiplexed_async_connection(),
-            )
-            .await;
-            let con = con.map_err(|_| format!("redis {url}: connect timed out"))?;
-            Some(con.map_err(|e| format!("redis {url}: {e}"))?)
-        }
-        None => None,
-    };
+    let mut redis = Vec::with_capacity(args.redis_url.len());
+    for url in &args.redis_url {
+        let client =
+            redis::Client::open(url.as_str()).map_err(|e| format!("--redis-url {url:?}: {e}"))?;
+        let con = timeout(
+            Duration::from_secs(3),
+            client.get_multiplexed_async_connection(),
+        )
+        .await;
+        let con = con.map_err(|_| format!("redis {url}: connect timed out"))?;
+        redis.push(con.map_err(|e| format!("redis {url}: {e}"))?);
+    }
 
     let with_slash = |p: &str| format!("/{}", p.trim_start_matches('/'));
     let path = with_slash(&args.path);
@@ -778,14 +808,16 @@ async fn run(args: Args) -> Result<bool, String> {
     let own_pid = std::process::id() as i32;
     let client_before = process_cpu_us(own_pid);
     let server_before = args.server_pid.and_then(process_cpu_us);
-    let redis_before = match redis.as_mut() {
-        Some(r) => Some(redis_info(r).await?),
-        None => None,
+    let redis_before = if redis.is_empty() {
+        None
+    } else {
+        Some(redis_info_all(&mut redis).await?)
     };
     sleep_until(end).await;
-    let redis_after = match redis.as_mut() {
-        Some(r) => Some(redis_info(r).await?),
-        None => None,
+    let redis_after = if redis.is_empty() {
+        None
+    } else {
+        Some(redis_info_all(&mut redis).await?)
     };
     let client_after = process_cpu_us(own_pid);
     let server_after = args.server_pid.and_then(process_cpu_us);
