@@ -72,6 +72,10 @@ struct Config {
     /// Redis for the session store
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
+    /// circumflex: a Redis Cluster instead (some nodes' URLs, comma-separated); `--redis-url`
+    /// is then not used
+    #[arg(long, value_delimiter = ',')]
+    redis_cluster_nodes: Vec<String>,
     /// actix-web workers
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     workers: u16,
@@ -327,7 +331,12 @@ async fn serve_circumflex(cfg: &Config) -> std::io::Result<()> {
     let engine = match cfg.backend {
         Store::Memory => SessionEngine::with_config(MemoryBackend::new(), actor),
         Store::Redis => {
-            let backend = RedisBackend::connect(RedisConfig::new(cfg.redis_url.clone()))
+            let redis = if cfg.redis_cluster_nodes.is_empty() {
+                RedisConfig::new(cfg.redis_url.clone())
+            } else {
+                RedisConfig::cluster(cfg.redis_cluster_nodes.iter().cloned())
+            };
+            let backend = RedisBackend::connect(redis)
                 .await
                 .map_err(std::io::Error::other)?;
             SessionEngine::with_config(backend, actor)

@@ -10,7 +10,9 @@
 # Knobs (environment):
 #   SERVERS    servers to compare, each a --mode of bench_server ("none actix-session circumflex"),
 #              or circumflex-rl10 (refresh_after_percent = 10), circumflex-batch16 (max_batch 16),
-#              circumflex-memory (memory backend: the layer's own cost, no Redis)
+#              circumflex-memory (memory backend: the layer's own cost, no Redis),
+#              circumflex-cluster (a private 3-master Redis Cluster on the server's core instead
+#              of the standalone Redis; loadtest sums INFO over the three masters)
 #   SERVER_ARGS extra bench_server arguments (e.g. "--max-batch 64")
 #   WORKLOADS  subset of: read incr noop read50 ("read incr noop read50")
 #   RUNS       repetitions of every cell (2)     DURATION  measured seconds per cell (10)
@@ -159,6 +161,13 @@ RESULTS=$OUT/results.jsonl
 
 redis_start "$SERVER_CPU" "$OUT/redis.log" || { echo "bench.sh: redis did not start" >&2; exit 1; }
 echo "== redis on $REDIS_URL (pid $REDIS_PID), results in $OUT" >&2
+case " $SERVERS " in
+    *-cluster" "*)
+        redis_cluster_start "$SERVER_CPU" "$OUT/cluster" 3 ||
+            { echo "bench.sh: the cluster did not start" >&2; exit 1; }
+        echo "== 3-master cluster on $CLUSTER_URLS" >&2
+        ;;
+esac
 
 failures=0
 for run in $(seq 1 "$RUNS"); do
@@ -176,6 +185,7 @@ for run in $(seq 1 "$RUNS"); do
             circumflex-rl10) mode=circumflex; extra="--refresh-after-percent 10" ;;
             circumflex-batch16) mode=circumflex; extra="--max-batch 16" ;;
             circumflex-memory) mode=circumflex; extra="--backend memory" ;;
+            circumflex-cluster) mode=circumflex; extra="--redis-cluster-nodes $CLUSTER_URLS" ;;
             *) mode=$name; extra="" ;;
         esac
         # shellcheck disable=SC2086 # word splitting of the extra arguments is intended
@@ -199,13 +209,20 @@ for run in $(seq 1 "$RUNS"); do
         for w in $WORKLOADS; do
             read -r login path check <<<"$(workload "$w")"
             redis-cli -p "$REDIS_PORT" flushall >/dev/null
+            info_urls=$REDIS_URL
+            case $name in
+                *-cluster)
+                    info_urls=$CLUSTER_URLS
+                    for p in $CLUSTER_PORTS; do redis-cli -p "$p" flushall >/dev/null; done
+                    ;;
+            esac
             echo "== run $run  $server  $w" >&2
             out=$OUT/$server-$w-$run.txt
             rc=0
             timeout $((DURATION + WARMUP + 30)) taskset -c "$CLIENT_CPU" "$BIN/loadtest" \
                 --url "http://127.0.0.1:$port" --login "$login" --path "$path" --check "$check" \
                 --users "$USERS" --duration "$DURATION" --warmup "$WARMUP" \
-                --redis-url "$REDIS_URL" --server-pid "$SERVER_PID" --label "$server/$w" --json \
+                --redis-url "$info_urls" --server-pid "$SERVER_PID" --label "$server/$w" --json \
                 >"$out" 2>&1 || rc=$?
             grep -v '^{' "$out" >&2 || true
             if [ "$rc" -ne 0 ]; then
