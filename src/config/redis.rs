@@ -1,4 +1,8 @@
 //! Where sessions are stored.
+//!
+//! Why this file is long: it is one struct, [`RedisConfig`], with its builders, its environment
+//! overrides, its validation and their unit tests; split, one setting's rules would be spread
+//! over several files.
 
 use std::path::PathBuf;
 use std::time::Duration;
