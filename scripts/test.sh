@@ -1,21 +1,33 @@
 #!/usr/bin/env bash
-# The whole test suite on a fresh machine: installs redis-server if it is missing, then runs
+# The whole test suite on a fresh machine: installs what is missing (redis-server for the
+# integration tests; libssl-dev and pkg-config for the tls-native-tls build), then runs
 # formatting, lints, tests (examples and benches compiled too) and docs with warnings denied.
+#
+# The main run has the tls-rustls feature, so that the TLS tests (tests/http/tls.rs) run; the
+# default feature set (no TLS) is linted; the TLS tests run once more with tls-native-tls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "redis-server not found: installing it with apt-get (integration tests need a real Redis)"
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if ! command -v pkg-config >/dev/null 2>&1; then
+  missing+=(pkg-config libssl-dev)
+elif ! pkg-config --exists openssl; then
+  missing+=(libssl-dev)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "missing: ${missing[*]}: installing with apt-get (integration tests need a real Redis," \
+    "the tls-native-tls build needs OpenSSL's headers)"
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq redis-server >/dev/null
+    apt-get install -y -qq "${missing[@]}" >/dev/null
   elif command -v sudo >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
     sudo apt-get update -qq
-    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "error: cannot install redis-server (need apt-get as root or sudo)." >&2
-    echo "Install Redis 6.2+ yourself so that 'redis-server' is on PATH, then rerun." >&2
+    echo "error: cannot install ${missing[*]} (need apt-get as root or sudo)." >&2
+    echo "Install Redis 6.2+ (with TLS), OpenSSL's headers and pkg-config, then rerun." >&2
     exit 1
   fi
 fi
@@ -27,11 +39,20 @@ echo "== layout (no mutual imports, no long file without a reason)"
 python3 scripts/check_layout.py
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy"
+echo "== cargo clippy: default features (no TLS), tls-rustls, tls-native-tls"
 cargo clippy --all-targets -- -D warnings
-echo "== cargo test"
-cargo test --all-targets
-cargo test --doc
+cargo clippy --all-targets --features tls-rustls -- -D warnings
+cargo clippy --lib --test http --features tls-native-tls -- -D warnings
+# The demo tests (tests/http/demo.rs, tls.rs) run target/debug/examples/demo, which `cargo
+# test` does not build (it builds examples as test harnesses): build it from this source before
+# each run, with that run's TLS library.
+echo "== cargo test --features tls-rustls"
+cargo build --example demo --features tls-rustls
+cargo test --all-targets --features tls-rustls
+cargo test --doc --features tls-rustls
+echo "== the TLS tests again, with --features tls-native-tls"
+cargo build --example demo --features tls-native-tls
+cargo test --test http --features tls-native-tls -- tls::
 echo "== cargo doc"
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --features tls-rustls
 echo "== all checks passed"

@@ -49,7 +49,14 @@
 //! rejects.
 //!
 //! # Feature flags
-//! None: the crate always builds the Redis and memory backends, on Tokio (as actix-web does).
+//! The crate always builds the Redis and memory backends, on Tokio (as actix-web does). TLS
+//! (`rediss://` URLs, [`TlsConfig`]) needs one of:
+//! - `tls-rustls`: rustls with the ring crypto provider. The first `rediss://` backend makes
+//!   ring rustls's process-wide provider, unless the application installed one before.
+//! - `tls-native-tls`: the platform's TLS library (OpenSSL on Linux: needs `libssl-dev` and
+//!   `pkg-config` to build). Client keys must be PKCS#8.
+//!
+//! Without either, a `rediss://` URL or a TLS file is an [`Error::Config`] at connect.
 //!
 //! # Errors
 //! Every fallible call returns [`Error`]. At the HTTP edge it becomes an opaque `503` (store

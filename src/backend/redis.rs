@@ -88,8 +88,8 @@ impl RedisBackend {
     /// session use) while Redis is still down. Must run inside a Tokio runtime.
     ///
     /// # Errors
-    /// [`Error::Config`] for an invalid setting or URL, an unreadable TLS file, or `rediss://`
-    /// without a TLS feature.
+    /// [`Error::Config`] for an invalid setting or URL, an unreadable TLS file, a client key
+    /// the TLS library cannot use, or `rediss://` without a TLS feature.
     pub async fn connect(config: RedisConfig) -> Result<Self, Error> {
         config.validate()?;
         match config.topology() {
@@ -138,22 +138,55 @@ impl RedisBackend {
         }
     }
 
-    /// Connects now and checks that Redis answers as the configured user: for a startup check
-    /// that fails fast, with a clear error, on a wrong password, an unknown user, a TLS
-    /// certificate that does not verify or an unreachable server. Sessions do not need it:
-    /// connections are otherwise opened on first use.
+    /// Connects now and checks that Redis serves us as the configured user: for a startup
+    /// check that fails fast, with a clear error, on a wrong password, an unknown user, an ACL
+    /// user without a permission sessions need, a read-only replica, a TLS certificate that
+    /// does not verify or an unreachable server. Sessions do not need it: connections are
+    /// otherwise opened on first use.
+    ///
+    /// Costs one round trip of four commands that change nothing: `PING`, and on a key under
+    /// the prefix that no session can have (`<prefix>:{check}:probe`), `EVALSHA` of the
+    /// logout script (which deletes only that key; `NOSCRIPT` is fine, it proves the
+    /// permission), `HMGET` and `PEXPIRE` (which Redis refuses on a replica).
     ///
     /// # Errors
     /// [`Error::Unavailable`], whose message names the cause (and never a password).
     pub async fn check(&self) -> Result<(), Error> {
         let mut conn = self.connections.live().await?;
-        redis::cmd("PING")
-            .query_async::<()>(&mut conn.conn)
-            .await
-            .map_err(|e| {
+        // A session's tag has four characters, so `{check}` is never a session's key.
+        let probe = format!("{}:{{check}}:probe", self.prefix);
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        pipe.cmd("PING");
+        pipe.cmd("EVALSHA")
+            .arg(self.invalidate.get_hash())
+            .arg(1)
+            .arg(&probe);
+        pipe.cmd("HMGET").arg(&probe).arg("\0created");
+        pipe.cmd("PEXPIRE").arg(&probe).arg(1);
+        let replies = match pipe.query_async::<Value>(&mut conn.conn).await {
+            Ok(Value::Array(replies)) => replies,
+            Ok(other) => {
                 conn.broken = true;
-                redis_error(e)
-            })
+                return Err(Error::unavailable(StoreError::new(format!(
+                    "unexpected reply to the check {other:?}"
+                ))));
+            }
+            Err(e) => {
+                conn.broken = true;
+                return Err(redis_error(e));
+            }
+        };
+        for reply in replies {
+            if let Value::ServerError(e) = reply {
+                if e.code() != "NOSCRIPT" {
+                    let e = RedisError::from(e);
+                    return Err(store_refusal(&e).unwrap_or_else(|| Error::unavailable(e)));
+                }
+            }
+        }
+        conn.alive_at = Instant::now();
+        Ok(())
     }
 
     /// Sends a plan on a live connection (loading the scripts once if Redis lost them).

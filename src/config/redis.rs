@@ -1,4 +1,8 @@
 //! Where sessions are stored.
+//!
+//! Why this file is long: it is one struct, [`RedisConfig`], with its builders, its environment
+//! overrides, its validation and their unit tests; split, one setting's rules would be spread
+//! over several files.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,8 +32,9 @@ pub struct RedisConfig {
     pub cluster_nodes: Vec<String>,
     /// Sentinel: find the master through these sentinels.
     pub sentinel: Option<SentinelConfig>,
-    /// TLS files: a CA to trust instead of the system's, and a client certificate for mutual
-    /// TLS. Used with `rediss://` URLs; needs the `tls-rustls` or `tls-native-tls` feature.
+    /// TLS files: a CA to trust instead of the system's roots, and a client certificate for
+    /// mutual TLS. Used with `rediss://` URLs; needs the `tls-rustls` or `tls-native-tls`
+    /// feature (see [`TlsConfig`]).
     pub tls: TlsConfig,
     /// Database index; overrides the one in the URL when set. A cluster has only database 0.
     pub db: Option<i64>,
@@ -72,15 +77,28 @@ impl std::fmt::Debug for SentinelConfig {
     }
 }
 
-/// TLS files, all PEM. Relative paths are relative to the working directory.
+/// TLS files for `rediss://` URLs, all PEM; relative paths are relative to the working
+/// directory. In TOML: `[redis] tls = { ca_file = "ca.pem" }`; in the environment
+/// (see [`RedisConfig::apply_env`]): `REDIS_TLS_CA`, `REDIS_TLS_CERT`, `REDIS_TLS_KEY`.
+///
+/// Works the same with either TLS feature, `tls-rustls` or `tls-native-tls`; without one, a
+/// `rediss://` URL or any of these files is an [`Error::Config`] at connect. The server's
+/// certificate must be signed by a trusted CA and name the URL's host (for
+/// `rediss://127.0.0.1:6380`, an IP address entry `127.0.0.1` in its subject alternative
+/// names). The files are read, and the key checked, when the backend is created.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
-    /// CA certificate(s) to trust instead of the system's roots (a private CA).
+    /// CA certificate(s) to trust instead of the system's roots: a private CA, or a managed
+    /// service's CA bundle. Unset, the system's roots are trusted (a public CA).
     pub ca_file: Option<PathBuf>,
-    /// Client certificate for mutual TLS; needs `client_key_file`.
+    /// Client certificate (with its chain, if any) for mutual TLS, when Redis runs with
+    /// `tls-auth-clients yes`; needs `client_key_file`.
     pub client_cert_file: Option<PathBuf>,
-    /// The client certificate's private key.
+    /// The client certificate's private key, unencrypted. `tls-native-tls` reads only PKCS#8
+    /// (`BEGIN PRIVATE KEY`; convert another with `openssl pkcs8 -topk8 -nocrypt`);
+    /// `tls-rustls` also reads PKCS#1 (`BEGIN RSA PRIVATE KEY`) and SEC1 (`BEGIN EC PRIVATE
+    /// KEY`).
     pub client_key_file: Option<PathBuf>,
 }
 
@@ -195,14 +213,27 @@ impl RedisConfig {
         }
     }
 
-    /// Trusts the CA certificate(s) in this PEM file instead of the system's roots.
+    /// Trusts the CA certificate(s) in this PEM file instead of the system's roots, for a
+    /// `rediss://` URL (see [`TlsConfig::ca_file`]). Unset by default: the system's roots.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), circumflex_session::Error> {
+    /// use circumflex_session::{RedisBackend, RedisConfig};
+    /// let config = RedisConfig::new("rediss://redis.internal:6380")
+    ///     .tls_ca_file("/etc/redis/ca.pem");
+    /// let backend = RedisBackend::connect(config).await?;
+    /// backend.check().await?; // fails now, in words, if the certificate does not verify
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.tls.ca_file = Some(path.into());
         self
     }
 
-    /// Presents this client certificate and key (PEM files) for mutual TLS.
+    /// Presents this client certificate and its key (PEM files) for mutual TLS, when Redis
+    /// runs with `tls-auth-clients yes` (see [`TlsConfig::client_key_file`] for the key
+    /// formats each TLS feature reads). Unset by default: no client certificate.
     #[must_use]
     pub fn tls_client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
         self.tls.client_cert_file = Some(cert.into());

@@ -1,5 +1,6 @@
-//! The whole flow and the rest of the handle API through the middleware, on Redis and on the
-//! memory backend, and what a request that does not use the session costs (nothing).
+//! The whole flow (which `tls` and `acl` run again over TLS and as an ACL user) and the rest
+//! of the handle API through the middleware, on Redis and on the memory backend, and what a
+//! request that does not use the session costs (nothing).
 
 use actix_web::cookie::{time, Key};
 use actix_web::http::header::HeaderValue;
@@ -7,7 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::test::init_service;
 use actix_web::web::{self};
 use actix_web::{App, HttpResponse};
-use circumflex_session::{AsyncSession, SessionMiddleware};
+use circumflex_session::{AsyncSession, SessionEngine, SessionMiddleware};
 use serde_json::{json, Value};
 
 use crate::support::app::*;
@@ -16,7 +17,14 @@ use crate::support::RedisServer;
 #[actix_web::test]
 async fn login_whoami_counter_renew_and_logout_work_end_to_end() {
     let server = RedisServer::start();
-    let mw = SessionMiddleware::builder(redis_engine(&server).await, Key::generate())
+    the_whole_flow(redis_engine(&server).await, &server).await;
+}
+
+/// Login, whoami, counter, a renewing second login and logout through the middleware on
+/// `engine`, checking after each step which session hashes `server` holds: the flow that
+/// every way of reaching Redis (TLS, an ACL user, another database) must serve.
+pub(crate) async fn the_whole_flow(engine: SessionEngine, server: &impl Inspect) {
+    let mw = SessionMiddleware::builder(engine, Key::generate())
         .build()
         .expect("valid session settings");
     let app = test_app(mw).await;
@@ -30,7 +38,7 @@ async fn login_whoami_counter_renew_and_logout_work_end_to_end() {
     assert_eq!(first.status, StatusCode::OK);
     let c1 = first.cookie();
     assert_eq!(c1.name(), "session");
-    let id1 = only_session_id(&server);
+    let id1 = only_session_id(server);
     assert!(c1.value().contains(&id1), "signed cookies carry the id");
 
     let me = send(&app, get("/whoami", Some(&c1)).to_request()).await;
@@ -49,7 +57,7 @@ async fn login_whoami_counter_renew_and_logout_work_end_to_end() {
     assert_eq!(second.status, StatusCode::OK);
     let c2 = second.cookie();
     assert_ne!(c2.value(), c1.value(), "renew must send a new cookie value");
-    let id2 = only_session_id(&server);
+    let id2 = only_session_id(server);
     assert_ne!(id2, id1, "renew must move the session to a new id");
     assert!(c2.value().contains(&id2));
 
@@ -80,7 +88,7 @@ async fn login_whoami_counter_renew_and_logout_work_end_to_end() {
         "{:?}",
         out.raw_set_cookies
     );
-    assert!(session_ids(&server).is_empty(), "logout left the hash");
+    assert!(session_ids(server).is_empty(), "logout left the hash");
 
     let after = send(&app, get("/whoami", Some(&c2)).to_request()).await;
     assert_eq!(user_of(&after), Value::Null);

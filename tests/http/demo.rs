@@ -23,6 +23,13 @@ fn demo_binary() -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let mut build = Command::new(cargo);
         build.args(["build", "--example", "demo"]);
+        // With the TLS features of this test binary: the TLS tests run the demo too.
+        if cfg!(feature = "tls-rustls") {
+            build.args(["--features", "tls-rustls"]);
+        }
+        if cfg!(feature = "tls-native-tls") {
+            build.args(["--features", "tls-native-tls"]);
+        }
         if profile.ends_with("release") {
             build.arg("--release");
         }
@@ -34,20 +41,26 @@ fn demo_binary() -> PathBuf {
 }
 
 /// The demo process, killed (by its own PID) when dropped.
-struct Demo {
+pub(crate) struct Demo {
     child: Child,
     port: u16,
 }
 
 impl Demo {
     fn start(redis: &RedisServer) -> Self {
+        Self::start_with(&[("REDIS_URL", redis.url())])
+    }
+
+    /// Starts the demo with these environment variables (`REDIS_URL`, `REDIS_TLS_CA`, ...) on
+    /// a free port, and waits until it listens.
+    pub(crate) fn start_with(env: &[(&str, String)]) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("a free port");
         let mut child = Command::new(demo_binary())
             .env("PORT", port.to_string())
-            .env("REDIS_URL", redis.url())
+            .envs(env.iter().map(|(name, value)| (name, value)))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -68,7 +81,7 @@ impl Demo {
     }
 
     /// A GET over a fresh connection: status, the session cookie it sets (if any), body.
-    fn get(&self, path: &str, cookie: Option<&str>) -> (u16, Option<String>, String) {
+    pub(crate) fn get(&self, path: &str, cookie: Option<&str>) -> (u16, Option<String>, String) {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))

@@ -7,6 +7,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod acl;
 mod api;
 mod auth_and_memory_faults;
 mod concurrency;
@@ -16,3 +17,5 @@ mod demo;
 mod errors;
 mod expiry;
 mod limits;
+#[cfg(any(feature = "tls-rustls", feature = "tls-native-tls"))]
+mod tls;

@@ -231,12 +231,25 @@ pub fn get_with_header(uri: &str, cookie_header: HeaderValue) -> TestRequest {
         .insert_header((COOKIE, cookie_header))
 }
 
+/// A Redis a test looks into through a connection of its own: a private server, the same over
+/// TLS, or one database of it as an ACL user.
+pub trait Inspect {
+    /// A new synchronous connection, selected on the database the sessions go to.
+    fn inspect(&self) -> redis::Connection;
+}
+
+impl Inspect for RedisServer {
+    fn inspect(&self) -> redis::Connection {
+        self.connection()
+    }
+}
+
 /// The ids of the session hashes in Redis, sorted. A key is `session:{<tag>}:<rest>`, and the
 /// id is `<tag><rest>`, as the cookie carries it.
-pub fn session_ids(server: &RedisServer) -> Vec<String> {
+pub fn session_ids(server: &impl Inspect) -> Vec<String> {
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("session:*")
-        .query(&mut server.connection())
+        .query(&mut server.inspect())
         .expect("KEYS");
     let mut ids: Vec<String> = keys
         .into_iter()
@@ -258,7 +271,7 @@ pub fn session_key(id: &str) -> String {
 }
 
 /// The one session id in Redis; panics unless there is exactly one.
-pub fn only_session_id(server: &RedisServer) -> String {
+pub fn only_session_id(server: &impl Inspect) -> String {
     let ids = session_ids(server);
     assert_eq!(ids.len(), 1, "expected exactly one session, found {ids:?}");
     ids.into_iter().next().unwrap()

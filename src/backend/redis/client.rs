@@ -50,6 +50,10 @@ pub(super) fn client(info: ConnectionInfo, tls: &TlsConfig) -> Result<redis::Cli
             "redis.tls files are set, but the URL is not rediss://".into(),
         ));
     }
+    #[cfg(feature = "tls-rustls")]
+    if is_tls(&info) {
+        install_crypto_provider();
+    }
     if !tls.is_set() {
         return redis::Client::open(info)
             .map_err(|e| Error::Config(format!("invalid redis connection settings: {e}")));
@@ -57,12 +61,78 @@ pub(super) fn client(info: ConnectionInfo, tls: &TlsConfig) -> Result<redis::Cli
     tls_client(info, tls)
 }
 
+/// Makes ring rustls's process-wide crypto provider, unless the application installed one.
+///
+/// redis-rs builds its rustls configuration with the process default provider, which rustls
+/// picks by itself only when exactly one provider is compiled in. An application whose other
+/// dependencies also enable aws-lc-rs (many HTTP and cloud clients do) would otherwise panic
+/// on its first `rediss://` connection. An application that installed its own provider keeps
+/// it: this only fills the gap, before the first connection.
+#[cfg(feature = "tls-rustls")]
+fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Err only if another thread installed one in between, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
+/// Rejects, at startup and naming the file, a client key that the TLS library would refuse
+/// later, on every connection, with a vaguer error: an encrypted key (redis-rs cannot be given
+/// its passphrase), a key that is not PKCS#8 (`BEGIN RSA PRIVATE KEY`, `BEGIN EC PRIVATE
+/// KEY`) with native-tls, which reads only PKCS#8, and with rustls, one it cannot load.
+#[cfg(any(feature = "tls-rustls", feature = "tls-native-tls"))]
+fn check_client_key(pem: &[u8], path: &std::path::Path) -> Result<(), Error> {
+    let has = |label: &str| {
+        pem.windows(label.len() + 11)
+            .any(|w| w.starts_with(b"-----BEGIN ") && &w[11..] == label.as_bytes())
+    };
+    let convert = format!(
+        "convert it with `openssl pkcs8 -topk8 -nocrypt -in {0} -out {0}.pk8`",
+        path.display()
+    );
+    if has("ENCRYPTED PRIVATE KEY") {
+        return Err(Error::Config(format!(
+            "redis.tls.client_key_file {} is encrypted, which is not supported: {convert}",
+            path.display()
+        )));
+    }
+    if cfg!(all(feature = "tls-native-tls", not(feature = "tls-rustls")))
+        && !has("PRIVATE KEY")
+        && (has("RSA PRIVATE KEY") || has("EC PRIVATE KEY"))
+    {
+        return Err(Error::Config(format!(
+            "redis.tls.client_key_file {} is not a PKCS#8 key (BEGIN PRIVATE KEY), the only \
+             kind the tls-native-tls build reads: {convert}",
+            path.display()
+        )));
+    }
+    #[cfg(feature = "tls-rustls")]
+    {
+        use rustls::pki_types::{pem::PemObject, PrivateKeyDer};
+        let unusable = |e: &dyn std::fmt::Display| {
+            Error::Config(format!(
+                "redis.tls.client_key_file {} is not a private key rustls can use: {e}",
+                path.display()
+            ))
+        };
+        let key = PrivateKeyDer::from_pem_slice(pem).map_err(|e| unusable(&e))?;
+        let provider = rustls::crypto::CryptoProvider::get_default()
+            .cloned()
+            .unwrap_or_else(|| std::sync::Arc::new(rustls::crypto::ring::default_provider()));
+        provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| unusable(&e))?;
+    }
+    Ok(())
+}
+
 #[cfg(any(feature = "tls-rustls", feature = "tls-native-tls"))]
 fn tls_client(info: ConnectionInfo, tls: &TlsConfig) -> Result<redis::Client, Error> {
     let read = |path: &std::path::Path, what: &str| {
         std::fs::read(path).map_err(|e| {
             Error::Config(format!(
-                "cannot read redis.tls {what} {}: {e}",
+                "cannot read redis.tls.{what} {}: {e}",
                 path.display()
             ))
         })
@@ -73,10 +143,14 @@ fn tls_client(info: ConnectionInfo, tls: &TlsConfig) -> Result<redis::Client, Er
         .map(|p| read(p, "ca_file"))
         .transpose()?;
     let client_tls = match (&tls.client_cert_file, &tls.client_key_file) {
-        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
-            client_cert: read(cert, "client_cert_file")?,
-            client_key: read(key, "client_key_file")?,
-        }),
+        (Some(cert), Some(key)) => {
+            let client_key = read(key, "client_key_file")?;
+            check_client_key(&client_key, key)?;
+            Some(redis::ClientTlsConfig {
+                client_cert: read(cert, "client_cert_file")?,
+                client_key,
+            })
+        }
         _ => None,
     };
     redis::Client::build_with_tls(
@@ -86,7 +160,21 @@ fn tls_client(info: ConnectionInfo, tls: &TlsConfig) -> Result<redis::Client, Er
             root_cert,
         },
     )
-    .map_err(|e| Error::Config(format!("invalid redis TLS settings: {e}")))
+    .map_err(|e| Error::Config(format!("invalid redis.tls files {}: {e}", tls_files(tls))))
+}
+
+/// The TLS files that are set, for an error message: `ca_file a.pem, client_cert_file c.pem`.
+#[cfg(any(feature = "tls-rustls", feature = "tls-native-tls"))]
+fn tls_files(tls: &TlsConfig) -> String {
+    [
+        ("ca_file", &tls.ca_file),
+        ("client_cert_file", &tls.client_cert_file),
+        ("client_key_file", &tls.client_key_file),
+    ]
+    .iter()
+    .filter_map(|(name, path)| path.as_ref().map(|p| format!("{name} {}", p.display())))
+    .collect::<Vec<_>>()
+    .join(", ")
 }
 
 #[cfg(not(any(feature = "tls-rustls", feature = "tls-native-tls")))]

@@ -53,7 +53,9 @@ pub(crate) struct Manager {
     /// Why the last attempt to connect failed, if it did: bb8 connects in the background and
     /// hands a waiting caller only a timeout, which would hide a wrong password or a refused
     /// connection.
-    last_error: Arc<Mutex<Option<RedisError>>>,
+    last_error: Arc<Mutex<Option<Error>>>,
+    /// Whether the connections are TLS (`rediss://`), to say why a server hung up.
+    tls: bool,
 }
 
 impl ManageConnection for Manager {
@@ -65,7 +67,8 @@ impl ManageConnection for Manager {
             .client
             .get_multiplexed_async_connection_with_config(&self.config)
             .await;
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = conn.as_ref().err().cloned();
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+            conn.as_ref().err().map(|e| setup_error(e, self.tls));
         let conn = conn?;
         Ok(TrackedConnection {
             conn,
@@ -93,14 +96,18 @@ pub(super) struct Connections {
     /// Connections found dead after a batch was sent on them.
     losses: Arc<AtomicU64>,
     /// Why the last attempt to connect failed (shared with the manager).
-    last_error: Arc<Mutex<Option<RedisError>>>,
+    last_error: Arc<Mutex<Option<Error>>>,
 }
 
 impl Connections {
     /// A pool that opens its connections through `client` on first use.
     pub(super) fn new(config: &RedisConfig, client: redis::Client) -> Self {
         let losses = Arc::new(AtomicU64::new(0));
-        let last_error: Arc<Mutex<Option<RedisError>>> = Arc::default();
+        let last_error: Arc<Mutex<Option<Error>>> = Arc::default();
+        let tls = matches!(
+            client.get_connection_info().addr(),
+            redis::ConnectionAddr::TcpTls { .. }
+        );
         let manager = Manager {
             client,
             config: AsyncConnectionConfig::new()
@@ -108,6 +115,7 @@ impl Connections {
                 .set_response_timeout(Some(config.response_timeout_duration())),
             losses: losses.clone(),
             last_error: last_error.clone(),
+            tls,
         };
         let pool = Pool::builder()
             .max_size(config.pool_size)
@@ -145,7 +153,7 @@ impl Connections {
                     .unwrap_or_else(|p| p.into_inner())
                     .clone();
                 match last {
-                    Some(e) => redis_error(e),
+                    Some(e) => e,
                     None => Error::unavailable(StoreError::new(
                         "timed out waiting for a pooled Redis connection",
                     )),
@@ -199,8 +207,10 @@ pub(super) fn store_refusal(e: &RedisError) -> Option<Error> {
         _ if unauthenticated => "Redis requires a password that is not configured (NOAUTH)",
         Some("NOAUTH") => "Redis requires a password that is not configured (NOAUTH)",
         Some("WRONGPASS") => "Redis rejected the configured user name or password (WRONGPASS)",
+        // redis-rs reports a failed AUTH so, without Redis's WRONGPASS.
         _ if e.kind() == redis::ErrorKind::AuthenticationFailed => {
-            "Redis rejected the configured credentials"
+            "Redis rejected the configured user name or password (WRONGPASS at AUTH: the user \
+             is unknown or disabled, or the password is wrong)"
         }
         Some("NOPERM") => "the Redis user lacks a permission the session store needs (NOPERM)",
         Some("LOADING") => "Redis is still loading its data set (LOADING)",
@@ -212,7 +222,172 @@ pub(super) fn store_refusal(e: &RedisError) -> Option<Error> {
     Some(Error::unavailable(StoreError::caused_by(cause, e.clone())))
 }
 
-/// The error for a failure of the Redis client: a refusal named in words, or the client's own.
+/// The error for a failure of the Redis client: a refusal or a TLS failure named in words, or
+/// the client's own.
 pub(super) fn redis_error(e: RedisError) -> Error {
-    store_refusal(&e).unwrap_or_else(|| Error::unavailable(e))
+    store_refusal(&e)
+        .or_else(|| tls_failure(&e))
+        .unwrap_or_else(|| Error::unavailable(e))
+}
+
+/// Why opening a connection failed. A server that hangs up while the connection is being set
+/// up, before answering anything, most often refused it at the TLS layer, and the alert that
+/// said why can be lost: sent just as our first command arrives, it is discarded when the
+/// server's reset overtakes it. The message says what to check.
+fn setup_error(e: &RedisError, tls: bool) -> Error {
+    if let Some(known) = store_refusal(e).or_else(|| tls_failure(e)) {
+        return known;
+    }
+    let hung_up = find::<std::io::Error>(e).is_some_and(|io| {
+        matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::UnexpectedEof
+        )
+    });
+    if !hung_up {
+        return Error::unavailable(e.clone());
+    }
+    let cause = if tls {
+        "Redis closed the TLS connection while it was being set up: if it requires client \
+         certificates (tls-auth-clients), set redis.tls.client_cert_file and client_key_file \
+         to a certificate signed by a CA in its tls-ca-cert-file"
+    } else {
+        "Redis closed the connection while it was being set up: if that port expects TLS, use \
+         a rediss:// URL"
+    };
+    Error::unavailable(StoreError::caused_by(cause, e.clone()))
+}
+
+/// A TLS connection that failed, in words an operator can act on: the TLS libraries' own
+/// ("invalid peer certificate: UnknownIssuer", "error:0A000086:SSL routines::certificate
+/// verify failed") name neither the setting to fix nor which side refused.
+fn tls_failure(e: &RedisError) -> Option<Error> {
+    let cause = tls_cause(e)?;
+    Some(Error::unavailable(StoreError::caused_by(cause, e.clone())))
+}
+
+/// The words for TLS failures. Which of them a build uses depends on its TLS library.
+#[cfg(any(feature = "tls-rustls", feature = "tls-native-tls"))]
+#[allow(dead_code)]
+mod tls_words {
+    pub(super) const NOT_VERIFIED: &str = "the TLS handshake with Redis failed: the server's \
+        certificate did not verify against the CA in redis.tls.ca_file (the system's roots when \
+        it is unset)";
+    pub(super) const NOT_VERIFIED_OR_NAMED: &str = "the TLS handshake with Redis failed: the \
+        server's certificate did not verify against the CA in redis.tls.ca_file (the system's \
+        roots when it is unset), or does not name the host of the URL";
+    pub(super) const WRONG_NAME: &str =
+        "the TLS handshake with Redis failed: the server's certificate does not name the host \
+         of the URL";
+    pub(super) const EXPIRED: &str = "the TLS handshake with Redis failed: the server's \
+        certificate has expired or is not valid yet";
+    pub(super) const CLIENT_CERT_WANTED: &str = "Redis requires a TLS client certificate that \
+        it trusts (mutual TLS), and did not get one: set redis.tls.client_cert_file and \
+        client_key_file to a certificate signed by a CA in Redis's tls-ca-cert-file";
+    pub(super) const NOT_TLS: &str =
+        "the TLS handshake with Redis failed: does the server speak TLS on this port?";
+    pub(super) const FAILED: &str = "the TLS connection to Redis failed";
+}
+
+#[cfg(not(any(feature = "tls-rustls", feature = "tls-native-tls")))]
+fn tls_cause(_: &RedisError) -> Option<&'static str> {
+    None
+}
+
+#[cfg(any(feature = "tls-rustls", feature = "tls-native-tls"))]
+fn tls_cause(e: &RedisError) -> Option<&'static str> {
+    #[cfg(feature = "tls-rustls")]
+    if let Some(tls) = find::<rustls::Error>(e) {
+        return Some(rustls_cause(tls));
+    }
+    #[cfg(all(
+        feature = "tls-native-tls",
+        not(any(target_os = "windows", target_vendor = "apple"))
+    ))]
+    if let Some(stack) = find::<openssl::error::ErrorStack>(e) {
+        return Some(openssl_cause(stack));
+    }
+    #[cfg(feature = "tls-native-tls")]
+    if find::<native_tls::Error>(e).is_some() {
+        return Some(tls_words::NOT_VERIFIED_OR_NAMED);
+    }
+    None
+}
+
+#[cfg(feature = "tls-rustls")]
+fn rustls_cause(e: &rustls::Error) -> &'static str {
+    use rustls::{AlertDescription as Alert, CertificateError as Cert, Error as Tls};
+    match e {
+        Tls::InvalidCertificate(Cert::NotValidForName | Cert::NotValidForNameContext { .. }) => {
+            tls_words::WRONG_NAME
+        }
+        Tls::InvalidCertificate(
+            Cert::Expired
+            | Cert::ExpiredContext { .. }
+            | Cert::NotValidYet
+            | Cert::NotValidYetContext { .. },
+        ) => tls_words::EXPIRED,
+        Tls::InvalidCertificate(_) => tls_words::NOT_VERIFIED,
+        Tls::AlertReceived(
+            Alert::CertificateRequired
+            | Alert::BadCertificate
+            | Alert::UnknownCA
+            | Alert::CertificateUnknown
+            | Alert::HandshakeFailure,
+        ) => tls_words::CLIENT_CERT_WANTED,
+        Tls::InvalidMessage(_) | Tls::InappropriateMessage { .. } => tls_words::NOT_TLS,
+        _ => tls_words::FAILED,
+    }
+}
+
+/// OpenSSL (native-tls on Linux) reports a certificate that did not verify, whatever the
+/// reason (another CA, another host name), as one reason code, and an alert from the server as
+/// 1000 plus the alert's number.
+#[cfg(all(
+    feature = "tls-native-tls",
+    not(any(target_os = "windows", target_vendor = "apple"))
+))]
+fn openssl_cause(stack: &openssl::error::ErrorStack) -> &'static str {
+    const CERTIFICATE_VERIFY_FAILED: i32 = 134;
+    const ALERT: i32 = 1000;
+    // handshake_failure, bad_certificate, certificate_unknown, unknown_ca, certificate_required
+    const CLIENT_CERT_ALERTS: [i32; 5] = [40, 42, 46, 48, 116];
+    let ssl = || {
+        stack
+            .errors()
+            .iter()
+            .filter(|e| e.library() == Some("SSL routines"))
+            .map(|e| e.reason_code())
+    };
+    if ssl().any(|code| code == CERTIFICATE_VERIFY_FAILED) {
+        tls_words::NOT_VERIFIED_OR_NAMED
+    } else if ssl().any(|code| CLIENT_CERT_ALERTS.contains(&(code - ALERT))) {
+        tls_words::CLIENT_CERT_WANTED
+    } else {
+        tls_words::FAILED
+    }
+}
+
+/// The first error of type `T` in the chain of `e`, looking inside the `Arc` redis-rs keeps
+/// its sources in and inside I/O errors (whose `source` skips the error they wrap).
+fn find<T: std::error::Error + 'static>(e: &RedisError) -> Option<&T> {
+    type Shared = Arc<dyn std::error::Error + Send + Sync>;
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
+        }
+        next = if let Some(shared) = err.downcast_ref::<Shared>() {
+            Some(&**shared)
+        } else if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            io.get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static))
+        } else {
+            err.source()
+        };
+    }
+    None
 }
