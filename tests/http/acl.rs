@@ -16,8 +16,12 @@ use crate::support::RedisServer;
 const ADMIN_PASSWORD: &str = "admin-pw-0c4a";
 const APP_PASSWORD: &str = "apppass-71c2";
 
+/// The ACL that README.md ("Deploying") says is enough for the session store.
+const DOCUMENTED_ACL: &str = "~session:* +@read +@write +@scripting +ping +cluster|slots +asking";
+
 /// A server whose default user is off, with the users `admin` (for the test's own look),
-/// `app` (for the session store) and `noscript` (all but `@scripting`).
+/// `app` (for the session store), `noscript` (all but `@scripting`) and `minimal` (exactly
+/// [`DOCUMENTED_ACL`]).
 fn acl_server() -> RedisServer {
     let server = RedisServer::start();
     let mut conn = server.connection();
@@ -47,6 +51,7 @@ fn acl_server() -> RedisServer {
             "+@all",
             "-@scripting",
         ],
+        &["minimal", "on", ">minimal-pw"],
         &["default", "off"],
     ] {
         let _: () = redis::cmd("ACL")
@@ -55,6 +60,12 @@ fn acl_server() -> RedisServer {
             .query(&mut conn)
             .expect("ACL SETUSER");
     }
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("minimal")
+        .arg(DOCUMENTED_ACL.split(' ').collect::<Vec<_>>())
+        .query(&mut conn)
+        .expect("ACL SETUSER minimal");
     server
 }
 
@@ -117,6 +128,21 @@ async fn an_acl_user_in_the_url_serves_the_whole_flow_from_database_3() {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     assert_eq!(key_count(&server, 3), 1, "the session is in database 3");
     assert_eq!(key_count(&server, 0), 0, "nothing in database 0");
+}
+
+#[actix_web::test]
+async fn a_user_with_only_the_documented_permissions_passes_the_check_and_the_whole_flow() {
+    let server = acl_server();
+    let url = format!("redis://minimal:minimal-pw@127.0.0.1:{}", server.port());
+    let engine = checked_engine(RedisConfig::new(url)).await;
+    the_whole_flow(
+        engine,
+        &AsAdmin {
+            server: &server,
+            db: 0,
+        },
+    )
+    .await;
 }
 
 #[actix_web::test]
