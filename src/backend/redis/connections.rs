@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use bb8::{ManageConnection, Pool, PooledConnection};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError};
+use tokio::sync::Notify;
 
 use crate::config::RedisConfig;
 use crate::error::{Error, StoreError};
@@ -54,6 +55,8 @@ pub(crate) struct Manager {
     /// hands a waiting caller only a timeout, which would hide a wrong password or a refused
     /// connection.
     last_error: Arc<Mutex<Option<RedisError>>>,
+    /// Woken when an attempt to connect fails (see [`Connections::fail_fast`]).
+    failed: Arc<Notify>,
 }
 
 impl ManageConnection for Manager {
@@ -66,6 +69,9 @@ impl ManageConnection for Manager {
             .get_multiplexed_async_connection_with_config(&self.config)
             .await;
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = conn.as_ref().err().cloned();
+        if conn.is_err() {
+            self.failed.notify_waiters();
+        }
         let conn = conn?;
         Ok(TrackedConnection {
             conn,
@@ -94,13 +100,30 @@ pub(super) struct Connections {
     losses: Arc<AtomicU64>,
     /// Why the last attempt to connect failed (shared with the manager).
     last_error: Arc<Mutex<Option<RedisError>>>,
+    /// Woken by the manager when an attempt to connect fails; watched in fail-fast mode.
+    failed: Option<Arc<Notify>>,
 }
 
 impl Connections {
-    /// A pool that opens its connections through `client` on first use.
+    /// A pool that opens its connections through `client` on first use. A caller that needs
+    /// a new connection while the server is down waits until `connect_timeout` for one, as
+    /// bb8 retries in the background: a server that restarts within it is not noticed at all.
     pub(super) fn new(config: &RedisConfig, client: redis::Client) -> Self {
+        Self::build(config, client, false)
+    }
+
+    /// A pool whose callers learn at once that an attempt to connect failed, instead of
+    /// waiting out `connect_timeout` while bb8 retries: for a cluster node, where one node that
+    /// is down must not hold up the batch that also carries the other nodes' commands (and a
+    /// failover, not a retry, is what brings its slots back).
+    pub(super) fn fail_fast(config: &RedisConfig, client: redis::Client) -> Self {
+        Self::build(config, client, true)
+    }
+
+    fn build(config: &RedisConfig, client: redis::Client, fail_fast: bool) -> Self {
         let losses = Arc::new(AtomicU64::new(0));
         let last_error: Arc<Mutex<Option<RedisError>>> = Arc::default();
+        let failed = Arc::new(Notify::new());
         let manager = Manager {
             client,
             config: AsyncConnectionConfig::new()
@@ -108,11 +131,13 @@ impl Connections {
                 .set_response_timeout(Some(config.response_timeout_duration())),
             losses: losses.clone(),
             last_error: last_error.clone(),
+            failed: failed.clone(),
         };
         let pool = Pool::builder()
             .max_size(config.pool_size)
             .min_idle(None)
             .test_on_check_out(false)
+            .retry_connection(!fail_fast)
             .connection_timeout(config.connect_timeout_duration())
             .build_unchecked(manager);
         Self {
@@ -120,6 +145,7 @@ impl Connections {
             pool_size: config.pool_size,
             losses,
             last_error,
+            failed: fail_fast.then_some(failed),
         }
     }
 
@@ -135,7 +161,22 @@ impl Connections {
     }
 
     async fn checkout(&self) -> Result<PooledConnection<'_, Manager>, Error> {
-        self.pool.get().await.map_err(|e| match e {
+        let got = match &self.failed {
+            None => self.pool.get().await,
+            Some(failed) => {
+                // Registered before asking the pool, so that a failure of the attempt the
+                // request starts cannot slip by unseen.
+                let failure = failed.notified();
+                tokio::pin!(failure);
+                failure.as_mut().enable();
+                tokio::select! {
+                    got = self.pool.get() => got,
+                    // Reported with the failed attempt's error, as a timeout is below.
+                    () = failure => Err(bb8::RunError::TimedOut),
+                }
+            }
+        };
+        got.map_err(|e| match e {
             bb8::RunError::User(e) => redis_error(e),
             bb8::RunError::TimedOut => {
                 // The connection attempts behind the timeout failed: say why.
