@@ -10,12 +10,13 @@ pub mod app;
 pub mod differential;
 pub mod engine;
 pub mod faults;
+pub mod flow;
 pub mod logs;
 mod redis_cluster;
 mod redis_server;
 
 // `benches/engine.rs` includes this module too, and uses only `RedisServer`.
 #[allow(unused_imports)]
-pub use redis_cluster::{owner_in, RedisCluster, SlotView};
+pub use redis_cluster::{owner_in, view_of, RedisCluster, SlotView};
 #[allow(unused_imports)]
 pub use redis_server::{unused_port, RedisServer};

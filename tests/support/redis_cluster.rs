@@ -6,6 +6,10 @@
 //! a node killed and restarted comes back as the same node (and, after a failover, as a replica
 //! of the node that replaced it). The cluster bus of each node gets a free port of its own
 //! (`--cluster-port`, Redis 7+), as `port + 10000` may be taken or past 65535.
+//!
+//! Why this file is long: besides starting and stopping the cluster, the fault tests need the
+//! administration `redis-cli --cluster` does (a reshard, a slot migration step by step, a slot
+//! no node serves), and each piece is a few lines of Redis commands.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -109,35 +113,7 @@ impl RedisCluster {
 
     /// Who serves which slots, as the node on `port` sees it, sorted by slot.
     pub fn view(&self, port: u16) -> SlotView {
-        let slots: redis::Value = redis::cmd("CLUSTER")
-            .arg("SLOTS")
-            .query(&mut self.connection(port))
-            .expect("CLUSTER SLOTS");
-        let redis::Value::Array(ranges) = slots else {
-            panic!("CLUSTER SLOTS answered {slots:?}")
-        };
-        let mut view: SlotView = ranges
-            .into_iter()
-            .map(|range| {
-                let redis::Value::Array(fields) = range else {
-                    panic!("a CLUSTER SLOTS range is {range:?}")
-                };
-                let int = |v: &redis::Value| match v {
-                    redis::Value::Int(n) => *n,
-                    other => panic!("expected an integer in CLUSTER SLOTS, got {other:?}"),
-                };
-                let redis::Value::Array(primary) = &fields[2] else {
-                    panic!("a CLUSTER SLOTS node is {:?}", fields[2])
-                };
-                (
-                    int(&fields[0]) as u16,
-                    int(&fields[1]) as u16,
-                    int(&primary[1]) as u16,
-                )
-            })
-            .collect();
-        view.sort();
-        view
+        view_of(port).unwrap_or_else(|e| panic!("CLUSTER SLOTS on {port}: {e}"))
     }
 
     /// The ports of the primaries that serve slots.
@@ -244,6 +220,97 @@ impl RedisCluster {
         ]);
     }
 
+    /// Starts moving `slot` from the primary on `from` to the one on `to`: `IMPORTING` on the
+    /// target, `MIGRATING` on the source, as `redis-cli --cluster reshard` does for each slot.
+    pub fn begin_migration(&self, slot: u16, from: u16, to: u16) {
+        let (from_id, to_id) = (self.node_id(from), self.node_id(to));
+        self.cluster_cmd(to, &["SETSLOT", &slot.to_string(), "IMPORTING", &from_id]);
+        self.cluster_cmd(from, &["SETSLOT", &slot.to_string(), "MIGRATING", &to_id]);
+    }
+
+    /// `MIGRATE`s these keys from `from` to `to` (a migration must have begun).
+    pub fn migrate_keys(&self, from: u16, to: u16, keys: &[&str]) {
+        let mut migrate = redis::cmd("MIGRATE");
+        migrate
+            .arg("127.0.0.1")
+            .arg(to)
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("KEYS")
+            .arg(keys);
+        let _: redis::Value = migrate
+            .query(&mut self.connection(from))
+            .unwrap_or_else(|e| panic!("MIGRATE {keys:?}: {e}"));
+    }
+
+    /// `MIGRATE`s every key of `slot` from `from` to `to`.
+    pub fn migrate_slot_keys(&self, slot: u16, from: u16, to: u16) {
+        loop {
+            let keys: Vec<String> = redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(100)
+                .query(&mut self.connection(from))
+                .expect("CLUSTER GETKEYSINSLOT");
+            if keys.is_empty() {
+                return;
+            }
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            self.migrate_keys(from, to, &keys);
+        }
+    }
+
+    /// Ends a migration: `slot` belongs to the primary on `to`, told to the target first,
+    /// then to every other running node; then waits for the cluster to agree.
+    pub fn finish_migration(&self, slot: u16, to: u16) {
+        let to_id = self.node_id(to);
+        let mut ports = vec![to];
+        ports.extend(
+            self.nodes
+                .iter()
+                .filter(|n| n.port() != to && n.ping())
+                .map(|n| n.port()),
+        );
+        for port in ports {
+            self.cluster_cmd(port, &["SETSLOT", &slot.to_string(), "NODE", &to_id]);
+        }
+        self.wait_until("the cluster to agree on the moved slot", || {
+            self.stable() && self.owner(slot) == to
+        });
+    }
+
+    /// Moves `slot`, keys included, from the primary on `from` to the one on `to`.
+    pub fn move_slot(&self, slot: u16, from: u16, to: u16) {
+        self.begin_migration(slot, from, to);
+        self.migrate_slot_keys(slot, from, to);
+        self.finish_migration(slot, to);
+    }
+
+    /// `CLUSTER DELSLOTS slot` on every running node: nobody serves it (its keys stay where
+    /// they are). Needs `--cluster-require-full-coverage no` for the rest to stay up.
+    pub fn unassign_slot(&self, slot: u16) {
+        for node in self.nodes.iter().filter(|n| n.ping()) {
+            self.cluster_cmd(node.port(), &["DELSLOTS", &slot.to_string()]);
+        }
+    }
+
+    /// `CLUSTER ADDSLOTS slot` on the node on `port`, then waits until all agree.
+    pub fn assign_slot(&self, slot: u16, port: u16) {
+        self.cluster_cmd(port, &["ADDSLOTS", &slot.to_string()]);
+        self.wait_until("the cluster to agree on the added slot", || {
+            self.stable() && self.owner(slot) == port
+        });
+    }
+
+    /// `CLUSTER <args>` on the node on `port`; panics if it fails.
+    pub fn cluster_cmd(&self, port: u16, args: &[&str]) {
+        let _: redis::Value = redis::cmd("CLUSTER")
+            .arg(args)
+            .query(&mut self.connection(port))
+            .unwrap_or_else(|e| panic!("CLUSTER {} on {port}: {e}", args.join(" ")));
+    }
+
     /// Waits until every running node says `cluster_state:ok` and all of them see the same
     /// primaries for the same slots, with every slot served; and every replica is in sync.
     pub fn wait_stable(&self) {
@@ -299,6 +366,38 @@ impl Drop for RedisCluster {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Who serves which slots, as the node on `port` sees it, sorted by slot; for a thread that
+/// watches the cluster without holding it.
+pub fn view_of(port: u16) -> redis::RedisResult<SlotView> {
+    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))?.get_connection()?;
+    let slots: redis::Value = redis::cmd("CLUSTER").arg("SLOTS").query(&mut conn)?;
+    let int = |v: &redis::Value| match v {
+        redis::Value::Int(n) => *n,
+        other => panic!("expected an integer in CLUSTER SLOTS, got {other:?}"),
+    };
+    let redis::Value::Array(ranges) = slots else {
+        panic!("CLUSTER SLOTS answered {slots:?}")
+    };
+    let mut view: SlotView = ranges
+        .into_iter()
+        .map(|range| {
+            let redis::Value::Array(fields) = range else {
+                panic!("a CLUSTER SLOTS range is {range:?}")
+            };
+            let redis::Value::Array(primary) = &fields[2] else {
+                panic!("a CLUSTER SLOTS node is {:?}", fields[2])
+            };
+            (
+                int(&fields[0]) as u16,
+                int(&fields[1]) as u16,
+                int(&primary[1]) as u16,
+            )
+        })
+        .collect();
+    view.sort();
+    Ok(view)
 }
 
 /// The port of the primary serving `slot` in `view`.
