@@ -23,7 +23,10 @@ async fn every_op_behaves_as_documented_on_a_cluster() {
     let engine = cluster_engine(&cluster).await;
     acceptance(engine.clone()).await;
     let stats = engine.stats();
-    assert_eq!(stats.redirects, 0, "the slot map routed every command: {stats:?}");
+    assert_eq!(
+        stats.redirects, 0,
+        "the slot map routed every command: {stats:?}"
+    );
 }
 
 #[actix_web::test]

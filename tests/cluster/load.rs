@@ -50,10 +50,7 @@ pub fn sessions_on_every_primary(
     assert_eq!(picked.len(), 3, "tags on all three primaries: {picked:?}");
     picked
         .into_iter()
-        .flat_map(|(port, tags)| {
-            tags.into_iter()
-                .map(move |tag| (tagged(&tag, name), port))
-        })
+        .flat_map(|(port, tags)| tags.into_iter().map(move |tag| (tagged(&tag, name), port)))
         .collect()
 }
 

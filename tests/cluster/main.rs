@@ -11,3 +11,5 @@ mod support;
 
 mod healthy;
 mod load;
+mod outages;
+mod redirects;

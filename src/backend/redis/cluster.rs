@@ -18,8 +18,8 @@
 //! # Replies that are not answers
 //! Each step's reply is read on its own (`reply::classify`):
 //! - `MOVED <slot> <node>`: the command did not run. The map records the new owner, the step
-//!   is sent there (with the steps of its slot after it, in order), and a refresh of the whole
-//!   map starts in the background: a reshard moves slots in bulk.
+//!   is sent there, and a refresh of the whole map starts in the background: a reshard moves
+//!   slots in bulk.
 //! - `ASK <slot> <node>`: the command did not run; `ASKING` and the step go to that node, each
 //!   step with its own `ASKING` (a single one would let the pipeline's next command create a
 //!   key on the importing node that the migration then collides with).
@@ -33,9 +33,10 @@
 //! - After [`MAX_ROUNDS`] rounds a step still redirected fails with [`Error::Unavailable`].
 //!
 //! Resending after any of these is safe because the reply says the command did not run.
-//! When a step is sent again, the steps of its slot that came after it in the same pipeline
-//! and already ran are sent again too if they are reads or refreshes (so a read still sees
-//! the write before it); a write after it that ran keeps its reply (it cannot run twice).
+//! When a step is sent again, the later steps of its session go where it goes, after it; those
+//! that already ran are sent again too if they are reads or refreshes (so a read still sees
+//! the write before it), while a write that ran keeps its reply (it cannot run twice). Other
+//! sessions' steps, in the same slot or not, go where their own replies say.
 //!
 //! # A node that fails
 //! - No connection to it (refused, or every pooled connection dead, found before anything was
@@ -129,6 +130,10 @@ struct Pending {
     tryagain: u8,
     /// Already sent again after its connection died.
     replayed: bool,
+    /// Already waited for a refresh of the map because its slot had no known primary.
+    unplaced: bool,
+    /// Sent at least once: sending it again counts as another Redis command.
+    sent: bool,
 }
 
 impl Pending {
@@ -139,6 +144,8 @@ impl Pending {
             load: false,
             tryagain: 0,
             replayed: false,
+            unplaced: false,
+            sent: false,
         }
     }
 
@@ -228,10 +235,9 @@ impl Cluster {
         let mut failed: HashMap<usize, Error> = HashMap::new();
         let mut next = Next {
             pending: (0..plan.len()).map(Pending::new).collect(),
-            refresh_first: !self.topology.loaded(),
             ..Next::default()
         };
-        for round in 0..MAX_ROUNDS {
+        for _ in 0..MAX_ROUNDS {
             if next.pending.is_empty() {
                 break;
             }
@@ -245,14 +251,21 @@ impl Cluster {
             if let Some(pause) = next.pause {
                 tokio::time::sleep(pause).await;
             }
-            let parts = self.place(std::mem::take(&mut next.pending), &slots, &mut failed);
-            if round > 0 {
-                let resent: usize = parts.iter().map(|p| p.steps.len()).sum();
-                stats.redis_commands.fetch_add(resent as u64, Relaxed);
+            let (mut parts, unplaced) =
+                self.place(std::mem::take(&mut next.pending), &slots, &mut failed);
+            let mut resent = 0;
+            for (pending, _) in parts.iter_mut().flat_map(|p| p.steps.iter_mut()) {
+                resent += u64::from(pending.sent);
+                pending.sent = true;
             }
+            stats.redis_commands.fetch_add(resent, Relaxed);
             stats.round_trips.fetch_add(parts.len() as u64, Relaxed);
             let outcomes = join_all(parts.iter().map(|part| send(part, &plan, scripts))).await;
-            next = Next::default();
+            next = Next {
+                refresh_first: !unplaced.is_empty(),
+                pending: unplaced,
+                ..Next::default()
+            };
             for (part, outcome) in parts.into_iter().zip(outcomes) {
                 self.settle(
                     part,
@@ -281,17 +294,18 @@ impl Cluster {
         Ok(plan.answer_with(batch, values, &failed))
     }
 
-    /// Groups the steps by the node they go to, each group in batch order. A step with no
-    /// node to go to fails.
+    /// Groups the steps by the node they go to, each group in batch order. A step whose slot
+    /// has no known primary waits for a refresh of the map, once (returned apart), then fails.
     fn place(
         &self,
         mut pending: Vec<Pending>,
         slots: &[u16],
         failed: &mut HashMap<usize, Error>,
-    ) -> Vec<Part> {
+    ) -> (Vec<Part>, Vec<Pending>) {
         pending.sort_by_key(|p| p.step);
         let owners = self.topology.owners(pending.iter().map(|p| slots[p.step]));
         let mut parts: Vec<Part> = Vec::new();
+        let mut unplaced = Vec::new();
         for (pending, owner) in pending.into_iter().zip(owners) {
             let (node, asking) = match (&pending.target, owner) {
                 (Target::Node(node, asking), _) => (node.clone(), *asking),
@@ -303,6 +317,13 @@ impl Cluster {
                     }
                 },
                 (Target::Owner, Some(owner)) => (owner, false),
+                (Target::Owner, None) if !pending.unplaced => {
+                    unplaced.push(Pending {
+                        unplaced: true,
+                        ..pending
+                    });
+                    continue;
+                }
                 (Target::Owner, None) => {
                     failed.insert(
                         pending.step,
@@ -324,7 +345,7 @@ impl Cluster {
                 }),
             }
         }
-        parts
+        (parts, unplaced)
     }
 
     /// Records what one node's pipeline answered, and what must be sent again.
@@ -373,22 +394,23 @@ impl Cluster {
                 return;
             }
         };
-        // The target of the first step of each slot sent again: the slot's later steps
-        // follow it, so that a session's steps stay in order.
-        let mut again: HashMap<u16, Pending> = HashMap::new();
+        // The first step of each session (key) that is sent again: the session's later steps
+        // follow it, so that they stay in order.
+        let mut again: HashMap<&str, Pending> = HashMap::new();
         for ((pending, asking), value) in part.steps.into_iter().zip(replies) {
             let step = pending.step;
-            let slot = slots[step];
+            let (key, slot) = (plan.key(step), slots[step]);
             let verdict = classify(&value);
             let retry = match verdict {
                 Verdict::Done => {
-                    match again.get(&slot) {
-                        // It ran after an earlier step of its slot that did not: a read or a
-                        // refresh runs again after it; a write that ran keeps its reply.
+                    match again.get(key) {
+                        // It ran after an earlier step of its session that did not: a read or
+                        // a refresh runs again after it; a write that ran keeps its reply.
                         Some(first) if plan.replay_safe(step) => {
                             next.pending.push(Pending {
-                                step,
-                                ..first.clone()
+                                target: first.target.clone(),
+                                load: first.load,
+                                ..pending
                             });
                         }
                         _ => values[step] = value,
@@ -454,17 +476,15 @@ impl Cluster {
                     ..pending.to(Target::Node(part.node.clone(), asking))
                 },
             };
-            let retry = match again.get(&slot) {
-                // A later step of a slot already sent again follows the first.
+            let retry = match again.get(key) {
+                // A later step of a session already sent again follows the first.
                 Some(first) => Pending {
-                    step,
-                    tryagain: retry.tryagain,
-                    replayed: retry.replayed,
                     load: retry.load || first.load,
                     target: first.target.clone(),
+                    ..retry
                 },
                 None => {
-                    again.insert(slot, retry.clone());
+                    again.insert(key, retry.clone());
                     retry
                 }
             };
