@@ -9,7 +9,9 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod failover;
 mod healthy;
 mod load;
 mod outages;
 mod redirects;
+mod reshard;

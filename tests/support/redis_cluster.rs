@@ -143,6 +143,24 @@ impl RedisCluster {
         counts
     }
 
+    /// The port of a replica of the primary on `port` (`CLUSTER NODES`).
+    pub fn replica_of(&self, port: u16) -> u16 {
+        let id = self.node_id(port);
+        let nodes: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query(&mut self.connection(port))
+            .expect("CLUSTER NODES");
+        nodes
+            .lines()
+            .find_map(|line| {
+                let fields: Vec<&str> = line.split(' ').collect();
+                let replica = fields.get(2)?.contains("slave") && fields.get(3) == Some(&&*id);
+                let address = fields.get(1)?.split('@').next()?;
+                replica.then(|| address.rsplit_once(':')?.1.parse().ok())?
+            })
+            .unwrap_or_else(|| panic!("the primary on {port} has no replica"))
+    }
+
     /// `CLUSTER KEYSLOT key`, from the cluster itself.
     pub fn keyslot(&self, key: &str) -> u16 {
         redis::cmd("CLUSTER")
