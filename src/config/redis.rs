@@ -1,4 +1,7 @@
 //! Where sessions are stored.
+//!
+//! Why this file is long: half of it is the unit tests of the environment overrides and of the
+//! sentinel URL parser; the rest is the one `[redis]` section and its validation.
 
 use std::path::PathBuf;
 use std::time::Duration;

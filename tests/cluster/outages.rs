@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::load::*;
 use crate::support::app::{self, send, session_ids, session_key, test_app};
 use crate::support::engine::*;
-use crate::support::RedisCluster;
+use crate::support::{unused_port, RedisCluster};
 
 /// The primaries keep serving the slots they have when another is missing.
 const PARTIAL_COVERAGE: [&str; 2] = ["--cluster-require-full-coverage", "no"];
@@ -242,4 +242,26 @@ async fn one_seed_url_with_a_password_reaches_every_primary_and_no_error_shows_i
         assert!(!text.contains("s3cret"), "{text}");
     }
     assert!(checked.to_string().contains("credentials"), "{checked}");
+}
+
+#[actix_web::test]
+async fn a_cluster_that_cannot_be_reached_fails_calls_with_503_and_says_why() {
+    let seeds = [unused_port(), unused_port()].map(|p| format!("redis://127.0.0.1:{p}"));
+    let backend = RedisBackend::connect(RedisConfig::cluster(seeds))
+        .await
+        .expect("nothing is connected before use");
+    let checked = backend.check().await.expect_err("no node answers");
+    assert!(
+        checked.to_string().contains("cluster node 127.0.0.1:"),
+        "{checked}"
+    );
+    let c = testing::start(&SessionEngine::new(backend));
+    let s = tagged("x", "nowhere");
+    match c.run(&s, get(&["a"]), None).await {
+        Err(error @ Error::Unavailable(_)) => assert!(
+            error.to_string().contains("slot map"),
+            "the error says why: {error}"
+        ),
+        other => panic!("an unreachable cluster answered {other:?}"),
+    }
 }

@@ -1,6 +1,11 @@
 //! Redis Cluster: a batch split into one pipeline per primary, sent concurrently, with every
 //! redirect followed per command.
 //!
+//! Why this file is long: a third of it is this documentation of the design, and the rest is
+//! one job that does not split well: the rounds of sending, and for each reply the decision of
+//! where (and whether) its command goes next. The slot map and the reading of replies have
+//! files of their own (`topology`, `reply`).
+//!
 //! # A batch on a cluster
 //! The batch becomes the same steps as on a standalone server (`plan`: fused reads, one TTL
 //! refresh per session). Each step has one key, or two that share a hash tag (a renew keeps
@@ -283,13 +288,15 @@ impl Cluster {
             self.topology.refresh_soon();
         }
         for pending in next.pending {
-            failed.insert(
-                pending.step,
-                Error::unavailable(StoreError::new(format!(
-                    "hash slot {} still redirected after {MAX_ROUNDS} attempts",
-                    slots[pending.step]
+            let slot = slots[pending.step];
+            let error = match pending.target {
+                Target::OwnerOtherThan(_, error) => error,
+                Target::Owner if pending.unplaced => self.topology.unserved_error(slot),
+                _ => Error::unavailable(StoreError::new(format!(
+                    "hash slot {slot} still redirected after {MAX_ROUNDS} attempts"
                 ))),
-            );
+            };
+            failed.insert(pending.step, error);
         }
         Ok(plan.answer_with(batch, values, &failed))
     }

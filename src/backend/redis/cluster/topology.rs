@@ -13,7 +13,7 @@ use redis::{ConnectionAddr, ConnectionInfo, Value};
 
 use crate::backend::redis::client;
 use crate::backend::redis::connections::{redis_error, Connections};
-use crate::config::{redact_url, RedisConfig};
+use crate::config::RedisConfig;
 use crate::error::{Error, StoreError};
 
 /// Hash slots in a Redis Cluster.
@@ -140,11 +140,11 @@ impl Topology {
                 ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
                     (host.clone(), *port)
                 }
+                // Not echoed: a socket URL may carry its password in the query.
                 _ => {
-                    return Err(Error::Config(format!(
-                        "redis.cluster_nodes: {} is not a redis:// or rediss:// URL",
-                        redact_url(url)
-                    )))
+                    return Err(Error::Config(
+                        "redis.cluster_nodes must be redis:// or rediss:// URLs".into(),
+                    ))
                 }
             };
             template.get_or_insert_with(|| info.clone());
@@ -212,12 +212,14 @@ impl Topology {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let message = format!("no known cluster node serves hash slot {slot}");
         match last {
-            Some(cause) if !self.loaded() => {
-                Error::unavailable(StoreError::caused_by(message, cause))
-            }
-            _ => Error::unavailable(StoreError::new(message)),
+            Some(cause) if !self.loaded() => Error::unavailable(StoreError::caused_by(
+                "could not load the cluster's slot map",
+                cause,
+            )),
+            _ => Error::unavailable(StoreError::new(format!(
+                "no known cluster node serves hash slot {slot}"
+            ))),
         }
     }
 
@@ -364,7 +366,7 @@ impl Topology {
         };
         if changed {
             let primaries = {
-                let mut seen: Vec<u16> = map.owners.iter().copied().collect();
+                let mut seen: Vec<u16> = map.owners.to_vec();
                 seen.sort_unstable();
                 seen.dedup();
                 seen.into_iter().filter(|&i| i != UNSERVED).count()
@@ -378,8 +380,9 @@ impl Topology {
         Ok(())
     }
 
-    /// A node found in a slot map or a redirect, with the first seed's settings.
-    fn discovered(&self, host: &str, port: u16) -> Result<Arc<Node>, Error> {
+    /// The connection settings of a node found in a slot map or a redirect: the first
+    /// seed's (scheme, user, password, database, TCP settings), at `host:port`.
+    fn node_info(&self, host: &str, port: u16) -> ConnectionInfo {
         let addr = match self.template.addr() {
             ConnectionAddr::TcpTls { insecure, .. } => ConnectionAddr::TcpTls {
                 host: host.to_owned(),
@@ -389,7 +392,12 @@ impl Topology {
             },
             _ => ConnectionAddr::Tcp(host.to_owned(), port),
         };
-        let info = self.template.clone().set_addr(addr);
+        self.template.clone().set_addr(addr)
+    }
+
+    /// A node found in a slot map or a redirect, with the first seed's settings.
+    fn discovered(&self, host: &str, port: u16) -> Result<Arc<Node>, Error> {
+        let info = self.node_info(host, port);
         new_node(&self.config, info, host.to_owned(), port).map_err(|e| {
             Error::unavailable(StoreError::caused_by(
                 format!("cannot connect to cluster node {host}:{port}"),
@@ -576,6 +584,31 @@ mod tests {
                 },
             ],
             "an empty host is the asked node's; a range with an unknown primary is left out"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_discovered_node_gets_the_first_seeds_credentials_and_scheme() {
+        // (A runtime because the seeds' pools are built at once, connected lazily.)
+        let config =
+            RedisConfig::cluster(["redis://ann:pw@10.0.0.1:7000", "redis://10.0.0.2:7001"])
+                .password("from-config");
+        let topology = Topology::new(&config, &config.cluster_nodes).expect("valid seeds");
+        let info = topology.node_info("10.0.0.9", 7005);
+        assert!(matches!(info.addr(), ConnectionAddr::Tcp(h, 7005) if h == "10.0.0.9"));
+        assert_eq!(info.redis_settings().username(), Some("ann"));
+        assert_eq!(
+            info.redis_settings().password(),
+            Some("from-config"),
+            "the config overrides the URL"
+        );
+        let unix = RedisConfig::cluster(["unix:///tmp/r.sock?pass=s3cret"]);
+        let error = Topology::new(&unix, &unix.cluster_nodes)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("redis://") && !error.contains("s3cret"),
+            "{error}"
         );
     }
 
