@@ -33,14 +33,15 @@
 //!
 //! The request path, one file each in `src/`: `middleware.rs` (when a cookie goes out) and
 //! `cookie.rs` (what it looks like) → `session.rs` ([`AsyncSession`], the handle) → `actor/`
-//! (queue, batch, flush) → `backend/` (Redis pipeline, or memory).
+//! (queue, batch, flush) → `backend/` (Redis pipeline, a pipeline per cluster primary, or
+//! memory).
 //!
 //! # Backends
 //! [`RedisBackend`] for production (standalone Redis, from a URL or a `redis::Client` you
-//! built; a cluster backend is planned) and [`MemoryBackend`], with the same semantics
-//! including TTLs, for your own tests and for running without Redis. Both go through the same
-//! batching actor, so a test on the memory backend exercises the same code path as
-//! production. The [`Backend`] trait is sealed; its docs say why.
+//! built, or a Redis Cluster from [`RedisConfig::cluster`]) and [`MemoryBackend`], with the
+//! same semantics including TTLs, for your own tests and for running without Redis. Both go
+//! through the same batching actor, so a test on the memory backend exercises the same code
+//! path as production. The [`Backend`] trait is sealed; its docs say why.
 //!
 //! # Configuration
 //! Builders ([`SessionMiddleware::builder`], [`RedisConfig`], [`SessionEngine::with_config`]) or

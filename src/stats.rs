@@ -10,6 +10,8 @@ pub struct Stats {
     pub(crate) commands: AtomicU64,
     pub(crate) pipelines: AtomicU64,
     pub(crate) redis_commands: AtomicU64,
+    pub(crate) round_trips: AtomicU64,
+    pub(crate) redirects: AtomicU64,
     pub(crate) max_batch: AtomicU64,
     pub(crate) fused_reads: AtomicU64,
     pub(crate) fused_refreshes: AtomicU64,
@@ -51,8 +53,17 @@ pub struct StatsSnapshot {
     pub commands: u64,
     /// Batches sent to the backend (one pipeline each on Redis).
     pub pipelines: u64,
-    /// Commands the backend sent to Redis after fusion (0 for the memory backend).
+    /// Commands the backend sent to Redis after fusion, counting those sent again (0 for the
+    /// memory backend).
     pub redis_commands: u64,
+    /// Pipelines sent to Redis: one per batch on a standalone server (plus a script reload or
+    /// a replay after a lost connection), one per node a batch touches on a cluster (sent
+    /// concurrently), plus the resends after `MOVED`, `ASK`, `TRYAGAIN`, `NOSCRIPT` or a lost
+    /// connection. `redis_commands / round_trips` is the average pipeline size.
+    pub round_trips: u64,
+    /// Commands a cluster node redirected (`MOVED` or `ASK`) and that were sent again to the
+    /// node it named.
+    pub redirects: u64,
     /// Largest batch seen.
     pub max_batch: u64,
     /// Reads merged into another read's `HMGET`.
@@ -93,6 +104,8 @@ impl Stats {
             commands: self.commands.load(Relaxed),
             pipelines: self.pipelines.load(Relaxed),
             redis_commands: self.redis_commands.load(Relaxed),
+            round_trips: self.round_trips.load(Relaxed),
+            redirects: self.redirects.load(Relaxed),
             max_batch: self.max_batch.load(Relaxed),
             fused_reads: self.fused_reads.load(Relaxed),
             fused_refreshes: self.fused_refreshes.load(Relaxed),

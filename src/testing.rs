@@ -12,3 +12,8 @@ use crate::engine::SessionEngine;
 pub fn start(engine: &SessionEngine) -> Handle {
     engine.start()
 }
+
+/// The Redis Cluster hash slot of a key, as the cluster backend computes it.
+pub fn cluster_slot(key: &str) -> u16 {
+    crate::backend::redis::cluster_slot(key.as_bytes())
+}

@@ -156,8 +156,19 @@ async fn run_batch(
     use std::sync::atomic::Ordering::Relaxed;
     match outcome {
         Ok(results) => {
-            if stats.outage.end() {
-                tracing::info!("session store reachable again");
+            // Some commands may find the store unavailable while the rest succeed: a cluster
+            // node that is down, or writes that were in flight on a lost connection.
+            let unavailable = results.iter().find_map(|r| match r {
+                Err(e @ Error::Unavailable(_)) => Some(e),
+                _ => None,
+            });
+            match unavailable {
+                None if stats.outage.end() => tracing::info!("session store reachable again"),
+                Some(error) if stats.outage.start() => tracing::error!(
+                    %error,
+                    "session store unavailable for some sessions: they get 503 until it recovers"
+                ),
+                _ => {}
             }
             let mut refused_for_memory = None;
             let mut wrote = false;
@@ -167,6 +178,9 @@ async fn run_batch(
                 match &result {
                     Err(Error::Server(_)) | Err(Error::NotAnInteger(_)) => {
                         stats.errors_server.fetch_add(1, Relaxed);
+                    }
+                    Err(Error::Unavailable(_)) => {
+                        stats.errors_unavailable.fetch_add(1, Relaxed);
                     }
                     Err(error @ Error::StoreFull(_)) => {
                         stats.errors_store_full.fetch_add(1, Relaxed);

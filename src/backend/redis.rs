@@ -1,8 +1,11 @@
-//! Standalone Redis: one pipeline per batch over a bb8 pool of multiplexed connections.
+//! Redis: one pipeline per batch over a bb8 pool of multiplexed connections, or on a Redis
+//! Cluster one pipeline per primary (`cluster`, whose module doc says how redirects and
+//! failovers are handled).
 //!
-//! This file sends a batch and decides what to do when that fails; `plan` turns a batch into
-//! one pipeline and routes the replies back; `connections` keeps the pool and knows which
-//! connections are alive.
+//! This file sends a batch to a standalone server and decides what to do when that fails;
+//! `plan` turns a batch into pipeline steps and routes the replies back; `connections` keeps a
+//! pool and knows which connections are alive; `scripts` holds the Lua scripts; `client`
+//! turns the configuration into a client for one server or node.
 //!
 //! How commands become Redis commands:
 //!
@@ -35,57 +38,77 @@
 //! - `OOM` (over `maxmemory`) fails only the writes that would grow Redis, with
 //!   [`Error::StoreFull`]; reads, removals and logouts keep working.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use futures::future::BoxFuture;
-use redis::{RedisError, Script, Value};
+use redis::{RedisError, Value};
 
-use crate::actor::message::{Command, Op, Reply};
+use crate::actor::message::{Command, Reply};
 use crate::backend::{Backend, BatchReplies};
 use crate::config::{RedisConfig, Topology};
 use crate::error::{Error, StoreError};
 use crate::stats::Stats;
 
 mod client;
+mod cluster;
 mod connections;
+mod errors;
 mod plan;
+mod scripts;
 
-use connections::{redis_error, store_refusal, Connections, TrackedConnection};
-use plan::Plan;
+pub(crate) use cluster::slot as cluster_slot;
+use cluster::Cluster;
+use connections::{Connections, TrackedConnection};
+use errors::{redis_error, store_refusal};
+use plan::{replay_safe, Plan};
+use scripts::{is_noscript, Scripts};
 
-const WRITE_SCRIPT: &str = include_str!("lua/write.lua");
-const RENEW_SCRIPT: &str = include_str!("lua/renew.lua");
-const INVALIDATE_SCRIPT: &str = include_str!("lua/invalidate.lua");
-
-/// Sessions in a standalone Redis (or any server speaking its protocol).
+/// Sessions in a standalone Redis (or any server speaking its protocol), or in a Redis
+/// Cluster.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), circumflex_session::Error> {
 /// use circumflex_session::{RedisBackend, RedisConfig};
 /// let backend = RedisBackend::connect(RedisConfig::new("redis://127.0.0.1:6379").db(2)).await?;
+/// let cluster = RedisBackend::connect(RedisConfig::cluster([
+///     "redis://10.0.0.1:7000",
+///     "redis://10.0.0.2:7000",
+/// ]))
+/// .await?;
 /// # Ok(()) }
 /// ```
 pub struct RedisBackend {
-    connections: Connections,
+    store: Store,
     prefix: String,
-    write: Script,
-    renew: Script,
-    invalidate: Script,
+    scripts: Scripts,
+}
+
+/// Where the sessions are.
+enum Store {
+    Standalone(Connections),
+    Cluster(Cluster),
 }
 
 impl std::fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisBackend")
-            .field("prefix", &self.prefix)
-            .field("pool", &self.connections.state())
-            .finish()
+        let mut f = f.debug_struct("RedisBackend");
+        f.field("prefix", &self.prefix);
+        match &self.store {
+            Store::Standalone(connections) => f.field("pool", &connections.state()),
+            Store::Cluster(cluster) => f.field("cluster", cluster),
+        };
+        f.finish()
     }
 }
 
 impl RedisBackend {
-    /// Creates the pool for the URL, database, credentials and TLS files of `config`.
-    /// Connections are opened on first use, so an application starts (and answers 503 on
-    /// session use) while Redis is still down. Must run inside a Tokio runtime.
+    /// Creates the pool for the URL, database, credentials and TLS files of `config`; with
+    /// `cluster_nodes`, a pool per cluster node (`pool_size` each), every node reached with
+    /// the first node URL's scheme, credentials and TLS files. Connections are opened on first
+    /// use (and a cluster's slot map is loaded by the first batch), so an application starts
+    /// (and answers 503 on session use) while Redis is still down. Must run inside a Tokio
+    /// runtime.
     ///
     /// # Errors
     /// [`Error::Config`] for an invalid setting or URL, an unreadable TLS file, a client key
@@ -98,9 +121,11 @@ impl RedisBackend {
                 let client = client::client(info, &config.tls)?;
                 Ok(Self::with_client(client, config))
             }
-            Topology::Cluster(_) => Err(Error::Config(
-                "redis.cluster_nodes: the cluster backend is not built yet".into(),
-            )),
+            Topology::Cluster(nodes) => Ok(Self {
+                store: Store::Cluster(Cluster::new(&config, nodes)?),
+                prefix: config.key_prefix,
+                scripts: Scripts::new(),
+            }),
             Topology::Sentinel(_) => Err(Error::Config(
                 "redis.sentinel: sentinel discovery is not built yet".into(),
             )),
@@ -130,11 +155,9 @@ impl RedisBackend {
 
     fn with_client(client: redis::Client, config: RedisConfig) -> Self {
         Self {
-            connections: Connections::new(&config, client),
+            store: Store::Standalone(Connections::new(&config, client)),
             prefix: config.key_prefix,
-            write: Script::new(WRITE_SCRIPT),
-            renew: Script::new(RENEW_SCRIPT),
-            invalidate: Script::new(INVALIDATE_SCRIPT),
+            scripts: Scripts::new(),
         }
     }
 
@@ -147,61 +170,41 @@ impl RedisBackend {
     /// Costs one round trip of four commands that change nothing: `PING`, and on a key under
     /// the prefix that no session can have (`<prefix>:{check}:probe`), `EVALSHA` of the
     /// logout script (which deletes only that key; `NOSCRIPT` is fine, it proves the
-    /// permission), `HMGET` and `PEXPIRE` (which Redis refuses on a replica).
+    /// permission), `HMGET` and `PEXPIRE` (which Redis refuses on a replica). On a cluster, it
+    /// first loads the slot map and checks that every slot has a primary, then sends the same
+    /// four commands to every primary, on a probe key of a slot that primary owns.
     ///
     /// # Errors
     /// [`Error::Unavailable`], whose message names the cause (and never a password).
     pub async fn check(&self) -> Result<(), Error> {
-        let mut conn = self.connections.live().await?;
-        // A session's tag has four characters, so `{check}` is never a session's key.
-        let probe = format!("{}:{{check}}:probe", self.prefix);
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        pipe.cmd("PING");
-        pipe.cmd("EVALSHA")
-            .arg(self.invalidate.get_hash())
-            .arg(1)
-            .arg(&probe);
-        pipe.cmd("HMGET").arg(&probe).arg("\0created");
-        pipe.cmd("PEXPIRE").arg(&probe).arg(1);
-        let replies = match pipe.query_async::<Value>(&mut conn.conn).await {
-            Ok(Value::Array(replies)) => replies,
-            Ok(other) => {
-                conn.broken = true;
-                return Err(Error::unavailable(StoreError::new(format!(
-                    "unexpected reply to the check {other:?}"
-                ))));
+        match &self.store {
+            Store::Standalone(connections) => {
+                // A session's tag has four characters, so `{check}` is never a session's key.
+                let probe = format!("{}:{{check}}:probe", self.prefix);
+                connections
+                    .probe(&probe, self.scripts.invalidate.get_hash())
+                    .await
             }
-            Err(e) => {
-                conn.broken = true;
-                return Err(redis_error(e));
-            }
-        };
-        for reply in replies {
-            if let Value::ServerError(e) = reply {
-                if e.code() != "NOSCRIPT" {
-                    let e = RedisError::from(e);
-                    return Err(store_refusal(&e).unwrap_or_else(|| Error::unavailable(e)));
-                }
-            }
+            Store::Cluster(cluster) => cluster.check(&self.prefix, &self.scripts).await,
         }
-        conn.alive_at = Instant::now();
-        Ok(())
     }
 
     /// Sends a plan on a live connection (loading the scripts once if Redis lost them).
-    async fn run(&self, plan: &Plan<'_>) -> Result<Vec<Value>, Failure> {
-        let mut conn = self.connections.live().await.map_err(Failure::Failed)?;
-        let pipe = plan.pipeline(&self.write, &self.renew, &self.invalidate);
-        let mut replies = self.query(&mut conn, &pipe).await?;
+    async fn run(
+        &self,
+        connections: &Connections,
+        plan: &Plan<'_>,
+        stats: &Stats,
+    ) -> Result<Vec<Value>, Failure> {
+        let mut conn = connections.live().await.map_err(Failure::Failed)?;
+        let pipe = plan.pipeline(&self.scripts);
+        let mut replies = query(connections, &mut conn, &pipe, stats).await?;
         if replies.iter().any(is_noscript) {
             // NOSCRIPT: no script ran, and what did run is safe to repeat (see the module doc).
             let mut load = redis::pipe();
-            load.cmd("SCRIPT").arg("LOAD").arg(WRITE_SCRIPT);
-            load.cmd("SCRIPT").arg("LOAD").arg(RENEW_SCRIPT);
-            load.cmd("SCRIPT").arg("LOAD").arg(INVALIDATE_SCRIPT);
-            self.query(&mut conn, &load).await?;
-            replies = self.query(&mut conn, &pipe).await?;
+            Scripts::load(&mut load);
+            query(connections, &mut conn, &load, stats).await?;
+            replies = query(connections, &mut conn, &pipe, stats).await?;
         }
         if replies.len() != plan.len() {
             conn.broken = true;
@@ -222,38 +225,17 @@ impl RedisBackend {
         Ok(replies)
     }
 
-    async fn query(
-        &self,
-        conn: &mut TrackedConnection,
-        pipe: &redis::Pipeline,
-    ) -> Result<Vec<Value>, Failure> {
-        match pipe.query_async::<Value>(&mut conn.conn).await {
-            Ok(Value::Array(items)) => Ok(items),
-            Ok(other) => {
-                conn.broken = true;
-                Err(Failure::Failed(Error::unavailable(StoreError::new(
-                    format!("unexpected pipeline reply {other:?}"),
-                ))))
-            }
-            Err(e) => {
-                conn.broken = true;
-                if e.is_connection_dropped() {
-                    self.connections.lost();
-                    Err(Failure::Lost(redis_error(e)))
-                } else {
-                    Err(Failure::Failed(redis_error(e)))
-                }
-            }
-        }
-    }
-
     /// Runs a batch; if its connection was lost after it was sent, sends again the commands
     /// that may safely run twice (see [`replay_safe`]) on a live connection, once, and fails
     /// the others.
     async fn execute_batch(&self, batch: &[Command], stats: &Stats) -> Result<BatchReplies, Error> {
+        let connections = match &self.store {
+            Store::Standalone(connections) => connections,
+            Store::Cluster(cluster) => return cluster.execute(batch, stats, &self.scripts).await,
+        };
         let plan = Plan::build(batch);
         plan.count(stats);
-        let lost = match self.run(&plan).await {
+        let lost = match self.run(connections, &plan, stats).await {
             Ok(replies) => return Ok(plan.answer(batch, replies)),
             Err(Failure::Lost(error)) => error,
             Err(Failure::Failed(error)) => return Err(error),
@@ -268,7 +250,7 @@ impl RedisBackend {
         let again: Vec<Command> = safe.iter().map(|&i| batch[i].clone()).collect();
         let plan = Plan::build(&again);
         plan.count(stats);
-        let replies = match self.run(&plan).await {
+        let replies = match self.run(connections, &plan, stats).await {
             Ok(replies) => plan.answer(&again, replies),
             Err(Failure::Lost(e) | Failure::Failed(e)) => return Err(e),
         };
@@ -283,6 +265,34 @@ impl RedisBackend {
     }
 }
 
+/// Sends one pipeline on a connection of `connections`.
+async fn query(
+    connections: &Connections,
+    conn: &mut TrackedConnection,
+    pipe: &redis::Pipeline,
+    stats: &Stats,
+) -> Result<Vec<Value>, Failure> {
+    stats.round_trips.fetch_add(1, Relaxed);
+    match pipe.query_async::<Value>(&mut conn.conn).await {
+        Ok(Value::Array(items)) => Ok(items),
+        Ok(other) => {
+            conn.broken = true;
+            Err(Failure::Failed(Error::unavailable(StoreError::new(
+                format!("unexpected pipeline reply {other:?}"),
+            ))))
+        }
+        Err(e) => {
+            conn.broken = true;
+            if e.is_connection_dropped() {
+                connections.lost();
+                Err(Failure::Lost(redis_error(e)))
+            } else {
+                Err(Failure::Failed(redis_error(e)))
+            }
+        }
+    }
+}
+
 /// How a batch failed as a whole.
 enum Failure {
     /// The connection died before the replies came: some commands may have run, and those
@@ -291,18 +301,6 @@ enum Failure {
     /// Anything else: no live connection, a response timeout, a garbled reply, Redis refusing
     /// us. Every command fails with the error.
     Failed(Error),
-}
-
-/// Whether a command may run twice with the same outcome, and so be sent again after its
-/// connection died with the batch in flight: reads, TTL refreshes and logout. A write may
-/// have run (an increment would count twice, a renew would find its old id gone), so it is
-/// failed instead, with [`Error::Unavailable`]: a 503 whose write may have been applied.
-fn replay_safe(op: &Op) -> bool {
-    matches!(op, Op::Get(_) | Op::Entries | Op::Touch | Op::Invalidate)
-}
-
-fn is_noscript(value: &Value) -> bool {
-    matches!(value, Value::ServerError(e) if e.code() == "NOSCRIPT")
 }
 
 impl Backend for RedisBackend {
@@ -319,6 +317,9 @@ impl Backend for RedisBackend {
     }
 
     fn name(&self) -> &'static str {
-        "redis"
+        match self.store {
+            Store::Standalone(_) => "redis",
+            Store::Cluster(_) => "redis-cluster",
+        }
     }
 }

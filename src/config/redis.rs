@@ -1,8 +1,7 @@
 //! Where sessions are stored.
 //!
-//! Why this file is long: it is one struct, [`RedisConfig`], with its builders, its environment
-//! overrides, its validation and their unit tests; split, one setting's rules would be spread
-//! over several files.
+//! Why this file is long: half of it is the unit tests of the environment overrides and of the
+//! sentinel URL parser; the rest is the one `[redis]` section, its builders and its validation.
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -63,6 +63,11 @@ async fn concurrent_operations_share_few_pipelines() {
         "{commands} commands took {pipelines} pipelines"
     );
     assert!(after.max_batch > 1, "max_batch {}", after.max_batch);
+    assert_eq!(
+        after.round_trips - before.round_trips,
+        pipelines,
+        "a standalone server costs one round trip per batch (scripts loaded already)"
+    );
     assert_eq!(after.queue_depth, 0);
 }
 

@@ -8,8 +8,8 @@ use actix_web::cookie::Key;
 use actix_web::http::StatusCode;
 use circumflex_session::{Error, RedisBackend, RedisConfig, SessionEngine, SessionMiddleware};
 
-use crate::api::the_whole_flow;
 use crate::support::app::*;
+use crate::support::flow::login_flow;
 use crate::support::logs::LogCapture;
 use crate::support::RedisServer;
 
@@ -114,7 +114,7 @@ async fn an_acl_user_in_the_url_serves_the_whole_flow_from_database_3() {
     let server = acl_server();
     let url = format!("redis://app:{APP_PASSWORD}@127.0.0.1:{}/3", server.port());
     let engine = checked_engine(RedisConfig::new(url)).await;
-    the_whole_flow(
+    login_flow(
         engine.clone(),
         &AsAdmin {
             server: &server,
@@ -135,7 +135,7 @@ async fn a_user_with_only_the_documented_permissions_passes_the_check_and_the_wh
     let server = acl_server();
     let url = format!("redis://minimal:minimal-pw@127.0.0.1:{}", server.port());
     let engine = checked_engine(RedisConfig::new(url)).await;
-    the_whole_flow(
+    login_flow(
         engine,
         &AsAdmin {
             server: &server,

@@ -1,6 +1,6 @@
-//! The whole flow (which `tls` and `acl` run again over TLS and as an ACL user) and the rest
-//! of the handle API through the middleware, on Redis and on the memory backend, and what a
-//! request that does not use the session costs (nothing).
+//! The whole flow (`support::flow`, which `tls`, `acl` and the cluster tests run again) and the
+//! rest of the handle API through the middleware, on Redis and on the memory backend, and what
+//! a request that does not use the session costs (nothing).
 
 use actix_web::cookie::{time, Key};
 use actix_web::http::header::HeaderValue;
@@ -8,91 +8,17 @@ use actix_web::http::StatusCode;
 use actix_web::test::init_service;
 use actix_web::web::{self};
 use actix_web::{App, HttpResponse};
-use circumflex_session::{AsyncSession, SessionEngine, SessionMiddleware};
+use circumflex_session::{AsyncSession, SessionMiddleware};
 use serde_json::{json, Value};
 
 use crate::support::app::*;
+use crate::support::flow::login_flow;
 use crate::support::RedisServer;
 
 #[actix_web::test]
 async fn login_whoami_counter_renew_and_logout_work_end_to_end() {
     let server = RedisServer::start();
-    the_whole_flow(redis_engine(&server).await, &server).await;
-}
-
-/// Login, whoami, counter, a renewing second login and logout through the middleware on
-/// `engine`, checking after each step which session hashes `server` holds: the flow that
-/// every way of reaching Redis (TLS, an ACL user, another database) must serve.
-pub(crate) async fn the_whole_flow(engine: SessionEngine, server: &impl Inspect) {
-    let mw = SessionMiddleware::builder(engine, Key::generate())
-        .build()
-        .expect("valid session settings");
-    let app = test_app(mw).await;
-
-    let anonymous = send(&app, get("/whoami", None).to_request()).await;
-    assert_eq!(user_of(&anonymous), Value::Null);
-    anonymous.assert_no_cookie("anonymous whoami");
-
-    // Login without a session: renew is a no-op, the write issues the session.
-    let first = send(&app, get("/login?user=ann", None).to_request()).await;
-    assert_eq!(first.status, StatusCode::OK);
-    let c1 = first.cookie();
-    assert_eq!(c1.name(), "session");
-    let id1 = only_session_id(server);
-    assert!(c1.value().contains(&id1), "signed cookies carry the id");
-
-    let me = send(&app, get("/whoami", Some(&c1)).to_request()).await;
-    assert_eq!(user_of(&me), json!("ann"));
-    me.assert_no_cookie("whoami with a valid cookie");
-
-    for expected in 1..=2 {
-        let reply = send(&app, get("/counter", Some(&c1)).to_request()).await;
-        assert_eq!(reply.status, StatusCode::OK);
-        assert_eq!(reply.json(), json!({ "counter": expected }));
-        reply.assert_no_cookie("counter on an existing session");
-    }
-
-    // A second login renews: a new id and cookie, the data moves along.
-    let second = send(&app, get("/login?user=bob", Some(&c1)).to_request()).await;
-    assert_eq!(second.status, StatusCode::OK);
-    let c2 = second.cookie();
-    assert_ne!(c2.value(), c1.value(), "renew must send a new cookie value");
-    let id2 = only_session_id(server);
-    assert_ne!(id2, id1, "renew must move the session to a new id");
-    assert!(c2.value().contains(&id2));
-
-    let stale = send(&app, get("/whoami", Some(&c1)).to_request()).await;
-    assert_eq!(
-        user_of(&stale),
-        Value::Null,
-        "the pre-login cookie still works"
-    );
-    stale.assert_no_cookie("whoami with the pre-login cookie");
-
-    assert_eq!(
-        user_of(&send(&app, get("/whoami", Some(&c2)).to_request()).await),
-        json!("bob")
-    );
-    let kept = send(&app, get("/counter", Some(&c2)).to_request()).await;
-    assert_eq!(kept.json(), json!({ "counter": 3 }), "renew lost the data");
-
-    let out = send(&app, get("/logout", Some(&c2)).to_request()).await;
-    assert_eq!(out.status, StatusCode::OK);
-    let removal = out.cookie();
-    assert_eq!(removal.name(), "session");
-    assert_eq!(removal.value(), "");
-    assert_eq!(removal.max_age(), Some(time::Duration::ZERO));
-    assert_eq!(removal.path(), Some("/"));
-    assert!(
-        out.raw_set_cookies[0].contains("Max-Age=0"),
-        "{:?}",
-        out.raw_set_cookies
-    );
-    assert!(session_ids(server).is_empty(), "logout left the hash");
-
-    let after = send(&app, get("/whoami", Some(&c2)).to_request()).await;
-    assert_eq!(user_of(&after), Value::Null);
-    after.assert_no_cookie("whoami after logout");
+    login_flow(redis_engine(&server).await, &server).await;
 }
 
 #[actix_web::test]

@@ -10,9 +10,9 @@ use circumflex_session::{
 };
 use serde_json::json;
 
-use crate::api::the_whole_flow;
 use crate::demo::Demo;
 use crate::support::app::*;
+use crate::support::flow::login_flow;
 use crate::support::tls::TlsRedisServer;
 
 /// A backend for `config` that passed its startup check.
@@ -57,7 +57,7 @@ async fn counter_status(config: RedisConfig) -> StatusCode {
 async fn the_whole_flow_works_over_tls_with_a_private_ca() {
     let server = TlsRedisServer::start();
     let backend = checked_backend(server.config()).await;
-    the_whole_flow(SessionEngine::new(backend), &server).await;
+    login_flow(SessionEngine::new(backend), &server).await;
 }
 
 #[actix_web::test]

@@ -20,7 +20,7 @@ use circumflex_session::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::RedisServer;
+use super::{RedisCluster, RedisServer};
 
 // ---------------------------------------------------------------------------------------------
 // The app under test: the demo's routes, plus a route that ignores the session, one that
@@ -244,14 +244,33 @@ impl Inspect for RedisServer {
     }
 }
 
+/// A store whose session keys a test can list: anything it can [`Inspect`], or every primary
+/// of a cluster.
+pub trait SessionKeys {
+    /// Every key matching `session:*`.
+    fn session_keys(&self) -> Vec<String>;
+}
+
+impl<T: Inspect> SessionKeys for T {
+    fn session_keys(&self) -> Vec<String> {
+        redis::cmd("KEYS")
+            .arg("session:*")
+            .query(&mut self.inspect())
+            .expect("KEYS")
+    }
+}
+
+impl SessionKeys for RedisCluster {
+    fn session_keys(&self) -> Vec<String> {
+        self.keys("session:*")
+    }
+}
+
 /// The ids of the session hashes in Redis, sorted. A key is `session:{<tag>}:<rest>`, and the
 /// id is `<tag><rest>`, as the cookie carries it.
-pub fn session_ids(server: &impl Inspect) -> Vec<String> {
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("session:*")
-        .query(&mut server.inspect())
-        .expect("KEYS");
-    let mut ids: Vec<String> = keys
+pub fn session_ids(store: &impl SessionKeys) -> Vec<String> {
+    let mut ids: Vec<String> = store
+        .session_keys()
         .into_iter()
         .map(|k| {
             let tagged = k
@@ -271,8 +290,8 @@ pub fn session_key(id: &str) -> String {
 }
 
 /// The one session id in Redis; panics unless there is exactly one.
-pub fn only_session_id(server: &impl Inspect) -> String {
-    let ids = session_ids(server);
+pub fn only_session_id(store: &impl SessionKeys) -> String {
+    let ids = session_ids(store);
     assert_eq!(ids.len(), 1, "expected exactly one session, found {ids:?}");
     ids.into_iter().next().unwrap()
 }

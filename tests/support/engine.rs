@@ -50,6 +50,12 @@ pub fn key(id: &str) -> Arc<str> {
     Arc::from(format!("session:{id}"))
 }
 
+/// `session:{<tag>}:<id>`: keys with one tag share a cluster slot, as a session's old and new
+/// key do across a renew.
+pub fn tagged(tag: &str, id: &str) -> Arc<str> {
+    Arc::from(format!("session:{{{tag}}}:{id}"))
+}
+
 pub fn cmd(key: &Arc<str>, op: Op, refresh: Option<Duration>) -> Command {
     Command {
         key: key.clone(),

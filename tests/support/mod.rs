@@ -1,17 +1,24 @@
-//! Test support shared by the test binaries (`tests/http/`, `tests/engine/`) and the engine
-//! benchmark: a private `redis-server` per test, the HTTP app and its request helpers, the
-//! engine-level helpers on `testing::Handle`, the fault tests' Redis administration, a
+//! Test support shared by the test binaries (`tests/http/`, `tests/engine/`, `tests/cluster/`)
+//! and the engine benchmark: a private `redis-server` (or Redis Cluster) per test, the HTTP app
+//! and its request helpers, the engine-level helpers on `testing::Handle`, the suites every
+//! store must pass (acceptance, differential), the fault tests' Redis administration, a
 //! capture of what is logged, and (with a TLS feature) certificates and a TLS-only server.
 #![allow(dead_code)]
 
+pub mod acceptance;
 pub mod app;
+pub mod differential;
 pub mod engine;
 pub mod faults;
+pub mod flow;
 pub mod logs;
+mod redis_cluster;
 mod redis_server;
 #[cfg(any(feature = "tls-rustls", feature = "tls-native-tls"))]
 pub mod tls;
 
 // `benches/engine.rs` includes this module too, and uses only `RedisServer`.
+#[allow(unused_imports)]
+pub use redis_cluster::{owner_in, view_of, RedisCluster, SlotView};
 #[allow(unused_imports)]
 pub use redis_server::{unused_port, RedisServer};

@@ -8,8 +8,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 
-use redis::{Script, Value};
+use redis::Value;
 
+use super::scripts::Scripts;
 use crate::actor::message::{Command, Op, Reply, WriteMode, META_PREFIX};
 use crate::backend::BatchReplies;
 use crate::error::Error;
@@ -30,6 +31,22 @@ enum Step<'a> {
     Exists(&'a str),
     Del(&'a str),
     Renew(&'a str, &'a str, u64),
+}
+
+impl Step<'_> {
+    /// The key the step reads or writes (for a renew, the old key: the new one shares its hash
+    /// tag, so both hash to one cluster slot).
+    fn key(&self) -> &str {
+        match self {
+            Step::Expire(key, _)
+            | Step::HMGet(key, _)
+            | Step::HGetAll(key)
+            | Step::Exists(key)
+            | Step::Del(key)
+            | Step::Renew(key, _, _) => key,
+            Step::Write(command, _) => &command.key,
+        }
+    }
 }
 
 /// Where a command's answer is found.
@@ -204,55 +221,79 @@ impl<'a> Plan<'a> {
     }
 
     /// Encodes the steps as one pipeline; per-command errors stay in their slots.
-    pub(super) fn pipeline(
-        &self,
-        write: &Script,
-        renew: &Script,
-        invalidate: &Script,
-    ) -> redis::Pipeline {
+    pub(super) fn pipeline(&self, scripts: &Scripts) -> redis::Pipeline {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        for step in &self.steps {
-            match step {
-                Step::Expire(key, ms) => {
-                    pipe.cmd("PEXPIRE").arg(*key).arg(*ms);
-                }
-                Step::Exists(key) => {
-                    pipe.cmd("EXISTS").arg(*key);
-                }
-                Step::HMGet(key, fields) => {
-                    pipe.cmd("HMGET").arg(*key).arg(fields.as_slice());
-                }
-                Step::HGetAll(key) => {
-                    pipe.cmd("HGETALL").arg(*key);
-                }
-                Step::Del(key) => {
-                    pipe.cmd("EVALSHA")
-                        .arg(invalidate.get_hash())
-                        .arg(1)
-                        .arg(*key);
-                }
-                Step::Renew(from, to, ms) => {
-                    pipe.cmd("EVALSHA")
-                        .arg(renew.get_hash())
-                        .arg(2)
-                        .arg(*from)
-                        .arg(*to)
-                        .arg(*ms);
-                }
-                Step::Write(command, refresh_ms) => {
-                    pipe.cmd("EVALSHA")
-                        .arg(write.get_hash())
-                        .arg(1)
-                        .arg(&*command.key);
-                    write_args(&mut pipe, command, *refresh_ms);
-                }
-            }
+        for step in 0..self.steps.len() {
+            self.encode(step, &mut pipe, scripts);
         }
         pipe
     }
 
-    pub(super) fn answer(&self, batch: &[Command], mut replies: Vec<Value>) -> BatchReplies {
+    /// The key of a step (see [`Step::key`]).
+    pub(super) fn key(&self, step: usize) -> &str {
+        self.steps[step].key()
+    }
+
+    /// Whether a step may run twice with the same outcome (see [`replay_safe`]): everything
+    /// but the write and renew scripts.
+    pub(super) fn replay_safe(&self, step: usize) -> bool {
+        !matches!(self.steps[step], Step::Write(..) | Step::Renew(..))
+    }
+
+    /// Appends one step to a pipeline.
+    pub(super) fn encode(&self, step: usize, pipe: &mut redis::Pipeline, scripts: &Scripts) {
+        match &self.steps[step] {
+            Step::Expire(key, ms) => {
+                pipe.cmd("PEXPIRE").arg(*key).arg(*ms);
+            }
+            Step::Exists(key) => {
+                pipe.cmd("EXISTS").arg(*key);
+            }
+            Step::HMGet(key, fields) => {
+                pipe.cmd("HMGET").arg(*key).arg(fields.as_slice());
+            }
+            Step::HGetAll(key) => {
+                pipe.cmd("HGETALL").arg(*key);
+            }
+            Step::Del(key) => {
+                pipe.cmd("EVALSHA")
+                    .arg(scripts.invalidate.get_hash())
+                    .arg(1)
+                    .arg(*key);
+            }
+            Step::Renew(from, to, ms) => {
+                pipe.cmd("EVALSHA")
+                    .arg(scripts.renew.get_hash())
+                    .arg(2)
+                    .arg(*from)
+                    .arg(*to)
+                    .arg(*ms);
+            }
+            Step::Write(command, refresh_ms) => {
+                pipe.cmd("EVALSHA")
+                    .arg(scripts.write.get_hash())
+                    .arg(1)
+                    .arg(&*command.key);
+                write_args(pipe, command, *refresh_ms);
+            }
+        }
+    }
+
+    /// Maps the steps' replies (one per step, in step order) back to the batch's commands.
+    pub(super) fn answer(&self, batch: &[Command], replies: Vec<Value>) -> BatchReplies {
+        self.answer_with(batch, replies, &HashMap::new())
+    }
+
+    /// [`answer`](Self::answer), where the steps in `failed` have no reply but an error (a
+    /// cluster node that could not be reached, a slot that is not served): the commands they
+    /// answer get that error. A refreshing read whose existence check failed fails too.
+    pub(super) fn answer_with(
+        &self,
+        batch: &[Command],
+        mut replies: Vec<Value>,
+        failed: &HashMap<usize, Error>,
+    ) -> BatchReplies {
         // HMGET steps may answer several commands; take their arrays out once.
         let mut arrays: HashMap<usize, Vec<Value>> = HashMap::new();
         for (i, step) in self.steps.iter().enumerate() {
@@ -266,10 +307,16 @@ impl<'a> Plan<'a> {
             .iter()
             .zip(&self.routes)
             .map(|(command, route)| {
+                if let Some(error) = failed.get(&route.step) {
+                    return Err(error.clone());
+                }
                 // A refreshing read learns from the session's PEXPIRE (or EXISTS) whether the
                 // session exists; a plain read just reads, like the memory backend.
                 if let Some(expire) = route.expire {
                     let reads = matches!(command.op, Op::Get(_) | Op::Entries);
+                    if let Some(error) = failed.get(&expire).filter(|_| reads) {
+                        return Err(error.clone());
+                    }
                     if reads
                         && command.refresh.is_some()
                         && matches!(replies[expire], Value::Int(0))
@@ -307,6 +354,14 @@ impl<'a> Plan<'a> {
             })
             .collect()
     }
+}
+
+/// Whether a command may run twice with the same outcome, and so be sent again after its
+/// connection died with the batch in flight: reads, TTL refreshes and logout. A write may
+/// have run (an increment would count twice, a renew would find its old id gone), so it is
+/// failed instead, with [`Error::Unavailable`]: a 503 whose write may have been applied.
+pub(super) fn replay_safe(op: &Op) -> bool {
+    matches!(op, Op::Get(_) | Op::Entries | Op::Touch | Op::Invalidate)
 }
 
 /// Appends the write script's arguments to the pipeline's last command.
