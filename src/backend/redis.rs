@@ -49,6 +49,7 @@ use crate::stats::Stats;
 mod client;
 mod connections;
 mod plan;
+mod sentinel;
 
 use connections::{redis_error, store_refusal, Connections, TrackedConnection};
 use plan::Plan;
@@ -101,9 +102,11 @@ impl RedisBackend {
             Topology::Cluster(_) => Err(Error::Config(
                 "redis.cluster_nodes: the cluster backend is not built yet".into(),
             )),
-            Topology::Sentinel(_) => Err(Error::Config(
-                "redis.sentinel: sentinel discovery is not built yet".into(),
-            )),
+            Topology::Sentinel(sentinel) => {
+                let sentinels = sentinel::Sentinels::new(&config, sentinel)?;
+                let connections = Connections::through_sentinels(&config, sentinels);
+                Ok(Self::with_connections(connections, config))
+            }
         }
     }
 
@@ -129,8 +132,12 @@ impl RedisBackend {
     }
 
     fn with_client(client: redis::Client, config: RedisConfig) -> Self {
+        Self::with_connections(Connections::new(&config, client), config)
+    }
+
+    fn with_connections(connections: Connections, config: RedisConfig) -> Self {
         Self {
-            connections: Connections::new(&config, client),
+            connections,
             prefix: config.key_prefix,
             write: Script::new(WRITE_SCRIPT),
             renew: Script::new(RENEW_SCRIPT),
@@ -146,6 +153,7 @@ impl RedisBackend {
     /// # Errors
     /// [`Error::Unavailable`], whose message names the cause (and never a password).
     pub async fn check(&self) -> Result<(), Error> {
+        self.connections.check_sentinels().await?;
         let mut conn = self.connections.live().await?;
         redis::cmd("PING")
             .query_async::<()>(&mut conn.conn)

@@ -59,6 +59,13 @@ pub(super) fn client(info: ConnectionInfo, tls: &TlsConfig) -> Result<redis::Cli
 
 #[cfg(any(feature = "tls-rustls", feature = "tls-native-tls"))]
 fn tls_client(info: ConnectionInfo, tls: &TlsConfig) -> Result<redis::Client, Error> {
+    redis::Client::build_with_tls(info, certificates(tls)?)
+        .map_err(|e| Error::Config(format!("invalid redis TLS settings: {e}")))
+}
+
+/// The CA and client certificate of `tls`, read from their files.
+#[cfg(any(feature = "tls-rustls", feature = "tls-native-tls"))]
+pub(super) fn certificates(tls: &TlsConfig) -> Result<redis::TlsCertificates, Error> {
     let read = |path: &std::path::Path, what: &str| {
         std::fs::read(path).map_err(|e| {
             Error::Config(format!(
@@ -79,14 +86,10 @@ fn tls_client(info: ConnectionInfo, tls: &TlsConfig) -> Result<redis::Client, Er
         }),
         _ => None,
     };
-    redis::Client::build_with_tls(
-        info,
-        redis::TlsCertificates {
-            client_tls,
-            root_cert,
-        },
-    )
-    .map_err(|e| Error::Config(format!("invalid redis TLS settings: {e}")))
+    Ok(redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    })
 }
 
 #[cfg(not(any(feature = "tls-rustls", feature = "tls-native-tls")))]
