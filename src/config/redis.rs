@@ -1,4 +1,9 @@
 //! Where sessions are stored.
+//!
+//! Why this file is long: it is the one place where a Redis setting is declared, documented,
+//! overridden from the environment (`REDIS_URL`, `REDIS_CLUSTER_NODES`, `REDIS_SENTINEL` and
+//! its URL form, `REDIS_TLS_*`) and validated, with the unit tests of all of that; split, one
+//! setting would be spread over several files.
 
 use std::path::PathBuf;
 use std::time::Duration;

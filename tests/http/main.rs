@@ -16,3 +16,4 @@ mod demo;
 mod errors;
 mod expiry;
 mod limits;
+mod sentinel;

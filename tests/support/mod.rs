@@ -8,6 +8,7 @@ pub mod app;
 pub mod engine;
 pub mod faults;
 pub mod logs;
+pub mod redis_sentinel;
 mod redis_server;
 
 // `benches/engine.rs` includes this module too, and uses only `RedisServer`.

@@ -10,11 +10,13 @@
 //! seen, and one that is suspect is PINGed before a batch goes on it.
 //!
 //! Behind Sentinel (see `sentinel`), each new connection goes to the master the sentinels name
-//! at that moment, and three things change: a connection opened before the sentinels last named
-//! a new master is replaced, not used; a connection that breaks for any reason (`READONLY` from
-//! a demoted master, a drop, a timeout) makes every other one suspect; and a suspect connection
-//! must answer `ROLE` as a master rather than just `PING`, so neither writes nor reads stay on
-//! a server that has become a replica.
+//! at that moment, and four things change: while a sentinel fails the master over, every
+//! command fails at once with `Unavailable`, instead of being acknowledged by a master about to
+//! be abandoned; a connection opened before the last switch (or failover) is replaced, not
+//! used; a connection that breaks for any reason (`READONLY` from a demoted master, a drop, a
+//! timeout) makes every other one suspect; and a suspect connection must answer `ROLE` as a
+//! master rather than just `PING`, so neither writes nor reads stay on a server that has become
+//! a replica.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -148,8 +150,8 @@ impl Connections {
     }
 
     /// A pool whose connections go, on first use, to the master that `sentinels` name.
-    pub(super) fn through_sentinels(config: &RedisConfig, sentinels: Arc<Sentinels>) -> Self {
-        Self::build(config, Target::Sentinel(sentinels))
+    pub(super) fn through_sentinels(config: &RedisConfig, sentinels: Sentinels) -> Self {
+        Self::build(config, Target::Sentinel(Arc::new(sentinels)))
     }
 
     fn build(config: &RedisConfig, target: Target) -> Self {
@@ -237,6 +239,9 @@ impl Connections {
     pub(super) async fn live(&self) -> Result<PooledConnection<'_, Manager>, Error> {
         if let Some(sentinels) = &self.sentinels {
             sentinels.watch();
+            if let Some(error) = sentinels.failing_over() {
+                return Err(error);
+            }
         }
         let mut tries = 0;
         loop {
@@ -282,7 +287,10 @@ impl Connections {
             error: redis_error(e),
         };
         if self.sentinels.is_none() {
-            return redis::cmd("PING").query_async::<()>(conn).await.map_err(dead);
+            return redis::cmd("PING")
+                .query_async::<()>(conn)
+                .await
+                .map_err(dead);
         }
         match redis::cmd("ROLE").query_async::<redis::Role>(conn).await {
             Ok(redis::Role::Primary { .. }) => Ok(()),
