@@ -37,7 +37,7 @@
 //!
 //! # Backends
 //! [`RedisBackend`] for production (standalone Redis, from a URL or a `redis::Client` you
-//! built; a cluster backend is planned) and [`MemoryBackend`], with the same semantics
+//! built, or the master that Redis Sentinel names; a cluster backend is planned) and [`MemoryBackend`], with the same semantics
 //! including TTLs, for your own tests and for running without Redis. Both go through the same
 //! batching actor, so a test on the memory backend exercises the same code path as
 //! production. The [`Backend`] trait is sealed; its docs say why.

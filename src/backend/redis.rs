@@ -84,9 +84,10 @@ impl std::fmt::Debug for RedisBackend {
 }
 
 impl RedisBackend {
-    /// Creates the pool for the URL, database, credentials and TLS files of `config`.
-    /// Connections are opened on first use, so an application starts (and answers 503 on
-    /// session use) while Redis is still down. Must run inside a Tokio runtime.
+    /// Creates the pool for the URL (or the master that the sentinels of `config.sentinel`
+    /// name, see [`SentinelConfig`](crate::SentinelConfig)), database, credentials and TLS
+    /// files of `config`. Connections are opened on first use, so an application starts (and
+    /// answers 503 on session use) while Redis is still down. Must run inside a Tokio runtime.
     ///
     /// # Errors
     /// [`Error::Config`] for an invalid setting or URL, an unreadable TLS file, or `rediss://`

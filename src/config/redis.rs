@@ -56,8 +56,18 @@ pub struct RedisConfig {
 
 /// Master discovery through Redis Sentinel.
 ///
+/// Each new connection asks the sentinels for the master and checks with `ROLE` that it is
+/// one. Failovers are followed without a restart: while a sentinel fails the master over,
+/// session commands fail at once with [`Error::Unavailable`] (a 503) instead of being
+/// acknowledged by a master about to be abandoned; then they go to the new master.
+///
 /// The master's user name, password and database are those of the enclosing
-/// [`RedisConfig`]; a sentinel's own credentials go in its URL.
+/// [`RedisConfig`] (its user needs the `ROLE` command); a sentinel's own credentials go in its
+/// URL, the same for every sentinel. `rediss://` sentinel URLs mean TLS to the sentinels and
+/// to the master. The [`tls`](RedisConfig::tls) files apply to the sentinels, and to the master
+/// only with the `tls-rustls` feature: redis-rs's sentinel client cannot hand custom
+/// certificates to its connections to the master with native-tls, so `redis.tls` files with
+/// `redis.sentinel` and only `tls-native-tls` are a configuration error.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SentinelConfig {

@@ -169,3 +169,69 @@ async fn check_says_which_master_name_no_sentinel_knows_and_when_no_sentinel_ans
         "{shown}"
     );
 }
+
+#[actix_web::test]
+async fn after_a_readonly_refusal_no_pooled_connection_reads_from_the_demoted_master() {
+    let group = SentinelGroup::start();
+    let master = group.named_master_port().expect("a master");
+    let replica = group.other_node(master);
+    // Two actors (two workers) on one backend: two batches in flight, two pooled connections.
+    let engine = SessionEngine::new(
+        RedisBackend::connect(group.config())
+            .await
+            .expect("a valid sentinel config"),
+    );
+    let (writer, reader) = (testing::start(&engine), testing::start(&engine));
+    let s = key("demoted");
+    assert_eq!(
+        writer.ok(&s, set_new(TTL, &[("a", "1")]), Some(TTL)).await,
+        Reply::Done
+    );
+    let deadline = std::time::Instant::now() + NO_HANG;
+    while group.app_connections(master) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pool never opened a second connection"
+        );
+        let (a, b) = futures::join!(
+            writer.run(&s, get(&["a"]), None),
+            reader.run(&s, get(&["a"]), None)
+        );
+        assert_eq!(
+            (a.unwrap(), b.unwrap()),
+            (values(&[Some("1")]), values(&[Some("1")]))
+        );
+    }
+
+    // The roles swap without the sentinels, which still name the old master.
+    group.replicaof(replica, None);
+    group.replicaof(master, Some(replica));
+    let write = writer.run(&s, set(&[("a", "2")]), None).await;
+    assert!(is_store_down(&write), "a write to a replica: {write:?}");
+    // A pure read (no TTL refresh, so no write in its batch), through the other actor: its
+    // pooled connection is suspect since the READONLY, answers ROLE as a replica, and is
+    // dropped; a new one finds no master.
+    let read = reader.run(&s, get(&["a"]), None).await;
+    assert!(is_store_down(&read), "a read from a replica: {read:?}");
+
+    group.replicaof(master, None);
+    group.replicaof(replica, Some(master));
+    let deadline = std::time::Instant::now() + NO_HANG;
+    loop {
+        match reader.run(&s, get(&["a"]), None).await {
+            Ok(reply) => {
+                assert_eq!(
+                    reply,
+                    values(&[Some("1")]),
+                    "the refused write was not applied"
+                );
+                break;
+            }
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "the service did not resume: {e}"
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -98,6 +98,57 @@ async fn the_master_killed_under_load_costs_only_503s_until_the_replica_is_promo
     let _lost = run.check_and_report("master killed (SIGKILL)", &group);
 }
 
+#[actix_web::test]
+async fn a_master_turned_replica_behind_the_sentinels_back_answers_503_until_it_is_master_again() {
+    let group = SentinelGroup::start();
+    let master = group.named_master_port().expect("a master");
+    let replica = group.other_node(master);
+    let app = sentinel_app(&group).await;
+    let mut visitor = Visitor::default();
+    assert_eq!(
+        user_of(&visitor.get(&app, "/login?user=ann").await),
+        json!("ann")
+    );
+    let counted = visitor.get(&app, "/counter").await.json()["counter"].clone();
+
+    // The roles swap without the sentinels: they still name the old master, now a replica.
+    group.replicaof(replica, None);
+    group.replicaof(master, Some(replica));
+    for uri in ["/counter", "/whoami"] {
+        let reply = visitor.get(&app, uri).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{uri} on a replica: {}",
+            reply.text()
+        );
+    }
+
+    // Roles restored: the service resumes by itself (polled: the replica resyncs first).
+    group.replicaof(master, None);
+    group.replicaof(replica, Some(master));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let counter = loop {
+        let reply = visitor.get(&app, "/counter").await;
+        if reply.status == StatusCode::OK {
+            break reply.json()["counter"].clone();
+        }
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            reply.text()
+        );
+        assert!(Instant::now() < deadline, "the service did not resume");
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        counter,
+        json!(counted.as_i64().expect("a counter") + 1),
+        "the refused write was not applied"
+    );
+}
+
 /// One request of the load.
 #[derive(Debug)]
 struct Outcome {

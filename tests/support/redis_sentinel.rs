@@ -202,6 +202,32 @@ impl SentinelGroup {
             .unwrap_or_else(|| panic!("no data node on port {port}"))
     }
 
+    /// The port of the data node that is not on `port`.
+    pub fn other_node(&self, port: u16) -> u16 {
+        self.nodes
+            .iter()
+            .map(RedisServer::port)
+            .find(|&p| p != port)
+            .expect("two data nodes")
+    }
+
+    /// How many connections the app's ACL user has on the node at `port`.
+    pub fn app_connections(&self, port: u16) -> usize {
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.port() == port)
+            .expect("a node of the group");
+        let clients: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query(&mut node.connection())
+            .expect("CLIENT LIST");
+        clients
+            .lines()
+            .filter(|c| c.contains(&format!(" user={APP_USER} ")))
+            .count()
+    }
+
     /// Sends `SENTINEL FAILOVER` to the first sentinel.
     pub fn force_failover(&self) {
         let mut conn = sentinel_connection(self.sentinels[0].port).expect("a sentinel answers");
@@ -226,6 +252,22 @@ impl SentinelGroup {
             .query(&mut master.connection())
             .expect("WAIT");
         assert_eq!(acked, 1, "the replica did not acknowledge the writes");
+    }
+
+    /// `REPLICAOF` on the node at `port`, behind the sentinels' back: of the node at `master`,
+    /// or of none (a master).
+    pub fn replicaof(&self, port: u16, master: Option<u16>) {
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.port() == port)
+            .expect("a node of the group");
+        let mut cmd = redis::cmd("REPLICAOF");
+        match master {
+            Some(master) => cmd.arg("127.0.0.1").arg(master),
+            None => cmd.arg("NO").arg("ONE"),
+        };
+        cmd.query::<()>(&mut node.connection()).expect("REPLICAOF");
     }
 
     /// Whether the node on `port` reports itself a master.

@@ -58,7 +58,7 @@ pub(crate) struct TrackedConnection {
 /// Where new connections go.
 enum Target {
     /// The server a client points at.
-    Server(redis::Client),
+    Server(Box<redis::Client>),
     /// The master the sentinels name when the connection opens.
     Sentinel(Arc<Sentinels>),
 }
@@ -146,7 +146,7 @@ pub(super) struct Connections {
 impl Connections {
     /// A pool that opens its connections through `client` on first use.
     pub(super) fn new(config: &RedisConfig, client: redis::Client) -> Self {
-        Self::build(config, Target::Server(client))
+        Self::build(config, Target::Server(Box::new(client)))
     }
 
     /// A pool whose connections go, on first use, to the master that `sentinels` name.
