@@ -82,6 +82,9 @@ impl ManageConnection for Manager {
     type Error = RedisError;
 
     async fn connect(&self) -> Result<Self::Connection, Self::Error> {
+        // Read before connecting: a loss seen while this connection was being opened (after
+        // the sentinels named its server, say) makes it suspect.
+        let losses_seen = self.losses.load(Relaxed);
         let (conn, switches_seen) = match &self.target {
             Target::Server(client) => (
                 client
@@ -109,7 +112,7 @@ impl ManageConnection for Manager {
             conn,
             broken: false,
             alive_at: Instant::now(),
-            losses_seen: self.losses.load(Relaxed),
+            losses_seen,
             switches_seen,
         })
     }
