@@ -194,7 +194,22 @@ impl RedisConfig {
         }
     }
 
-    /// A config for the master that the sentinels at `sentinels` monitor as `master_name`.
+    /// A config for the master that the sentinels at `sentinels` monitor as `master_name`
+    /// (see [`SentinelConfig`]).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), circumflex_session::Error> {
+    /// use circumflex_session::{RedisBackend, RedisConfig};
+    /// let config = RedisConfig::sentinel(
+    ///     "mymaster",
+    ///     ["redis://:sentinel-pw@10.0.0.1:26379", "redis://:sentinel-pw@10.0.0.2:26379"],
+    /// )
+    /// .username("app")
+    /// .password("app-pw");
+    /// let backend = RedisBackend::connect(config).await?;
+    /// backend.check().await?; // fails at startup if no sentinel knows "mymaster"
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn sentinel<I, S>(master_name: impl Into<String>, sentinels: I) -> Self
     where

@@ -261,3 +261,40 @@ fn master_certificates(
     }
     Ok(builder)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(sentinels: &[&str]) -> String {
+        let config = RedisConfig::sentinel("mymaster", sentinels.iter().copied());
+        let sentinel = config.sentinel.as_ref().expect("a sentinel config");
+        match Sentinels::new(&config, sentinel) {
+            Ok(_) => panic!("{sentinels:?} accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn sentinel_urls_that_cannot_be_served_are_config_errors_without_passwords() {
+        let mixed = refused(&["redis://:pw-one@127.0.0.1:1", "redis://:pw-two@127.0.0.1:2"]);
+        assert!(mixed.contains("same user name and password"), "{mixed}");
+        assert!(
+            !mixed.contains("pw-one") && !mixed.contains("pw-two"),
+            "{mixed}"
+        );
+        let db = refused(&["redis://:pw-one@127.0.0.1:1/2"]);
+        assert!(
+            db.contains("names a database") && !db.contains("pw-one"),
+            "{db}"
+        );
+        let nodes = [
+            "redis://127.0.0.1:1",
+            "redis://127.0.0.1:2",
+            "redis://127.0.0.1:3",
+        ];
+        let config = RedisConfig::sentinel("mymaster", nodes);
+        let sentinel = config.sentinel.as_ref().expect("a sentinel config");
+        assert!(Sentinels::new(&config, sentinel).is_ok());
+    }
+}

@@ -108,11 +108,20 @@ impl Watch {
 
     /// Whether a sentinel is failing over the master (for at most [`FAILOVER_HOLD`]).
     pub(super) fn failing_over(&self) -> bool {
-        self.any_failover.load(Ordering::Acquire)
-            && lock(&self.failovers)
-                .iter()
-                .flatten()
-                .any(|since| since.elapsed() < FAILOVER_HOLD)
+        if !self.any_failover.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut failovers = lock(&self.failovers);
+        for state in failovers.iter_mut() {
+            if state.is_some_and(|since| since.elapsed() >= FAILOVER_HOLD) {
+                tracing::warn!(name = %self.master_name,
+                    "a sentinel announced a failover and never finished it; serving again");
+                *state = None;
+            }
+        }
+        let active = failovers.iter().any(Option::is_some);
+        self.any_failover.store(active, Ordering::Release);
+        active
     }
 
     /// Records that sentinel `node` started (`Some`) or ended (`None`) a failover, or with no
@@ -150,16 +159,19 @@ impl Watch {
         runtime.spawn(watcher.run());
     }
 
-    /// Records the master a sentinel named; a change is a switch, and ends any failover.
-    fn heard(&self, master: String) {
+    /// Records the master a sentinel named. A change is a switch, and ends any failover; so is
+    /// the first name heard if it comes from a `+switch-master` event (`announced`), whereas
+    /// the first answer of a poll only says where the master already was.
+    fn heard(&self, master: String, announced: bool) {
         let mut named = lock(&self.named);
         if named.as_deref() == Some(master.as_str()) {
             return;
         }
-        if let Some(old) = named.replace(master.clone()) {
+        let old = named.replace(master.clone());
+        if old.is_some() || announced {
             self.switches.fetch_add(1, Ordering::AcqRel);
             self.set_failover(None, None);
-            tracing::info!(name = %self.master_name, old = %old, new = %master,
+            tracing::info!(name = %self.master_name, old = ?old, new = %master,
                 "the sentinels named a new master; connections to the old one are replaced");
         }
     }
@@ -171,8 +183,7 @@ impl Watch {
             // `<name> <old-ip> <old-port> <new-ip> <new-port>`
             if let [name, _, _, ip, port] = words[..] {
                 if name == self.master_name {
-                    self.heard(format!("{ip}:{port}"));
-                    self.set_failover(None, None);
+                    self.heard(format!("{ip}:{port}"), true);
                 }
             }
             return;
@@ -250,7 +261,7 @@ async fn poll(watch: Weak<Watch>) {
             if let Some(c) = conn.as_mut() {
                 match named_master(c, &w.master_name).await {
                     Ok(Some(master)) => {
-                        w.heard(master);
+                        w.heard(master, false);
                         break;
                     }
                     // A sentinel that forgot the master is no better than one that is down.
@@ -299,5 +310,91 @@ async fn listen(watch: Weak<Watch>, node: usize) {
             }
         }
         tokio::time::sleep(WATCH_PERIOD).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::IntoConnectionInfo;
+
+    use super::*;
+
+    fn watch() -> Watch {
+        let nodes = ["redis://127.0.0.1:1", "redis://127.0.0.1:2"]
+            .map(|u| u.into_connection_info().unwrap())
+            .to_vec();
+        Watch::new(
+            "mymaster".into(),
+            nodes,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        )
+    }
+
+    #[test]
+    fn a_failover_holds_from_its_start_until_the_switch_and_counts_as_switches() {
+        let w = watch();
+        w.heard("127.0.0.1:6000".into(), false);
+        assert_eq!(
+            w.switches(),
+            0,
+            "the first poll only says where the master is"
+        );
+        w.event(0, "+try-failover", "master other 127.0.0.1 7000");
+        assert!(!w.failing_over(), "another master's failover");
+        w.event(0, "+try-failover", "master mymaster 127.0.0.1 6000");
+        assert!(w.failing_over());
+        assert_eq!(
+            w.switches(),
+            1,
+            "connections open at the start are not used again"
+        );
+        w.event(
+            0,
+            "+switch-master",
+            "mymaster 127.0.0.1 6000 127.0.0.1 6001",
+        );
+        assert!(!w.failing_over());
+        assert_eq!(w.switches(), 2);
+        // The other sentinels announce the same switch: nothing more happens.
+        w.event(
+            1,
+            "+switch-master",
+            "mymaster 127.0.0.1 6000 127.0.0.1 6001",
+        );
+        w.heard("127.0.0.1:6001".into(), false);
+        assert_eq!(w.switches(), 2);
+    }
+
+    #[test]
+    fn an_abort_ends_only_the_failover_of_the_sentinel_that_gave_up() {
+        let w = watch();
+        w.event(0, "+try-failover", "master mymaster 127.0.0.1 6000");
+        w.event(1, "+try-failover", "master mymaster 127.0.0.1 6000");
+        w.event(
+            1,
+            "-failover-abort-not-elected",
+            "master mymaster 127.0.0.1 6000",
+        );
+        assert!(w.failing_over(), "sentinel 0 is still failing over");
+        w.event(
+            0,
+            "-failover-abort-no-good-slave",
+            "master mymaster 127.0.0.1 6000",
+        );
+        assert!(!w.failing_over());
+    }
+
+    #[test]
+    fn a_switch_announced_before_any_poll_still_counts() {
+        let w = watch();
+        w.event(
+            1,
+            "+switch-master",
+            "mymaster 127.0.0.1 6000 127.0.0.1 6001",
+        );
+        assert_eq!(w.switches(), 1);
+        w.event(1, "+switch-master", "garbled");
+        assert_eq!(w.switches(), 1);
     }
 }
