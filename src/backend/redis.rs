@@ -148,8 +148,9 @@ impl RedisBackend {
 
     /// Connects now and checks that Redis answers as the configured user: for a startup check
     /// that fails fast, with a clear error, on a wrong password, an unknown user, a TLS
-    /// certificate that does not verify or an unreachable server. Sessions do not need it:
-    /// connections are otherwise opened on first use.
+    /// certificate that does not verify or an unreachable server. Behind Sentinel it also says
+    /// when no sentinel answers or none monitors the configured master name. Sessions do not
+    /// need it: connections are otherwise opened on first use.
     ///
     /// # Errors
     /// [`Error::Unavailable`], whose message names the cause (and never a password).

@@ -116,10 +116,11 @@ async fn the_redis_sentinel_variable_leads_to_the_master() {
 #[actix_web::test]
 async fn check_says_which_master_name_no_sentinel_knows_and_when_no_sentinel_answers() {
     let group = SentinelGroup::start();
-    let misnamed = RedisBackend::connect(RedisConfig::sentinel(
-        "no-such-master",
-        group.sentinel_urls(),
-    ))
+    // A short pool timeout: the session operation below waits that long for a connection.
+    let misnamed = RedisBackend::connect(
+        RedisConfig::sentinel("no-such-master", group.sentinel_urls())
+            .connect_timeout(std::time::Duration::from_millis(300)),
+    )
     .await
     .expect("a valid sentinel config");
     let error = misnamed.check().await.expect_err("an unknown master name");
