@@ -1,7 +1,7 @@
 //! A private Sentinel setup on free loopback ports: one master, one replica and three sentinels
 //! (quorum 2, `down-after-milliseconds` 1000, `failover-timeout` 5000), all child processes of
-//! the test, killed by their own PIDs on drop; the sentinels' config files (which they rewrite)
-//! live in a temporary directory that is removed on drop.
+//! the test, killed by their own PIDs on drop. The sentinels' config files (which they rewrite)
+//! and whatever the data nodes save live in a temporary directory that is removed on drop.
 //!
 //! The data nodes have an ACL user for the app ([`APP_USER`], [`APP_PASSWORD`]); the sentinels
 //! require [`SENTINEL_PASSWORD`]. So a test that works proves that the master got the app's
@@ -40,9 +40,25 @@ impl SentinelGroup {
     /// Starts the group and waits until every sentinel sees the replica and the two other
     /// sentinels; panics (saying how to install Redis) if it cannot.
     pub fn start() -> Self {
-        let master = RedisServer::start();
-        let replica =
-            RedisServer::start_with(&["--replicaof", "127.0.0.1", &master.port().to_string()]);
+        // Everything the servers write (the replica saves what it syncs) goes in here, not in
+        // the working directory.
+        let dir = std::env::temp_dir().join(format!(
+            "circumflex-sentinel-{}-{}",
+            std::process::id(),
+            unused_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("create the group's directory");
+        let dir_arg = dir.display().to_string();
+        // No wait for more replicas before a full sync (Redis waits 5 s by default).
+        let node_args = ["--dir", &dir_arg, "--repl-diskless-sync-delay", "0"];
+        let master = RedisServer::start_with(&node_args);
+        let replica = RedisServer::start_with(
+            &[
+                &node_args[..],
+                &["--replicaof", "127.0.0.1", &master.port().to_string()],
+            ]
+            .concat(),
+        );
         for node in [&master, &replica] {
             let mut conn = node.connection();
             redis::cmd("ACL")
@@ -64,12 +80,6 @@ impl SentinelGroup {
             .as_deref()
                 == Some("up")
         });
-        let dir = std::env::temp_dir().join(format!(
-            "circumflex-sentinel-{}-{}",
-            std::process::id(),
-            master.port()
-        ));
-        std::fs::create_dir_all(&dir).expect("create the sentinels' directory");
         let mut group = SentinelGroup {
             nodes: [master, replica],
             sentinels: Vec::new(),
@@ -288,8 +298,10 @@ impl Drop for SentinelGroup {
             let _ = sentinel.child.kill();
             let _ = sentinel.child.wait();
         }
+        for node in &mut self.nodes {
+            node.kill();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
-        // The data nodes are killed by their own drop.
     }
 }
 
