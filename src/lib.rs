@@ -38,10 +38,11 @@
 //!
 //! # Backends
 //! [`RedisBackend`] for production (standalone Redis, from a URL or a `redis::Client` you
-//! built, or a Redis Cluster from [`RedisConfig::cluster`]) and [`MemoryBackend`], with the
-//! same semantics including TTLs, for your own tests and for running without Redis. Both go
-//! through the same batching actor, so a test on the memory backend exercises the same code
-//! path as production. The [`Backend`] trait is sealed; its docs say why.
+//! built, a Redis Cluster from [`RedisConfig::cluster`], or the master that Redis Sentinel
+//! names, from [`RedisConfig::sentinel`]) and [`MemoryBackend`], with the same semantics
+//! including TTLs, for your own tests and for running without Redis. Both go through the same
+//! batching actor, so a test on the memory backend exercises the same code path as
+//! production. The [`Backend`] trait is sealed; its docs say why.
 //!
 //! # Configuration
 //! Builders ([`SessionMiddleware::builder`], [`RedisConfig`], [`SessionEngine::with_config`]) or

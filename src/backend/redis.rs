@@ -56,6 +56,7 @@ mod connections;
 mod errors;
 mod plan;
 mod scripts;
+mod sentinel;
 
 pub(crate) use cluster::slot as cluster_slot;
 use cluster::Cluster;
@@ -103,12 +104,13 @@ impl std::fmt::Debug for RedisBackend {
 }
 
 impl RedisBackend {
-    /// Creates the pool for the URL, database, credentials and TLS files of `config`; with
-    /// `cluster_nodes`, a pool per cluster node (`pool_size` each), every node reached with
-    /// the first node URL's scheme, credentials and TLS files. Connections are opened on first
-    /// use (and a cluster's slot map is loaded by the first batch), so an application starts
-    /// (and answers 503 on session use) while Redis is still down. Must run inside a Tokio
-    /// runtime.
+    /// Creates the pool for the URL (or the master that the sentinels of `config.sentinel`
+    /// name, see [`SentinelConfig`](crate::SentinelConfig)), database, credentials and TLS
+    /// files of `config`; with `cluster_nodes`, a pool per cluster node (`pool_size` each),
+    /// every node reached with the first node URL's scheme, credentials and TLS files.
+    /// Connections are opened on first use (and a cluster's slot map is loaded by the first
+    /// batch), so an application starts (and answers 503 on session use) while Redis is still
+    /// down. Must run inside a Tokio runtime.
     ///
     /// # Errors
     /// [`Error::Config`] for an invalid setting or URL, an unreadable TLS file, a client key
@@ -126,9 +128,11 @@ impl RedisBackend {
                 prefix: config.key_prefix,
                 scripts: Scripts::new(),
             }),
-            Topology::Sentinel(_) => Err(Error::Config(
-                "redis.sentinel: sentinel discovery is not built yet".into(),
-            )),
+            Topology::Sentinel(sentinel) => {
+                let sentinels = sentinel::Sentinels::new(&config, sentinel)?;
+                let connections = Connections::through_sentinels(&config, sentinels);
+                Ok(Self::with_connections(connections, config))
+            }
         }
     }
 
@@ -154,8 +158,12 @@ impl RedisBackend {
     }
 
     fn with_client(client: redis::Client, config: RedisConfig) -> Self {
+        Self::with_connections(Connections::new(&config, client), config)
+    }
+
+    fn with_connections(connections: Connections, config: RedisConfig) -> Self {
         Self {
-            store: Store::Standalone(Connections::new(&config, client)),
+            store: Store::Standalone(connections),
             prefix: config.key_prefix,
             scripts: Scripts::new(),
         }
@@ -164,8 +172,9 @@ impl RedisBackend {
     /// Connects now and checks that Redis serves us as the configured user: for a startup
     /// check that fails fast, with a clear error, on a wrong password, an unknown user, an ACL
     /// user without a permission sessions need, a read-only replica, a TLS certificate that
-    /// does not verify or an unreachable server. Sessions do not need it: connections are
-    /// otherwise opened on first use.
+    /// does not verify or an unreachable server. Behind Sentinel it also says when no sentinel
+    /// answers or none monitors the configured master name. Sessions do not need it:
+    /// connections are otherwise opened on first use.
     ///
     /// Costs one round trip of four commands that change nothing: `PING`, and on a key under
     /// the prefix that no session can have (`<prefix>:{check}:probe`), `EVALSHA` of the
@@ -179,6 +188,7 @@ impl RedisBackend {
     pub async fn check(&self) -> Result<(), Error> {
         match &self.store {
             Store::Standalone(connections) => {
+                connections.check_sentinels().await?;
                 // A session's tag has four characters, so `{check}` is never a session's key.
                 let probe = format!("{}:{{check}}:probe", self.prefix);
                 connections

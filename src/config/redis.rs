@@ -1,7 +1,9 @@
 //! Where sessions are stored.
 //!
-//! Why this file is long: half of it is the unit tests of the environment overrides and of the
-//! sentinel URL parser; the rest is the one `[redis]` section, its builders and its validation.
+//! Why this file is long: it is the one place where a Redis setting is declared, documented,
+//! overridden from the environment (`REDIS_URL`, `REDIS_CLUSTER_NODES`, `REDIS_SENTINEL` and
+//! its URL form, `REDIS_TLS_*`) and validated, with the unit tests of all of that; split, one
+//! setting would be spread over several files.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -55,8 +57,18 @@ pub struct RedisConfig {
 
 /// Master discovery through Redis Sentinel.
 ///
+/// Each new connection asks the sentinels for the master and checks with `ROLE` that it is
+/// one. Failovers are followed without a restart: while a sentinel fails the master over,
+/// session commands fail at once with [`Error::Unavailable`] (a 503) instead of being
+/// acknowledged by a master about to be abandoned; then they go to the new master.
+///
 /// The master's user name, password and database are those of the enclosing
-/// [`RedisConfig`]; a sentinel's own credentials go in its URL.
+/// [`RedisConfig`] (its user needs the `ROLE` command); a sentinel's own credentials go in its
+/// URL, the same for every sentinel. `rediss://` sentinel URLs mean TLS to the sentinels and
+/// to the master. The [`tls`](RedisConfig::tls) files apply to the sentinels, and to the master
+/// only with the `tls-rustls` feature: redis-rs's sentinel client cannot hand custom
+/// certificates to its connections to the master with native-tls, so `redis.tls` files with
+/// `redis.sentinel` and only `tls-native-tls` are a configuration error.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SentinelConfig {
@@ -196,7 +208,22 @@ impl RedisConfig {
         }
     }
 
-    /// A config for the master that the sentinels at `sentinels` monitor as `master_name`.
+    /// A config for the master that the sentinels at `sentinels` monitor as `master_name`
+    /// (see [`SentinelConfig`]).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), circumflex_session::Error> {
+    /// use circumflex_session::{RedisBackend, RedisConfig};
+    /// let config = RedisConfig::sentinel(
+    ///     "mymaster",
+    ///     ["redis://:sentinel-pw@10.0.0.1:26379", "redis://:sentinel-pw@10.0.0.2:26379"],
+    /// )
+    /// .username("app")
+    /// .password("app-pw");
+    /// let backend = RedisBackend::connect(config).await?;
+    /// backend.check().await?; // fails at startup if no sentinel knows "mymaster"
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn sentinel<I, S>(master_name: impl Into<String>, sentinels: I) -> Self
     where

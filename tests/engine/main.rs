@@ -1,7 +1,7 @@
 //! The engine end to end, one test binary: commands sent through `testing::Handle` to a
 //! `SessionActor` and its backend, against a real Redis (a private `redis-server` per test,
 //! from `support::RedisServer`) and, where the point is the semantics, the memory backend too.
-//! Plus the shipped config files, which need no server.
+//! Plus the shipped config files, which need no server, and the master found through Sentinel.
 //!
 //! One binary with a module per concern, because every test binary links actix-web again.
 
@@ -15,4 +15,5 @@ mod differential;
 mod expiry;
 mod outages;
 mod scripts;
+mod sentinel;
 mod server_errors;

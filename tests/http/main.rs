@@ -1,6 +1,7 @@
 //! HTTP-level tests, one test binary: the app of `support::app` behind `SessionMiddleware`,
 //! most tests against a private `redis-server` of their own, some on the memory backend, and
-//! the demo example spoken to over real HTTP.
+//! the demo example spoken to over real HTTP; the Sentinel tests on a master, a replica and three
+//! sentinels of their own; two app instances on one Redis.
 //!
 //! One binary with a module per concern, because every test binary links actix-web again.
 
@@ -17,5 +18,7 @@ mod demo;
 mod errors;
 mod expiry;
 mod limits;
+mod sentinel;
 #[cfg(any(feature = "tls-rustls", feature = "tls-native-tls"))]
 mod tls;
+mod two_instances;

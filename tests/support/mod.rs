@@ -13,6 +13,7 @@ pub mod faults;
 pub mod flow;
 pub mod logs;
 mod redis_cluster;
+pub mod redis_sentinel;
 mod redis_server;
 #[cfg(any(feature = "tls-rustls", feature = "tls-native-tls"))]
 pub mod tls;

@@ -129,6 +129,13 @@ fn check_client_key(pem: &[u8], path: &std::path::Path) -> Result<(), Error> {
 
 #[cfg(any(feature = "tls-rustls", feature = "tls-native-tls"))]
 fn tls_client(info: ConnectionInfo, tls: &TlsConfig) -> Result<redis::Client, Error> {
+    redis::Client::build_with_tls(info, certificates(tls)?)
+        .map_err(|e| Error::Config(format!("invalid redis.tls files {}: {e}", tls_files(tls))))
+}
+
+/// The CA and client certificate of `tls`, read from their files.
+#[cfg(any(feature = "tls-rustls", feature = "tls-native-tls"))]
+pub(super) fn certificates(tls: &TlsConfig) -> Result<redis::TlsCertificates, Error> {
     let read = |path: &std::path::Path, what: &str| {
         std::fs::read(path).map_err(|e| {
             Error::Config(format!(
@@ -153,14 +160,10 @@ fn tls_client(info: ConnectionInfo, tls: &TlsConfig) -> Result<redis::Client, Er
         }
         _ => None,
     };
-    redis::Client::build_with_tls(
-        info,
-        redis::TlsCertificates {
-            client_tls,
-            root_cert,
-        },
-    )
-    .map_err(|e| Error::Config(format!("invalid redis.tls files {}: {e}", tls_files(tls))))
+    Ok(redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    })
 }
 
 /// The TLS files that are set, for an error message: `ca_file a.pem, client_cert_file c.pem`.

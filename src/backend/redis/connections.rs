@@ -8,6 +8,15 @@
 //! again. bb8's own remedy, a PING on every checkout, doubles Redis traffic; instead a connection
 //! remembers whether it broke, when it last carried a reply, and how many losses the pool had
 //! seen, and one that is suspect is PINGed before a batch goes on it.
+//!
+//! Behind Sentinel (see `sentinel`), each new connection goes to the master the sentinels name
+//! at that moment, and four things change: while a sentinel fails the master over, every
+//! command fails at once with `Unavailable`, instead of being acknowledged by a master about to
+//! be abandoned; a connection opened before the last switch (or failover) is replaced, not
+//! used; a connection that breaks for any reason (`READONLY` from a demoted master, a drop, a
+//! timeout) makes every other one suspect; and a suspect connection must answer `ROLE` as a
+//! master rather than just `PING`, so neither writes nor reads stay on a server that has become
+//! a replica.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -18,7 +27,8 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError, Value};
 use tokio::sync::Notify;
 
-use super::errors::{redis_error, setup_error};
+use super::errors::{redis_error, setup_error, store_refusal};
+use super::sentinel::Sentinels;
 use crate::config::RedisConfig;
 use crate::error::{Error, StoreError};
 
@@ -43,21 +53,30 @@ pub(crate) struct TrackedConnection {
     /// The backend's connection-loss count when it last proved alive: a loss seen on another
     /// connection since (a Redis restart, `CLIENT KILL`) makes this one suspect too.
     losses_seen: u64,
+    /// Behind Sentinel: the sentinels' switch count when this connection was opened.
+    switches_seen: u64,
+}
+
+/// Where new connections go.
+enum Target {
+    /// The server a client points at.
+    Server(Box<redis::Client>),
+    /// The master the sentinels name when the connection opens.
+    Sentinel(Arc<Sentinels>),
 }
 
 /// Opens connections with our timeouts (a response timeout of `redis.response_timeout_ms`) and
 /// tells bb8 which ones broke.
 pub(crate) struct Manager {
-    client: redis::Client,
+    target: Target,
     config: AsyncConnectionConfig,
-    /// Connections found dead after a batch was sent on them (shared with `Connections`).
+    /// Connections found dead after a batch was sent on them, and behind Sentinel connections
+    /// found broken for any reason (shared with `Connections`).
     losses: Arc<AtomicU64>,
     /// Why the last attempt to connect failed, if it did: bb8 connects in the background and
     /// hands a waiting caller only a timeout, which would hide a wrong password or a refused
     /// connection.
     last_error: Arc<Mutex<Option<Error>>>,
-    /// Whether the connections are TLS (`rediss://`), to say why a server hung up.
-    tls: bool,
     /// Woken when an attempt to connect fails (see [`Connections::fail_fast`]).
     failed: Arc<Notify>,
 }
@@ -67,12 +86,41 @@ impl ManageConnection for Manager {
     type Error = RedisError;
 
     async fn connect(&self) -> Result<Self::Connection, Self::Error> {
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&self.config)
-            .await;
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
-            conn.as_ref().err().map(|e| setup_error(e, self.tls));
+        // Read before connecting: a loss seen while this connection was being opened (after
+        // the sentinels named its server, say) makes it suspect.
+        let losses_seen = self.losses.load(Relaxed);
+        let (conn, switches_seen, tls) = match &self.target {
+            Target::Server(client) => (
+                client
+                    .get_multiplexed_async_connection_with_config(&self.config)
+                    .await,
+                0,
+                is_tls(client),
+            ),
+            Target::Sentinel(sentinels) => {
+                // Read before asking: a switch during the lookup makes this connection stale.
+                let switches = sentinels.switches();
+                match sentinels.master().await {
+                    Ok(master) => (
+                        master
+                            .get_multiplexed_async_connection_with_config(&self.config)
+                            .await,
+                        switches,
+                        is_tls(&master),
+                    ),
+                    Err(e) => (Err(e), switches, false),
+                }
+            }
+        };
+        // Behind Sentinel, an error of the lookup or of the connection to the master it found
+        // names both, unless Redis refused us in words of its own.
+        let error = conn.as_ref().err().map(|e| match &self.target {
+            Target::Sentinel(sentinels) if store_refusal(e).is_none() => {
+                sentinels.lookup_error(e.clone())
+            }
+            _ => setup_error(e, tls),
+        });
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
         if conn.is_err() {
             self.failed.notify_waiters();
         }
@@ -81,7 +129,8 @@ impl ManageConnection for Manager {
             conn,
             broken: false,
             alive_at: Instant::now(),
-            losses_seen: self.losses.load(Relaxed),
+            losses_seen,
+            switches_seen,
         })
     }
 
@@ -92,6 +141,12 @@ impl ManageConnection for Manager {
     }
 
     fn has_broken(&self, conn: &mut Self::Connection) -> bool {
+        if conn.broken && matches!(self.target, Target::Sentinel(_)) {
+            // Behind Sentinel a broken connection may mean a failover (READONLY from a demoted
+            // master, a master gone): the others may point at the same server, so each proves
+            // its role before its next batch.
+            self.losses.fetch_add(1, Relaxed);
+        }
         conn.broken
     }
 }
@@ -100,6 +155,8 @@ impl ManageConnection for Manager {
 pub(super) struct Connections {
     pool: Pool<Manager>,
     pool_size: u32,
+    /// The sentinels, when the master is found through them.
+    sentinels: Option<Arc<Sentinels>>,
     /// Connections found dead after a batch was sent on them.
     losses: Arc<AtomicU64>,
     /// Why the last attempt to connect failed (shared with the manager).
@@ -113,7 +170,7 @@ impl Connections {
     /// a new connection while the server is down waits until `connect_timeout` for one, as
     /// bb8 retries in the background: a server that restarts within it is not noticed at all.
     pub(super) fn new(config: &RedisConfig, client: redis::Client) -> Self {
-        Self::build(config, client, false)
+        Self::build(config, Target::Server(Box::new(client)), false)
     }
 
     /// A pool whose callers learn at once that an attempt to connect failed, instead of
@@ -121,25 +178,29 @@ impl Connections {
     /// is down must not hold up the batch that also carries the other nodes' commands (and a
     /// failover, not a retry, is what brings its slots back).
     pub(super) fn fail_fast(config: &RedisConfig, client: redis::Client) -> Self {
-        Self::build(config, client, true)
+        Self::build(config, Target::Server(Box::new(client)), true)
     }
 
-    fn build(config: &RedisConfig, client: redis::Client, fail_fast: bool) -> Self {
+    /// A pool whose connections go, on first use, to the master that `sentinels` name.
+    pub(super) fn through_sentinels(config: &RedisConfig, sentinels: Sentinels) -> Self {
+        Self::build(config, Target::Sentinel(Arc::new(sentinels)), false)
+    }
+
+    fn build(config: &RedisConfig, target: Target, fail_fast: bool) -> Self {
+        let sentinels = match &target {
+            Target::Sentinel(sentinels) => Some(sentinels.clone()),
+            Target::Server(_) => None,
+        };
         let losses = Arc::new(AtomicU64::new(0));
         let last_error: Arc<Mutex<Option<Error>>> = Arc::default();
-        let tls = matches!(
-            client.get_connection_info().addr(),
-            redis::ConnectionAddr::TcpTls { .. }
-        );
         let failed = Arc::new(Notify::new());
         let manager = Manager {
-            client,
+            target,
             config: AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(config.connect_timeout_duration()))
                 .set_response_timeout(Some(config.response_timeout_duration())),
             losses: losses.clone(),
             last_error: last_error.clone(),
-            tls,
             failed: failed.clone(),
         };
         let pool = Pool::builder()
@@ -152,9 +213,19 @@ impl Connections {
         Self {
             pool,
             pool_size: config.pool_size,
+            sentinels,
             losses,
             last_error,
             failed: fail_fast.then_some(failed),
+        }
+    }
+
+    /// Behind Sentinel, asks the sentinels whether they know the master (see
+    /// `Sentinels::check`); otherwise nothing.
+    pub(super) async fn check_sentinels(&self) -> Result<(), Error> {
+        match &self.sentinels {
+            Some(sentinels) => sentinels.check().await,
+            None => Ok(()),
         }
     }
 
@@ -170,6 +241,12 @@ impl Connections {
     }
 
     async fn checkout(&self) -> Result<PooledConnection<'_, Manager>, Error> {
+        // Behind Sentinel, an error of the lookup or of the connection to the master it found
+        // names both, unless Redis refused us in words of its own.
+        let redis_error = |e: RedisError| match &self.sentinels {
+            Some(sentinels) if store_refusal(&e).is_none() => sentinels.lookup_error(e),
+            _ => redis_error(e),
+        };
         let got = match &self.failed {
             None => self.pool.get().await,
             Some(failed) => {
@@ -240,32 +317,90 @@ impl Connections {
     }
 
     /// A connection that is alive as far as can be known without sending the batch: one that
-    /// sat idle (see [`IDLE_CHECK`]) or predates a connection loss must answer a PING first. A
-    /// dead one is dropped and the next tried, up to one more than the pool holds, so that a
-    /// pool full of dead connections is replaced within one call.
+    /// sat idle (see [`IDLE_CHECK`]) or predates a connection loss must answer a PING first
+    /// (`ROLE`, as a master, behind Sentinel), and behind Sentinel one opened before the
+    /// sentinels last named a new master is not used. A dead or stale one is dropped and the
+    /// next tried, up to one more than the pool holds, so that a pool full of dead connections
+    /// is replaced within one call.
     pub(super) async fn live(&self) -> Result<PooledConnection<'_, Manager>, Error> {
+        if let Some(sentinels) = &self.sentinels {
+            sentinels.watch();
+            if let Some(error) = sentinels.failing_over() {
+                return Err(error);
+            }
+        }
         let mut tries = 0;
         loop {
             let mut conn = self.checkout().await?;
+            let stale = self
+                .sentinels
+                .as_ref()
+                .is_some_and(|s| conn.switches_seen != s.switches());
             let suspect = conn.alive_at.elapsed() >= IDLE_CHECK
                 || conn.losses_seen != self.losses.load(Relaxed);
-            if !suspect {
+            let unusable = if stale {
+                Unusable {
+                    error: Error::unavailable(StoreError::new(
+                        "the sentinels named a new master while connecting to it",
+                    )),
+                    try_another: true,
+                }
+            } else if !suspect {
                 return Ok(conn);
-            }
-            match redis::cmd("PING").query_async::<()>(&mut conn.conn).await {
-                Ok(()) => {
-                    conn.alive_at = Instant::now();
-                    conn.losses_seen = self.losses.load(Relaxed);
-                    return Ok(conn);
-                }
-                Err(e) => {
-                    conn.broken = true;
-                    tries += 1;
-                    if tries > self.pool_size || !e.is_connection_dropped() {
-                        return Err(redis_error(e));
+            } else {
+                match self.prove(&mut conn.conn).await {
+                    Ok(()) => {
+                        conn.alive_at = Instant::now();
+                        conn.losses_seen = self.losses.load(Relaxed);
+                        return Ok(conn);
                     }
+                    Err(unusable) => unusable,
                 }
+            };
+            conn.broken = true;
+            tries += 1;
+            if tries > self.pool_size || !unusable.try_another {
+                return Err(unusable.error);
             }
         }
     }
+
+    /// Whether a suspect connection still serves: it answers `PING`, or behind Sentinel
+    /// `ROLE` as a master.
+    async fn prove(&self, conn: &mut MultiplexedConnection) -> Result<(), Unusable> {
+        let dead = |e: RedisError| Unusable {
+            try_another: e.is_connection_dropped(),
+            error: redis_error(e),
+        };
+        if self.sentinels.is_none() {
+            return redis::cmd("PING")
+                .query_async::<()>(conn)
+                .await
+                .map_err(dead);
+        }
+        match redis::cmd("ROLE").query_async::<redis::Role>(conn).await {
+            Ok(redis::Role::Primary { .. }) => Ok(()),
+            Ok(_) => Err(Unusable {
+                error: Error::unavailable(StoreError::new(
+                    "the Redis the sentinels named is no longer a master (failover in progress)",
+                )),
+                try_another: true,
+            }),
+            Err(e) => Err(dead(e)),
+        }
+    }
+}
+
+/// Whether a client's connections are TLS (`rediss://`), to say why a server hung up.
+fn is_tls(client: &redis::Client) -> bool {
+    matches!(
+        client.get_connection_info().addr(),
+        redis::ConnectionAddr::TcpTls { .. }
+    )
+}
+
+/// Why a pooled connection was not used, and whether another one may do.
+struct Unusable {
+    error: Error,
+    try_another: bool,
 }
