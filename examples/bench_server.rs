@@ -364,12 +364,16 @@ async fn serve_circumflex(cfg: &Config) -> std::io::Result<()> {
     let s = stats.stats();
     println!(
         "engine stats: commands {} pipelines {} average batch {:.1} max batch {} redis commands {} \
+         round trips {} redis commands per round trip {:.1} redirects {} \
          fused reads {} fused refreshes {} errors: overloaded {} timeout {} unavailable {} server {}",
         s.commands,
         s.pipelines,
         s.average_batch(),
         s.max_batch,
         s.redis_commands,
+        s.round_trips,
+        s.redis_commands as f64 / s.round_trips.max(1) as f64,
+        s.redirects,
         s.fused_reads,
         s.fused_refreshes,
         s.errors_overloaded,
