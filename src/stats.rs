@@ -1,7 +1,12 @@
 //! Counters that tests, benchmarks and metrics exporters can read.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::clock;
 
 /// Live counters of one [`SessionEngine`](crate::SessionEngine), shared by all its actors;
 /// read through [`SessionEngine::stats`](crate::SessionEngine::stats).
@@ -26,7 +31,16 @@ pub struct Stats {
     /// it starts and once when it ends.
     pub(crate) outage: Episode,
     pub(crate) out_of_memory: Episode,
+    /// When a batch last found the store unavailable for some of its commands only (a cluster
+    /// primary down): such an outage ends only after [`PARTIAL_OUTAGE_QUIET`] without one.
+    pub(crate) partial_outage_at: Mutex<Option<Instant>>,
 }
+
+/// How long batches must go without an `Unavailable` command before a partial outage (some
+/// sessions unavailable, others served: a cluster primary down) is logged as over. Batches
+/// that do not touch the failed node say nothing about it, so ending the outage at the first
+/// clean batch would log it ending and starting again many times a second.
+pub(crate) const PARTIAL_OUTAGE_QUIET: Duration = Duration::from_secs(5);
 
 /// A condition that is logged when it starts and when it ends, never in between: a log line
 /// per failed request would flood the log for as long as an outage lasts.
@@ -119,6 +133,22 @@ impl Stats {
         }
     }
 
+    /// Records that a batch found the store unavailable for some of its commands only.
+    pub(crate) fn partial_outage(&self) {
+        *self
+            .partial_outage_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(clock::now());
+    }
+
+    /// Whether no batch found the store partly unavailable for [`PARTIAL_OUTAGE_QUIET`].
+    pub(crate) fn partial_outage_quiet(&self) -> bool {
+        self.partial_outage_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none_or(|at| clock::now().duration_since(at) >= PARTIAL_OUTAGE_QUIET)
+    }
+
     pub(crate) fn record_batch(&self, size: usize) {
         self.pipelines.fetch_add(1, Relaxed);
         self.commands.fetch_add(size as u64, Relaxed);
@@ -146,5 +176,28 @@ impl DepthGuard {
 impl Drop for DepthGuard {
     fn drop(&mut self) {
         self.0.queue_depth.fetch_sub(1, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partial_outage_counts_as_over_only_after_a_quiet_period() {
+        let stats = Stats::default();
+        assert!(stats.partial_outage_quiet(), "no partial outage yet");
+        stats.partial_outage();
+        assert!(!stats.partial_outage_quiet());
+        tokio::time::advance(PARTIAL_OUTAGE_QUIET - Duration::from_millis(1)).await;
+        assert!(!stats.partial_outage_quiet());
+        stats.partial_outage();
+        tokio::time::advance(PARTIAL_OUTAGE_QUIET - Duration::from_millis(1)).await;
+        assert!(
+            !stats.partial_outage_quiet(),
+            "the quiet period starts again"
+        );
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(stats.partial_outage_quiet());
     }
 }

@@ -163,11 +163,19 @@ async fn run_batch(
                 _ => None,
             });
             match unavailable {
-                None if stats.outage.end() => tracing::info!("session store reachable again"),
-                Some(error) if stats.outage.start() => tracing::error!(
-                    %error,
-                    "session store unavailable for some sessions: they get 503 until it recovers"
-                ),
+                None if stats.partial_outage_quiet() && stats.outage.end() => {
+                    tracing::info!("session store reachable again");
+                }
+                Some(error) => {
+                    stats.partial_outage();
+                    if stats.outage.start() {
+                        tracing::error!(
+                            %error,
+                            "session store unavailable for some sessions: they get 503 until it \
+                             recovers"
+                        );
+                    }
+                }
                 _ => {}
             }
             let mut refused_for_memory = None;

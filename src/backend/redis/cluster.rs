@@ -68,7 +68,7 @@
 //! losses; on loopback they found none.
 //!
 //! # Why our own pipelines and slot map, not redis-rs's cluster client
-//! Measured on a real cluster (BENCHMARKS.md, "Redis Cluster"; redis 1.8.1): `route_pipeline`
+//! Measured on a real cluster (BENCHMARKS.md, section 7; redis 1.8.1): `route_pipeline`
 //! redirects or retries a *whole* pipeline on the first `MOVED`/`ASK` it meets, so during a
 //! reshard commands ran up to 9 times for one call, or ran and reported failure (438-492
 //! failed, all of which had run, and 3469-3895 extra runs, in 3 runs under load); hash-tag
