@@ -99,14 +99,7 @@ fn key_count(server: &RedisServer, db: i64) -> u64 {
 }
 
 async fn checked_engine(config: RedisConfig) -> SessionEngine {
-    let backend = RedisBackend::connect(config)
-        .await
-        .expect("valid redis config");
-    backend
-        .check()
-        .await
-        .unwrap_or_else(|e| panic!("the startup check failed: {e}"));
-    SessionEngine::new(backend)
+    SessionEngine::new(checked_backend(config).await)
 }
 
 #[actix_web::test]

@@ -15,18 +15,6 @@ use crate::support::app::*;
 use crate::support::flow::login_flow;
 use crate::support::tls::TlsRedisServer;
 
-/// A backend for `config` that passed its startup check.
-async fn checked_backend(config: RedisConfig) -> RedisBackend {
-    let backend = RedisBackend::connect(config)
-        .await
-        .expect("valid redis config");
-    backend
-        .check()
-        .await
-        .unwrap_or_else(|e| panic!("the startup check failed: {e}"));
-    backend
-}
-
 /// The error of the startup check for `config`, which must fail.
 async fn check_error(config: RedisConfig) -> Error {
     let backend =

@@ -135,6 +135,18 @@ pub async fn test_app(
     init_service(App::new().wrap(middleware).configure(routes)).await
 }
 
+/// A backend for `config` that passed its startup check (`RedisBackend::check`).
+pub async fn checked_backend(config: RedisConfig) -> RedisBackend {
+    let backend = RedisBackend::connect(config)
+        .await
+        .expect("valid redis config");
+    backend
+        .check()
+        .await
+        .unwrap_or_else(|e| panic!("the startup check failed: {e}"));
+    backend
+}
+
 pub async fn redis_engine(server: &RedisServer) -> SessionEngine {
     SessionEngine::new(
         RedisBackend::connect(RedisConfig::new(server.url()))
