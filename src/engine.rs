@@ -104,7 +104,7 @@ impl SessionEngine {
         self.inner.stats.snapshot()
     }
 
-    /// The prefix of the store's session keys: a session is the hash `<prefix>:<id>`.
+    /// The prefix of the store's session keys: a session is the hash `<prefix>:{<tag>}:<id>`.
     pub(crate) fn key_prefix(&self) -> &str {
         self.inner.backend.key_prefix()
     }

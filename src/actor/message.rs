@@ -19,7 +19,7 @@ pub const META_CREATED: &str = "\0created";
 /// One operation on one session hash.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Command {
-    /// Full Redis key of the session hash (`<prefix>:<id>`).
+    /// Full Redis key of the session hash (`<prefix>:{<tag>}:<id>`).
     pub key: Arc<str>,
     /// What to do.
     pub op: Op,

@@ -2,7 +2,7 @@
 //!
 //! A backend runs one batch of commands and answers each in order. The actor owns queueing,
 //! batching and deadlines; a backend owns how a batch becomes round trips (a Redis pipeline,
-//! a map under a lock, later a pipeline per cluster slot).
+//! a pipeline per cluster primary, a map under a lock).
 //!
 //! # Why the trait is sealed
 //! [`Backend`] names the store a [`SessionEngine`](crate::SessionEngine) runs on, and only this
@@ -48,7 +48,7 @@ pub trait Backend: sealed::Sealed + Send + Sync + 'static {
         stats: &'a Stats,
     ) -> BoxFuture<'a, Result<Vec<Result<Reply, Error>>, Error>>;
 
-    /// The prefix of session keys: a session is stored under `<prefix>:<id>`.
+    /// The prefix of session keys: a session is stored under `<prefix>:{<tag>}:<id>`.
     #[doc(hidden)]
     fn key_prefix(&self) -> &str;
 

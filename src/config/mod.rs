@@ -23,7 +23,7 @@ pub use self::session::{SessionConfig, TtlRefresh};
 
 /// Default Redis URL: a local server.
 pub(crate) const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
-/// Default key prefix: a session lives in the hash `session:<id>`.
+/// Default key prefix: a session lives in the hash `session:{<tag>}:<id>`.
 pub(crate) const DEFAULT_KEY_PREFIX: &str = "session";
 /// Default time to idle: 30 minutes, the upper end of what OWASP suggests for idle timeouts.
 pub(crate) const DEFAULT_TTI: Duration = Duration::from_secs(30 * 60);
