@@ -152,7 +152,19 @@ async fn logout(session: AsyncSession) -> Answer {
 }
 
 #[actix_web::main]
-async fn main() -> std::io::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // The reason in words (a wrong password, a certificate that does not verify), not
+            // `Debug` of an io::Error.
+            eprintln!("error: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> std::io::Result<()> {
     // The engine logs a store outage once when it starts and once when it ends.
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::INFO)

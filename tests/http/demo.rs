@@ -155,3 +155,33 @@ fn the_demo_answers_bad_input_with_a_400_that_says_why() {
     assert_eq!(status, 200);
     assert!(body.contains("\"ann\""), "{body}");
 }
+
+#[test]
+fn a_demo_whose_redis_refuses_its_password_stops_with_the_reason_and_without_the_password() {
+    let redis = RedisServer::start();
+    crate::support::faults::config_set(&mut redis.connection(), "requirepass", "right-pw-5e1f");
+    let url = format!("redis://:wrong-pw-9c3a@127.0.0.1:{}", redis.port());
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let out = Command::new(demo_binary())
+        .env("PORT", port.to_string())
+        .env("REDIS_URL", &url)
+        .output()
+        .expect("run the demo");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "the demo served with a wrong password"
+    );
+    assert!(
+        stderr.contains("error: Redis is not usable") && stderr.contains("WRONGPASS"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("wrong-pw-9c3a") && !stdout.contains("wrong-pw-9c3a"),
+        "the password was printed: {stdout} {stderr}"
+    );
+}
