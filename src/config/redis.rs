@@ -29,7 +29,11 @@ pub struct RedisConfig {
     /// falls back to `redis://127.0.0.1:6379`.
     pub url: Option<String>,
     /// Redis Cluster: the URLs of some of its nodes (any role; the rest are discovered). Not
-    /// empty: the cluster backend is used.
+    /// empty: the cluster backend is used. A discovered node is reached at the host and port
+    /// `CLUSTER SLOTS` names, with the first URL's scheme, credentials and TLS files. Over TLS
+    /// the cluster must announce its TLS ports (Redis 7 does with `tls-cluster yes`), and each
+    /// node's certificate must name the host it is announced by: an IP address entry, unless
+    /// the nodes announce host names (`cluster-preferred-endpoint-type hostname`).
     pub cluster_nodes: Vec<String>,
     /// Sentinel: find the master through these sentinels.
     pub sentinel: Option<SentinelConfig>,
@@ -64,11 +68,20 @@ pub struct RedisConfig {
 ///
 /// The master's user name, password and database are those of the enclosing
 /// [`RedisConfig`] (its user needs the `ROLE` command); a sentinel's own credentials go in its
-/// URL, the same for every sentinel. `rediss://` sentinel URLs mean TLS to the sentinels and
-/// to the master. The [`tls`](RedisConfig::tls) files apply to the sentinels, and to the master
-/// only with the `tls-rustls` feature: redis-rs's sentinel client cannot hand custom
-/// certificates to its connections to the master with native-tls, so `redis.tls` files with
-/// `redis.sentinel` and only `tls-native-tls` are a configuration error.
+/// URL, the same for every sentinel.
+///
+/// `rediss://` sentinel URLs mean TLS to the sentinels and to the master (the sentinels must
+/// then run with `tls-replication yes` to reach the data nodes over TLS). The master is
+/// reached at the address the sentinels report, so its certificate must name that host: an IP
+/// address entry, unless the sentinels announce host names (`sentinel resolve-hostnames yes`
+/// and `sentinel announce-hostnames yes`). The [`tls`](RedisConfig::tls) files apply to the
+/// sentinels, and to the master only with the `tls-rustls` feature: redis-rs 1.8's sentinel
+/// client builds its connections to the master itself (it connects to check `ROLE` before it
+/// hands us a client), and gives them custom certificates
+/// (`SentinelClientBuilder::set_client_to_redis_certificates`) with rustls only; with
+/// native-tls they trust the system's roots alone. So `redis.tls` files with `redis.sentinel`
+/// and only `tls-native-tls` are a configuration error, while TLS with certificates the
+/// system trusts works with either feature.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SentinelConfig {

@@ -1,7 +1,8 @@
 //! `rediss://` against a real TLS-only `redis-server` with a private CA made at run time
 //! (`support::tls`): the whole flow, mutual TLS, a client that does not trust the server, the
 //! TLS files from a TOML file and from the environment, and key files the TLS library cannot
-//! read. Built with either TLS feature; `scripts/test.sh` runs this module with both.
+//! read; and Sentinel over TLS (sentinels and data nodes TLS-only). Built with either TLS
+//! feature; `scripts/test.sh` runs this module with both.
 
 use actix_web::cookie::Key;
 use actix_web::http::StatusCode;
@@ -13,6 +14,7 @@ use serde_json::json;
 use crate::demo::Demo;
 use crate::support::app::*;
 use crate::support::flow::login_flow;
+use crate::support::redis_sentinel::SentinelGroup;
 use crate::support::tls::TlsRedisServer;
 
 /// The error of the startup check for `config`, which must fail.
@@ -203,4 +205,54 @@ async fn a_client_key_the_tls_library_cannot_read_is_a_config_error_naming_the_f
             "{message}"
         );
     }
+}
+
+/// Sentinels and data nodes that speak only TLS, with a private CA: the master's certificate
+/// is checked against `redis.tls.ca_file` too, which redis-rs's sentinel client supports with
+/// rustls only (see `SentinelConfig`).
+#[cfg(feature = "tls-rustls")]
+#[actix_web::test]
+async fn sentinels_and_master_over_tls_pass_the_check_and_serve_the_whole_flow() {
+    let group = SentinelGroup::start_tls();
+    assert!(group.sentinel_urls()[0].starts_with("rediss://"));
+    let backend = checked_backend(group.config()).await;
+    login_flow(SessionEngine::new(backend), group.master()).await;
+}
+
+#[actix_web::test]
+async fn a_client_that_does_not_trust_the_sentinels_ca_fails_the_check_clearly_and_gets_503s() {
+    let group = SentinelGroup::start_tls();
+    let mut without_ca = group.config();
+    without_ca.tls = Default::default();
+    let refused = check_error(without_ca.clone()).await;
+    let message = refused.to_string();
+    assert!(matches!(refused, Error::Unavailable(_)), "{refused:?}");
+    assert!(
+        message.contains("no sentinel answered")
+            && message.contains("TLS handshake")
+            && message.contains("certificate")
+            && message.contains("redis.tls.ca_file"),
+        "the message says the sentinels' certificate did not verify: {message}"
+    );
+    assert_eq!(
+        counter_status(without_ca).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+/// With native-tls alone, redis-rs's sentinel client cannot give the master a private CA (see
+/// `SentinelConfig`): refused at connect, saying which feature can.
+#[cfg(not(feature = "tls-rustls"))]
+#[actix_web::test]
+async fn tls_files_for_sentinel_without_rustls_are_a_config_error_naming_the_feature() {
+    let group = SentinelGroup::start_tls();
+    let err = RedisBackend::connect(group.config())
+        .await
+        .expect_err("a private CA for the master needs rustls");
+    let message = err.to_string();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(
+        message.contains("redis.sentinel") && message.contains("tls-rustls"),
+        "{message}"
+    );
 }

@@ -2,7 +2,8 @@
 //! and the engine benchmark: a private `redis-server` (or Redis Cluster) per test, the HTTP app
 //! and its request helpers, the engine-level helpers on `testing::Handle`, the suites every
 //! store must pass (acceptance, differential), the fault tests' Redis administration, a
-//! capture of what is logged, and (with a TLS feature) certificates and a TLS-only server.
+//! capture of what is logged, and (with a TLS feature) certificates and a TLS-only server; the
+//! cluster and Sentinel starters also start their nodes TLS-only on request.
 #![allow(dead_code)]
 
 pub mod acceptance;
@@ -22,4 +23,4 @@ pub mod tls;
 #[allow(unused_imports)]
 pub use redis_cluster::{owner_in, view_of, RedisCluster, SlotView};
 #[allow(unused_imports)]
-pub use redis_server::{unused_port, RedisServer};
+pub use redis_server::{unused_port, RedisServer, TlsFiles};

@@ -7,6 +7,11 @@
 //! of the node that replaced it). The cluster bus of each node gets a free port of its own
 //! (`--cluster-port`, Redis 7+), as `port + 10000` may be taken or past 65535.
 //!
+//! With a TLS feature, [`RedisCluster::start_tls`] starts the same cluster speaking only TLS,
+//! to clients and on the cluster bus (`--port 0 --tls-port <port> --tls-cluster yes
+//! --tls-replication yes`), as managed services with in-transit encryption run it; its
+//! certificates (`tls::Certs::write_to`) live in the cluster's directory.
+//!
 //! Why this file is long: besides starting and stopping the cluster, the fault tests need the
 //! administration `redis-cli --cluster` does (a reshard, a slot migration step by step, a slot
 //! no node serves), and each piece is a few lines of Redis commands.
@@ -17,17 +22,21 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::redis_server::{unused_port, RedisServer};
+use super::redis_server::{unused_port, RedisServer, TlsFiles};
 
 /// Slot ranges and the port of the primary serving each, as one node sees them.
 pub type SlotView = Vec<(u16, u16, u16)>;
 
 /// How long the cluster may take to agree after a change.
 const SETTLE: Duration = Duration::from_secs(30);
+/// The longest one `redis-cli --cluster` command may run (a reshard under load included).
+const REDIS_CLI_DEADLINE: Duration = Duration::from_secs(120);
 
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
     dir: PathBuf,
+    /// Set when the nodes speak only TLS.
+    tls: Option<TlsFiles>,
 }
 
 impl RedisCluster {
@@ -35,12 +44,20 @@ impl RedisCluster {
     /// `extra` arguments for every `redis-server`. Returns once every node says
     /// `cluster_state:ok`, all agree on who serves each slot, and every replica is in sync.
     pub fn start(replicas: usize, extra: &[&str]) -> Self {
-        static STARTED: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "circumflex-cluster-{}-{}",
-            std::process::id(),
-            STARTED.fetch_add(1, Ordering::Relaxed)
-        ));
+        Self::launch(new_dir(), replicas, extra, None)
+    }
+
+    /// [`start`](Self::start), every node speaking only TLS, to clients and on the cluster bus,
+    /// with certificates made for this cluster ([`tls`](Self::tls)); created with `redis-cli
+    /// --tls`.
+    #[cfg(any(feature = "tls-rustls", feature = "tls-native-tls"))]
+    pub fn start_tls(replicas: usize, extra: &[&str]) -> Self {
+        let dir = new_dir();
+        let tls = super::tls::Certs::write_to(&dir.join("tls"));
+        Self::launch(dir, replicas, extra, Some(tls))
+    }
+
+    fn launch(dir: PathBuf, replicas: usize, extra: &[&str], tls: Option<TlsFiles>) -> Self {
         let count = 3 * (1 + replicas);
         let mut nodes = Vec::with_capacity(count);
         for i in 0..count {
@@ -61,9 +78,18 @@ impl RedisCluster {
                 &node_dir,
             ];
             args.extend_from_slice(extra);
-            nodes.push(RedisServer::start_with(&args));
+            nodes.push(match &tls {
+                None => RedisServer::start_with(&args),
+                #[cfg(any(feature = "tls-rustls", feature = "tls-native-tls"))]
+                Some(tls) => {
+                    args.extend(["--tls-cluster", "yes", "--tls-replication", "yes"]);
+                    RedisServer::start_tls_with(tls, &args)
+                }
+                #[cfg(not(any(feature = "tls-rustls", feature = "tls-native-tls")))]
+                Some(_) => unreachable!("TLS files are only made with a TLS feature"),
+            });
         }
-        let cluster = RedisCluster { nodes, dir };
+        let cluster = RedisCluster { nodes, dir, tls };
         let addresses: Vec<String> = cluster
             .nodes
             .iter()
@@ -73,9 +99,19 @@ impl RedisCluster {
         let mut args = vec!["--cluster", "create"];
         args.extend(addresses.iter().map(String::as_str));
         args.extend(["--cluster-replicas", &replicas, "--cluster-yes"]);
-        redis_cli(&args);
+        cluster.redis_cli(&args);
         cluster.wait_stable();
         cluster
+    }
+
+    /// The TLS files of a cluster from [`start_tls`](Self::start_tls): clients trust `ca`.
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
+    }
+
+    /// The ports of every node (the TLS ports of a TLS cluster).
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(RedisServer::port).collect()
     }
 
     /// Seed URLs: every node.
@@ -113,7 +149,8 @@ impl RedisCluster {
 
     /// Who serves which slots, as the node on `port` sees it, sorted by slot.
     pub fn view(&self, port: u16) -> SlotView {
-        view_of(port).unwrap_or_else(|e| panic!("CLUSTER SLOTS on {port}: {e}"))
+        slots_view(&mut self.connection(port))
+            .unwrap_or_else(|e| panic!("CLUSTER SLOTS on {port}: {e}"))
     }
 
     /// The ports of the primaries that serve slots.
@@ -224,7 +261,7 @@ impl RedisCluster {
         let (from, to) = (self.node_id(from), self.node_id(to));
         let entry = format!("127.0.0.1:{}", self.live().port());
         let slots = slots.to_string();
-        redis_cli(&[
+        self.redis_cli(&[
             "--cluster",
             "reshard",
             &entry,
@@ -367,6 +404,60 @@ impl RedisCluster {
         true
     }
 
+    /// Runs `redis-cli` with `args` (over TLS, trusting the CA, on a TLS cluster); panics with
+    /// its output if it fails, or if it has not ended after [`REDIS_CLI_DEADLINE`] (`--cluster
+    /// create` waits for ever for nodes that cannot reach each other).
+    fn redis_cli(&self, args: &[&str]) {
+        static RUNS: AtomicU32 = AtomicU32::new(0);
+        let mut command = Command::new("redis-cli");
+        if let Some(tls) = &self.tls {
+            command.arg("--tls").arg("--cacert").arg(&tls.ca);
+        }
+        // Its output goes to a file: a reshard prints a line per key moved, more than a pipe
+        // holds while nobody reads it.
+        let out = self.dir.join(format!(
+            "redis-cli-{}.out",
+            RUNS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = std::fs::File::create(&out).expect("create redis-cli's output file");
+        let mut child = command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(
+                file.try_clone()
+                    .expect("a second handle on the output file"),
+            )
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run redis-cli ({e}). Install it with `apt-get install -y \
+                     redis-server` (or redis-tools), or run ./scripts/test.sh, which does."
+                )
+            });
+        let deadline = Instant::now() + REDIS_CLI_DEADLINE;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for redis-cli") {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let output = std::fs::read_to_string(&out).unwrap_or_default();
+        match status {
+            Some(status) if status.success() => {}
+            Some(status) => panic!("redis-cli {} failed ({status}):\n{output}", args.join(" ")),
+            None => panic!(
+                "redis-cli {} had not ended after {REDIS_CLI_DEADLINE:?}:\n{output}",
+                args.join(" ")
+            ),
+        }
+    }
+
     /// Polls `ready` every 50 ms until it holds; panics after [`SETTLE`].
     pub fn wait_until(&self, what: &str, mut ready: impl FnMut() -> bool) {
         let deadline = Instant::now() + SETTLE;
@@ -386,11 +477,26 @@ impl Drop for RedisCluster {
     }
 }
 
+/// A directory of its own for a new cluster.
+fn new_dir() -> PathBuf {
+    static STARTED: AtomicU32 = AtomicU32::new(0);
+    std::env::temp_dir().join(format!(
+        "circumflex-cluster-{}-{}",
+        std::process::id(),
+        STARTED.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
 /// Who serves which slots, as the node on `port` sees it, sorted by slot; for a thread that
-/// watches the cluster without holding it.
+/// watches a (plain) cluster without holding it.
 pub fn view_of(port: u16) -> redis::RedisResult<SlotView> {
     let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))?.get_connection()?;
-    let slots: redis::Value = redis::cmd("CLUSTER").arg("SLOTS").query(&mut conn)?;
+    slots_view(&mut conn)
+}
+
+/// Who serves which slots, as the node `conn` is connected to sees it, sorted by slot.
+fn slots_view(conn: &mut redis::Connection) -> redis::RedisResult<SlotView> {
+    let slots: redis::Value = redis::cmd("CLUSTER").arg("SLOTS").query(conn)?;
     let int = |v: &redis::Value| match v {
         redis::Value::Int(n) => *n,
         other => panic!("expected an integer in CLUSTER SLOTS, got {other:?}"),
@@ -423,25 +529,4 @@ pub fn owner_in(view: &SlotView, slot: u16) -> Option<u16> {
     view.iter()
         .find(|(start, end, _)| (*start..=*end).contains(&slot))
         .map(|(_, _, port)| *port)
-}
-
-/// Runs `redis-cli` with `args`; panics with its output if it fails.
-fn redis_cli(args: &[&str]) {
-    let output = Command::new("redis-cli")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run redis-cli ({e}). Install it with `apt-get install -y redis-server` \
-                 (or redis-tools), or run ./scripts/test.sh, which does."
-            )
-        });
-    assert!(
-        output.status.success(),
-        "redis-cli {} failed: {}\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }

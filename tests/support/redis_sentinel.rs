@@ -6,6 +6,16 @@
 //! The data nodes have an ACL user for the app ([`APP_USER`], [`APP_PASSWORD`]); the sentinels
 //! require [`SENTINEL_PASSWORD`]. So a test that works proves that the master got the app's
 //! credentials and the sentinels their own.
+//!
+//! With a TLS feature, [`SentinelGroup::start_tls`] starts the same group speaking only TLS:
+//! data nodes on `--tls-port` with `--port 0` (the replica replicating over TLS), sentinels
+//! with `port 0`, `tls-port` and `tls-replication yes` (so that they reach the data nodes and
+//! each other over TLS), all with certificates made for the group.
+//!
+//! Why this file is long: besides starting the group (plain or TLS) and waiting until the
+//! sentinels agree, the failover tests need the administration of it (a forced failover, a
+//! `REPLICAOF` behind the sentinels' back, who is master, who is connected), each a few lines
+//! of Redis commands on the group's own connections.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -13,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use circumflex_session::RedisConfig;
 
-use super::{unused_port, RedisServer};
+use super::{unused_port, RedisServer, TlsFiles};
 
 /// The name the sentinels monitor the master under.
 pub const MASTER_NAME: &str = "mymaster";
@@ -29,6 +39,8 @@ pub struct SentinelGroup {
     pub nodes: [RedisServer; 2],
     sentinels: Vec<SentinelProcess>,
     dir: PathBuf,
+    /// Set when every node and sentinel speaks only TLS.
+    tls: Option<TlsFiles>,
 }
 
 struct SentinelProcess {
@@ -40,19 +52,36 @@ impl SentinelGroup {
     /// Starts the group and waits until every sentinel sees the replica and the two other
     /// sentinels; panics (saying how to install Redis) if it cannot.
     pub fn start() -> Self {
-        // Everything the servers write (the replica saves what it syncs) goes in here, not in
-        // the working directory.
-        let dir = std::env::temp_dir().join(format!(
-            "circumflex-sentinel-{}-{}",
-            std::process::id(),
-            unused_port()
-        ));
+        Self::launch(new_dir(), None)
+    }
+
+    /// [`start`](Self::start), every data node and sentinel speaking only TLS, with
+    /// certificates made for the group: [`sentinel_urls`](Self::sentinel_urls) are
+    /// `rediss://`, and [`config`](Self::config) trusts the group's CA.
+    #[cfg(any(feature = "tls-rustls", feature = "tls-native-tls"))]
+    pub fn start_tls() -> Self {
+        let dir = new_dir();
+        let tls = super::tls::Certs::write_to(&dir.join("tls"));
+        Self::launch(dir, Some(tls))
+    }
+
+    fn launch(dir: PathBuf, tls: Option<TlsFiles>) -> Self {
         std::fs::create_dir_all(&dir).expect("create the group's directory");
         let dir_arg = dir.display().to_string();
         // No wait for more replicas before a full sync (Redis waits 5 s by default).
         let node_args = ["--dir", &dir_arg, "--repl-diskless-sync-delay", "0"];
-        let master = RedisServer::start_with(&node_args);
-        let replica = RedisServer::start_with(
+        let start_node = |args: &[&str]| match &tls {
+            None => RedisServer::start_with(args),
+            #[cfg(any(feature = "tls-rustls", feature = "tls-native-tls"))]
+            Some(tls) => RedisServer::start_tls_with(
+                tls,
+                &[args, &["--tls-replication", "yes"][..]].concat(),
+            ),
+            #[cfg(not(any(feature = "tls-rustls", feature = "tls-native-tls")))]
+            Some(_) => unreachable!("TLS files are only made with a TLS feature"),
+        };
+        let master = start_node(&node_args);
+        let replica = start_node(
             &[
                 &node_args[..],
                 &["--replicaof", "127.0.0.1", &master.port().to_string()],
@@ -84,6 +113,7 @@ impl SentinelGroup {
             nodes: [master, replica],
             sentinels: Vec::new(),
             dir,
+            tls,
         };
         for _ in 0..3 {
             let sentinel = group.start_sentinel();
@@ -97,10 +127,29 @@ impl SentinelGroup {
         for _ in 0..5 {
             let port = unused_port();
             let conf = self.dir.join(format!("sentinel-{port}.conf"));
+            let listen = match &self.tls {
+                None => format!("port {port}\n"),
+                Some(tls) => format!(
+                    "port 0\n\
+                     tls-port {port}\n\
+                     tls-replication yes\n\
+                     tls-cert-file {cert}\n\
+                     tls-key-file {key}\n\
+                     tls-ca-cert-file {ca}\n\
+                     tls-client-cert-file {client_cert}\n\
+                     tls-client-key-file {client_key}\n\
+                     tls-auth-clients no\n",
+                    cert = tls.cert.display(),
+                    key = tls.key.display(),
+                    ca = tls.ca.display(),
+                    client_cert = tls.client_cert.display(),
+                    client_key = tls.client_key.display(),
+                ),
+            };
             std::fs::write(
                 &conf,
                 format!(
-                    "port {port}\n\
+                    "{listen}\
                      bind 127.0.0.1\n\
                      protected-mode no\n\
                      dir {dir}\n\
@@ -133,7 +182,7 @@ impl SentinelGroup {
                 if let Ok(Some(_)) = sentinel.child.try_wait() {
                     break; // the port was taken in between: try another
                 }
-                if sentinel_connection(port).is_some() {
+                if self.sentinel_connection(port).is_some() {
                     return sentinel;
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -147,7 +196,7 @@ impl SentinelGroup {
     fn wait_until_sentinels_agree(&self) {
         for sentinel in &self.sentinels {
             wait_until("the sentinels to see the replica and each other", || {
-                let Some(mut conn) = sentinel_connection(sentinel.port) else {
+                let Some(mut conn) = self.sentinel_connection(sentinel.port) else {
                     return false;
                 };
                 let master: Result<std::collections::HashMap<String, String>, _> =
@@ -163,19 +212,29 @@ impl SentinelGroup {
         }
     }
 
-    /// The sentinels' URLs, with their password.
+    /// The sentinels' URLs, with their password (`rediss://` for a TLS group).
     pub fn sentinel_urls(&self) -> Vec<String> {
         self.sentinels
             .iter()
-            .map(|s| format!("redis://:{SENTINEL_PASSWORD}@127.0.0.1:{}", s.port))
+            .map(|s| sentinel_url(s.port, self.tls.is_some()))
             .collect()
     }
 
-    /// The app's config: the master through the sentinels, as the app's ACL user.
+    /// The app's config: the master through the sentinels, as the app's ACL user (trusting
+    /// the group's CA, for a TLS group).
     pub fn config(&self) -> RedisConfig {
-        RedisConfig::sentinel(MASTER_NAME, self.sentinel_urls())
+        let config = RedisConfig::sentinel(MASTER_NAME, self.sentinel_urls())
             .username(APP_USER)
-            .password(APP_PASSWORD)
+            .password(APP_PASSWORD);
+        match &self.tls {
+            Some(tls) => config.tls_ca_file(&tls.ca),
+            None => config,
+        }
+    }
+
+    /// The TLS files of a group from [`start_tls`](Self::start_tls): clients trust `ca`.
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
     }
 
     /// The `REDIS_SENTINEL` form: `redis+sentinel://:pw@host:port,host:port,.../mymaster`.
@@ -185,8 +244,13 @@ impl SentinelGroup {
             .iter()
             .map(|s| format!("127.0.0.1:{}", s.port))
             .collect();
+        let scheme = if self.tls.is_some() {
+            "rediss+sentinel"
+        } else {
+            "redis+sentinel"
+        };
         format!(
-            "redis+sentinel://:{SENTINEL_PASSWORD}@{}/{MASTER_NAME}",
+            "{scheme}://:{SENTINEL_PASSWORD}@{}/{MASTER_NAME}",
             hosts.join(",")
         )
     }
@@ -194,7 +258,7 @@ impl SentinelGroup {
     /// The port the first sentinel that answers names as the master's.
     pub fn named_master_port(&self) -> Option<u16> {
         self.sentinels.iter().find_map(|s| {
-            let mut conn = sentinel_connection(s.port)?;
+            let mut conn = self.sentinel_connection(s.port)?;
             let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
                 .arg("GET-MASTER-ADDR-BY-NAME")
                 .arg(MASTER_NAME)
@@ -202,6 +266,17 @@ impl SentinelGroup {
                 .ok()?;
             addr.map(|(_, port)| port)
         })
+    }
+
+    /// The data node the sentinels name as the master.
+    pub fn master(&self) -> &RedisServer {
+        let port = self
+            .named_master_port()
+            .expect("the sentinels name a master");
+        self.nodes
+            .iter()
+            .find(|n| n.port() == port)
+            .unwrap_or_else(|| panic!("the sentinels name {port}, not a data node"))
     }
 
     /// The data node on `port`.
@@ -240,7 +315,9 @@ impl SentinelGroup {
 
     /// Sends `SENTINEL FAILOVER` to the first sentinel.
     pub fn force_failover(&self) {
-        let mut conn = sentinel_connection(self.sentinels[0].port).expect("a sentinel answers");
+        let mut conn = self
+            .sentinel_connection(self.sentinels[0].port)
+            .expect("a sentinel answers");
         redis::cmd("SENTINEL")
             .arg("FAILOVER")
             .arg(MASTER_NAME)
@@ -285,10 +362,37 @@ impl SentinelGroup {
         let Some(node) = self.nodes.iter().find(|n| n.port() == port) else {
             return false;
         };
-        let Ok(mut conn) = redis::Client::open(node.url()).and_then(|c| c.get_connection()) else {
+        let Ok(mut conn) = node.try_connection(Duration::from_secs(1)) else {
             return false;
         };
         info_field(&mut conn, "replication", "role").as_deref() == Some("master")
+    }
+
+    /// A connection to the sentinel on `port` that answered PING (over TLS, trusting the CA,
+    /// for a TLS group).
+    fn sentinel_connection(&self, port: u16) -> Option<redis::Connection> {
+        let url = sentinel_url(port, self.tls.is_some());
+        let client = match &self.tls {
+            None => redis::Client::open(url).ok()?,
+            #[cfg(any(feature = "tls-rustls", feature = "tls-native-tls"))]
+            Some(tls) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(std::fs::read(&tls.ca).ok()?),
+                },
+            )
+            .ok()?,
+            #[cfg(not(any(feature = "tls-rustls", feature = "tls-native-tls")))]
+            Some(_) => unreachable!("TLS files are only made with a TLS feature"),
+        };
+        let mut conn = client
+            .get_connection_with_timeout(Duration::from_millis(500))
+            .ok()?;
+        conn.set_read_timeout(Some(Duration::from_millis(500)))
+            .ok()?;
+        redis::cmd("PING").query::<()>(&mut conn).ok()?;
+        Some(conn)
     }
 }
 
@@ -305,16 +409,20 @@ impl Drop for SentinelGroup {
     }
 }
 
-fn sentinel_connection(port: u16) -> Option<redis::Connection> {
-    let client =
-        redis::Client::open(format!("redis://:{SENTINEL_PASSWORD}@127.0.0.1:{port}")).ok()?;
-    let mut conn = client
-        .get_connection_with_timeout(Duration::from_millis(500))
-        .ok()?;
-    conn.set_read_timeout(Some(Duration::from_millis(500)))
-        .ok()?;
-    redis::cmd("PING").query::<()>(&mut conn).ok()?;
-    Some(conn)
+/// A directory of its own for a new group: everything the servers write (the replica saves
+/// what it syncs) goes in here, not in the working directory.
+fn new_dir() -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "circumflex-sentinel-{}-{}",
+        std::process::id(),
+        unused_port()
+    ))
+}
+
+/// The URL of the sentinel on `port`, with its password.
+fn sentinel_url(port: u16, tls: bool) -> String {
+    let scheme = if tls { "rediss" } else { "redis" };
+    format!("{scheme}://:{SENTINEL_PASSWORD}@127.0.0.1:{port}")
 }
 
 fn info_field(conn: &mut redis::Connection, section: &str, field: &str) -> Option<String> {
@@ -334,7 +442,8 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 /// The port that the first of `sentinel_urls` to answer names as the master's, asked over
-/// async connections (for tests that must not block their runtime while load runs).
+/// async connections (for tests that must not block their runtime while load runs); plain
+/// sentinels only.
 pub async fn named_master_port(sentinel_urls: &[String]) -> Option<u16> {
     for url in sentinel_urls {
         let Ok(client) = redis::Client::open(url.as_str()) else {

@@ -6,11 +6,13 @@
 //! Port 6379 is never used, so a Redis someone runs on the default port is never touched.
 //! [`RedisServer::start`] panics with install advice when the binary is missing (a test must
 //! fail loudly, never skip); [`RedisServer::try_start`] returns the reason instead, for callers
-//! that have a fallback.
+//! that have a fallback. With a TLS feature, [`RedisServer::start_tls_with`] starts one that
+//! speaks only TLS (the cluster and Sentinel tests over TLS use it for every node).
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,12 +20,57 @@ use std::time::{Duration, Instant};
 const INSTALL: &str =
     "Install it with `apt-get install -y redis-server` or run ./scripts/test.sh, which does.";
 
+/// The PEM files of a server that speaks only TLS: its certificate and key, the CA that signed
+/// them (which its clients trust), and the client certificate and key it presents when it
+/// connects out (cluster bus, replication, a sentinel to the data nodes). Clients are not asked
+/// for a certificate, but the cluster bus always asks: a node with no certificate for client
+/// use (`tls-client-cert-file`, else `tls-cert-file`, which names only `serverAuth`) is
+/// refused by its peers, and the cluster never forms.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl TlsFiles {
+    /// The `redis-server` (or sentinel) arguments: TLS only on `port` (`--port 0`), no client
+    /// certificates asked for.
+    fn server_args(&self, port: u16) -> Vec<String> {
+        let path = |p: &PathBuf| p.to_str().expect("UTF-8 temporary path").to_owned();
+        [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &path(&self.cert),
+            "--tls-key-file",
+            &path(&self.key),
+            "--tls-ca-cert-file",
+            &path(&self.ca),
+            "--tls-client-cert-file",
+            &path(&self.client_cert),
+            "--tls-client-key-file",
+            &path(&self.client_key),
+            "--tls-auth-clients",
+            "no",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+}
+
 /// A `redis-server` child process.
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     /// Extra `redis-server` arguments, kept for `restart`.
     extra: Vec<String>,
+    /// Set when the server speaks only TLS.
+    tls: Option<TlsFiles>,
 }
 
 impl RedisServer {
@@ -46,12 +93,24 @@ impl RedisServer {
 
     /// [`try_start`](Self::try_start) with extra `redis-server` arguments.
     pub fn try_start_with(extra: &[&str]) -> Result<Self, String> {
+        Self::try_start_as(extra, None)
+    }
+
+    /// Starts a server that speaks only TLS, with these files, on a free port (`--port 0
+    /// --tls-port <port>`), and extra arguments; panics if it cannot. [`url`](Self::url) is
+    /// then `rediss://`, and [`connection`](Self::connection) trusts the CA.
+    #[cfg(any(feature = "tls-rustls", feature = "tls-native-tls"))]
+    pub fn start_tls_with(tls: &TlsFiles, extra: &[&str]) -> Self {
+        Self::try_start_as(extra, Some(tls.clone())).unwrap_or_else(|problem| panic!("{problem}"))
+    }
+
+    fn try_start_as(extra: &[&str], tls: Option<TlsFiles>) -> Result<Self, String> {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         // The port is found by binding port 0 and releasing it, so another process may take
         // it in between: then the server exits at once and we try another port.
         for _ in 0..5 {
             let port = free_port()?;
-            if let Some(server) = Self::start_on(port, &extra)? {
+            if let Some(server) = Self::start_on(port, &extra, tls.as_ref())? {
                 return Ok(server);
             }
         }
@@ -60,11 +119,18 @@ impl RedisServer {
 
     /// Starts a server on a given port: `Ok(None)` if it did not come up (port taken), `Err` if
     /// the binary cannot be run.
-    fn start_on(port: u16, extra: &[String]) -> Result<Option<Self>, String> {
+    fn start_on(
+        port: u16,
+        extra: &[String],
+        tls: Option<&TlsFiles>,
+    ) -> Result<Option<Self>, String> {
+        let listen = match tls {
+            Some(tls) => tls.server_args(port),
+            None => vec!["--port".to_owned(), port.to_string()],
+        };
         let child = Command::new("redis-server")
+            .args(listen)
             .args([
-                "--port",
-                &port.to_string(),
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -85,6 +151,7 @@ impl RedisServer {
             child: Some(child),
             port,
             extra: extra.to_vec(),
+            tls: tls.cloned(),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -107,13 +174,29 @@ impl RedisServer {
         self.port
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// `redis://127.0.0.1:<port>`, or `rediss://` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The files of a TLS server.
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
     }
 
     /// Whether the server answers PING.
     pub fn ping(&self) -> bool {
+        if self.tls.is_some() {
+            return self
+                .try_connection(Duration::from_millis(500))
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                .is_ok();
+        }
         let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
@@ -138,7 +221,7 @@ impl RedisServer {
         self.kill();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            match Self::start_on(self.port, &self.extra) {
+            match Self::start_on(self.port, &self.extra, self.tls.as_ref()) {
                 Ok(Some(mut server)) => {
                     self.child = server.child.take();
                     return;
@@ -152,9 +235,33 @@ impl RedisServer {
 
     /// A synchronous redis-rs connection, for inspecting and tampering with the data.
     pub fn connection(&self) -> redis::Connection {
-        redis::Client::open(self.url())
+        self.client()
             .and_then(|c| c.get_connection())
             .expect("connect to the private redis-server")
+    }
+
+    /// A synchronous connection that gives up after `timeout` (to connect, and then to read).
+    pub fn try_connection(&self, timeout: Duration) -> redis::RedisResult<redis::Connection> {
+        let conn = self.client()?.get_connection_with_timeout(timeout)?;
+        conn.set_read_timeout(Some(timeout))?;
+        Ok(conn)
+    }
+
+    /// A redis-rs client for the server: over TLS, trusting the CA, for a TLS server.
+    pub fn client(&self) -> redis::RedisResult<redis::Client> {
+        match &self.tls {
+            None => redis::Client::open(self.url()),
+            #[cfg(any(feature = "tls-rustls", feature = "tls-native-tls"))]
+            Some(tls) => redis::Client::build_with_tls(
+                self.url(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(std::fs::read(&tls.ca)?),
+                },
+            ),
+            #[cfg(not(any(feature = "tls-rustls", feature = "tls-native-tls")))]
+            Some(_) => unreachable!("a TLS server is only started with a TLS feature"),
+        }
     }
 
     /// Total commands processed, from `INFO stats`.

@@ -5,7 +5,9 @@
 //! The server certificate names `127.0.0.1` (an IP SAN) and `localhost`, so a client that
 //! verifies host names (both TLS libraries do) accepts it for `rediss://127.0.0.1:<port>`.
 //! Like [`RedisServer`](super::RedisServer), the server is a child process killed by its own
-//! PID on drop, never on port 6379.
+//! PID on drop, never on port 6379. The TLS cluster and Sentinel starters put the same files
+//! in their own directories ([`Certs::write_to`]) and start their nodes with
+//! [`RedisServer::start_tls_with`](super::RedisServer::start_tls_with).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -19,6 +21,7 @@ use rcgen::{
 };
 
 use super::app::Inspect;
+use super::TlsFiles;
 
 /// PEM files in a temporary directory, removed on drop: a CA, a server certificate and a
 /// client certificate it signed, and a second CA that signed nothing of ours.
@@ -36,35 +39,45 @@ impl Certs {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::create_dir_all(&dir).expect("create the certificates' temporary directory");
-        let certs = Certs { dir };
+        Self::write_to(&dir);
+        Certs { dir }
+    }
 
+    /// Generates the certificates of [`generate`](Self::generate) into `dir` (created), which
+    /// the caller removes, and returns the files a TLS-only server needs.
+    pub fn write_to(dir: &Path) -> TlsFiles {
+        std::fs::create_dir_all(dir).expect("create the certificates' temporary directory");
+        let write = |name: &str, pem: &str| {
+            std::fs::write(dir.join(name), pem)
+                .unwrap_or_else(|e| panic!("cannot write {name}: {e}"))
+        };
         let (ca_pem, ca) = certificate_authority("circumflex test CA");
-        certs.write("ca.pem", &ca_pem);
+        write("ca.pem", &ca_pem);
         let (other_ca_pem, _) = certificate_authority("a CA that signed nothing of ours");
-        certs.write("other-ca.pem", &other_ca_pem);
+        write("other-ca.pem", &other_ca_pem);
         let (server, server_key) = leaf(
             &ca,
             "redis-server",
             &["127.0.0.1", "localhost"],
             ExtendedKeyUsagePurpose::ServerAuth,
         );
-        certs.write("server.pem", &server);
-        certs.write("server.key", &server_key);
+        write("server.pem", &server);
+        write("server.key", &server_key);
         let (client, client_key) = leaf(
             &ca,
             "session-store",
             &[],
             ExtendedKeyUsagePurpose::ClientAuth,
         );
-        certs.write("client.pem", &client);
-        certs.write("client.key", &client_key);
-        certs
-    }
-
-    fn write(&self, name: &str, pem: &str) {
-        std::fs::write(self.dir.join(name), pem)
-            .unwrap_or_else(|e| panic!("cannot write {name}: {e}"));
+        write("client.pem", &client);
+        write("client.key", &client_key);
+        TlsFiles {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+        }
     }
 
     /// The directory, for files a test adds (a config file, a malformed key).

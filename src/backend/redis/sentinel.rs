@@ -13,7 +13,11 @@
 //! the [`RedisConfig`], and TLS when the sentinel URLs are `rediss://`. The master's user needs
 //! `ROLE` (or `INFO`), which the lookup sends. TLS files (a private CA, a client certificate)
 //! apply to the sentinels; to the master only with the `tls-rustls` feature, because redis-rs's
-//! sentinel client takes custom certificates for the master from rustls alone.
+//! sentinel client takes custom certificates for the master from rustls alone (in redis 1.8.1,
+//! `SentinelNodeConnectionInfo::create_connection_info` sets the master's `tls_params` from
+//! them under `tls-rustls`, and to `None` otherwise). A connection that fails, to a sentinel
+//! or to the master, is named in the words of a standalone server's (`errors::setup_error`):
+//! a TLS handshake that failed says which setting to check.
 
 use std::sync::Arc;
 
@@ -21,6 +25,7 @@ use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType}
 use redis::{ConnectionAddr, ConnectionInfo, ErrorKind, RedisError};
 
 use super::client;
+use super::errors::setup_error;
 use crate::config::{redact_url, RedisConfig, SentinelConfig};
 use crate::error::{Error, StoreError};
 
@@ -35,6 +40,8 @@ pub(super) struct Sentinels {
     client: tokio::sync::Mutex<SentinelClient>,
     /// The sentinel URLs with their passwords redacted, for messages.
     shown: String,
+    /// Whether the sentinels (and so the master) are reached over TLS.
+    tls: bool,
     watch: Arc<Watch>,
 }
 
@@ -98,6 +105,7 @@ impl Sentinels {
         Ok(Self {
             client,
             shown,
+            tls: client::is_tls(first),
             watch: Arc::new(Watch::new(
                 sentinel.master_name.clone(),
                 nodes,
@@ -139,19 +147,31 @@ impl Sentinels {
     /// The error for a failed lookup of the master, naming the master and the sentinels.
     pub(super) fn lookup_error(&self, e: RedisError) -> Error {
         let name = self.watch.master_name();
-        let message = if e.kind() == ErrorKind::MasterNameNotFoundBySentinel {
-            format!(
+        if e.kind() == ErrorKind::MasterNameNotFoundBySentinel {
+            let message = format!(
                 "no sentinel ({}) names a master \"{name}\" that is up and answers ROLE as a \
                  master",
                 self.shown
-            )
-        } else {
+            );
+            return Error::unavailable(StoreError::caused_by(message, e));
+        }
+        self.connect_error(
             format!(
                 "cannot reach the master \"{name}\" through the sentinels ({})",
                 self.shown
-            )
+            ),
+            &e,
+        )
+    }
+
+    /// `context` caused by `e`, a failure to connect to a sentinel or to the master, in the
+    /// words of a standalone server's (a TLS handshake that failed names the setting to fix).
+    fn connect_error(&self, context: String, e: &RedisError) -> Error {
+        let cause = match setup_error(e, self.tls) {
+            Error::Unavailable(cause) => cause,
+            other => StoreError::caused_by("", other),
         };
-        Error::unavailable(StoreError::caused_by(message, e))
+        Error::unavailable(StoreError::caused_by(context, cause))
     }
 
     /// Asks each sentinel in turn whether it monitors the master, for a startup check: fails
@@ -173,10 +193,9 @@ impl Sentinels {
             }
         }
         match last_error {
-            Some(e) if answered == 0 => Err(Error::unavailable(StoreError::caused_by(
-                format!("no sentinel answered ({})", self.shown),
-                e,
-            ))),
+            Some(e) if answered == 0 => {
+                Err(self.connect_error(format!("no sentinel answered ({})", self.shown), &e))
+            }
             _ => Err(Error::unavailable(StoreError::new(format!(
                 "no sentinel monitors a master named \"{name}\" ({answered} of {} answered: {})",
                 nodes.len(),
@@ -296,5 +315,27 @@ mod tests {
         let config = RedisConfig::sentinel("mymaster", nodes);
         let sentinel = config.sentinel.as_ref().expect("a sentinel config");
         assert!(Sentinels::new(&config, sentinel).is_ok());
+    }
+
+    /// A master whose certificate does not verify (the sentinels' did) is named in the words
+    /// of a standalone server's: the lookup error names the setting to check.
+    #[cfg(feature = "tls-rustls")]
+    #[test]
+    fn a_master_whose_certificate_does_not_verify_fails_the_lookup_naming_the_ca_file() {
+        let config = RedisConfig::sentinel("mymaster", ["rediss://127.0.0.1:1"]);
+        let sentinel = config.sentinel.as_ref().expect("a sentinel config");
+        let sentinels = Sentinels::new(&config, sentinel).expect("valid sentinels");
+        // How a handshake the certificate failed reaches us from tokio-rustls.
+        let handshake = RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        ));
+        let message = sentinels.lookup_error(handshake).to_string();
+        assert!(
+            message.contains("cannot reach the master \"mymaster\" through the sentinels")
+                && message.contains("TLS handshake")
+                && message.contains("redis.tls.ca_file"),
+            "{message}"
+        );
     }
 }
