@@ -39,15 +39,14 @@
 //!   [`Error::StoreFull`]; reads, removals and logouts keep working.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
 
 use futures::future::BoxFuture;
-use redis::{RedisError, Value};
+use redis::Value;
 
 use crate::actor::message::{Command, Reply};
 use crate::backend::{Backend, BatchReplies};
 use crate::config::{RedisConfig, Topology};
-use crate::error::{Error, StoreError};
+use crate::error::Error;
 use crate::stats::Stats;
 
 mod client;
@@ -60,8 +59,7 @@ mod sentinel;
 
 pub(crate) use cluster::slot as cluster_slot;
 use cluster::Cluster;
-use connections::{Connections, TrackedConnection};
-use errors::{redis_error, store_refusal};
+use connections::{Connections, PipelineFailure as Failure};
 use plan::{replay_safe, Plan};
 use scripts::{is_noscript, Scripts};
 
@@ -208,30 +206,18 @@ impl RedisBackend {
     ) -> Result<Vec<Value>, Failure> {
         let mut conn = connections.live().await.map_err(Failure::Failed)?;
         let pipe = plan.pipeline(&self.scripts);
-        let mut replies = query(connections, &mut conn, &pipe, stats).await?;
+        stats.round_trips.fetch_add(1, Relaxed);
+        let mut replies = connections.send(&mut conn, &pipe, plan.len()).await?;
         if replies.iter().any(is_noscript) {
             // NOSCRIPT: no script ran, and what did run is safe to repeat (see the module doc).
             let mut load = redis::pipe();
             Scripts::load(&mut load);
-            query(connections, &mut conn, &load, stats).await?;
-            replies = query(connections, &mut conn, &pipe, stats).await?;
+            stats.round_trips.fetch_add(2, Relaxed);
+            connections
+                .send(&mut conn, &load, Scripts::LOAD_COMMANDS)
+                .await?;
+            replies = connections.send(&mut conn, &pipe, plan.len()).await?;
         }
-        if replies.len() != plan.len() {
-            conn.broken = true;
-            return Err(Failure::Failed(Error::unavailable(StoreError::new(
-                "pipeline answered with the wrong number of replies",
-            ))));
-        }
-        // Refusals that concern the connection, not a command (NOAUTH after a password was
-        // set live, LOADING after a restart, ...): the store is unavailable for the batch.
-        if let Some(refusal) = replies.iter().find_map(|v| match v {
-            Value::ServerError(e) => store_refusal(&RedisError::from(e.clone())),
-            _ => None,
-        }) {
-            conn.broken = true;
-            return Err(Failure::Failed(refusal));
-        }
-        conn.alive_at = Instant::now();
         Ok(replies)
     }
 
@@ -273,44 +259,6 @@ impl RedisBackend {
             .map(|answer| answer.unwrap_or_else(|| Err(lost.clone())))
             .collect())
     }
-}
-
-/// Sends one pipeline on a connection of `connections`.
-async fn query(
-    connections: &Connections,
-    conn: &mut TrackedConnection,
-    pipe: &redis::Pipeline,
-    stats: &Stats,
-) -> Result<Vec<Value>, Failure> {
-    stats.round_trips.fetch_add(1, Relaxed);
-    match pipe.query_async::<Value>(&mut conn.conn).await {
-        Ok(Value::Array(items)) => Ok(items),
-        Ok(other) => {
-            conn.broken = true;
-            Err(Failure::Failed(Error::unavailable(StoreError::new(
-                format!("unexpected pipeline reply {other:?}"),
-            ))))
-        }
-        Err(e) => {
-            conn.broken = true;
-            if e.is_connection_dropped() {
-                connections.lost();
-                Err(Failure::Lost(redis_error(e)))
-            } else {
-                Err(Failure::Failed(redis_error(e)))
-            }
-        }
-    }
-}
-
-/// How a batch failed as a whole.
-enum Failure {
-    /// The connection died before the replies came: some commands may have run, and those
-    /// that may run twice can be sent again.
-    Lost(Error),
-    /// Anything else: no live connection, a response timeout, a garbled reply, Redis refusing
-    /// us. Every command fails with the error.
-    Failed(Error),
 }
 
 impl Backend for RedisBackend {

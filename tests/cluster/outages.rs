@@ -209,13 +209,7 @@ async fn one_seed_url_with_a_password_reaches_every_primary_and_no_error_shows_i
 
     // Only one node is named; the others are found through it and need the password too.
     let url = format!("redis://:cl-s3cret@127.0.0.1:{seed}");
-    let backend = RedisBackend::connect(RedisConfig::cluster([url]))
-        .await
-        .expect("valid");
-    backend
-        .check()
-        .await
-        .expect("every primary accepts the password");
+    let backend = app::checked_backend(RedisConfig::cluster([url])).await;
     let c = testing::start(&SessionEngine::new(backend));
     create_sessions(&c, &keys).await;
     for key in &keys {

@@ -36,13 +36,7 @@ async fn a_tls_only_cluster_known_by_one_seed_passes_the_check_and_serves_sessio
     let ports: BTreeSet<u16> = cluster.ports().into_iter().collect();
     assert_eq!(primaries, ports, "CLUSTER SLOTS names the TLS ports");
 
-    let backend = RedisBackend::connect(one_seed(&cluster))
-        .await
-        .expect("a valid cluster config");
-    backend
-        .check()
-        .await
-        .unwrap_or_else(|e| panic!("the startup check failed: {e}"));
+    let backend = checked_backend(one_seed(&cluster)).await;
     let engine = SessionEngine::new(backend);
     login_flow(engine.clone(), &cluster).await;
 
@@ -127,12 +121,6 @@ async fn a_tls_cluster_that_announces_host_names_is_reached_by_those_names() {
         );
     }
 
-    let backend = RedisBackend::connect(one_seed(&cluster))
-        .await
-        .expect("a valid cluster config");
-    backend
-        .check()
-        .await
-        .unwrap_or_else(|e| panic!("the startup check failed: {e}"));
+    let backend = checked_backend(one_seed(&cluster)).await;
     login_flow(SessionEngine::new(backend), &cluster).await;
 }

@@ -8,6 +8,7 @@ use std::process::Command;
 use circumflex_session::testing::{self, Reply};
 use circumflex_session::{RedisBackend, RedisConfig, SessionEngine};
 
+use crate::support::app::checked_backend;
 use crate::support::engine::*;
 use crate::support::redis_sentinel::*;
 use crate::support::unused_port;
@@ -18,10 +19,7 @@ async fn sessions_live_on_the_master_the_sentinels_name_with_the_apps_user_and_d
     let master = group
         .named_master_port()
         .expect("the sentinels name a master");
-    let backend = RedisBackend::connect(group.config().db(3))
-        .await
-        .expect("a valid sentinel config");
-    backend.check().await.expect("check through the sentinels");
+    let backend = checked_backend(group.config().db(3)).await;
     let c = testing::start(&SessionEngine::new(backend));
 
     let s = key("through-sentinel");
@@ -68,8 +66,7 @@ async fn redis_sentinel_child() {
         .password(APP_PASSWORD);
     config.apply_env().expect("REDIS_SENTINEL parses");
     assert_eq!(config.url, None, "REDIS_SENTINEL replaces redis.url");
-    let backend = RedisBackend::connect(config).await.expect("connect");
-    backend.check().await.expect("check through the sentinels");
+    let backend = checked_backend(config).await;
     let c = testing::start(&SessionEngine::new(backend));
     let s = key("from-the-environment");
     assert_eq!(

@@ -86,12 +86,12 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::join_all;
 use redis::Value;
 
-use super::errors::{redis_error, store_refusal};
+use super::connections::PipelineFailure;
 use super::plan::Plan;
 use super::scripts::Scripts;
 use crate::actor::message::Command;
@@ -189,6 +189,19 @@ enum Failure {
     Failed(Error),
 }
 
+/// What every round of one batch reads: the plan and each step's slot.
+struct Round<'p, 'a> {
+    plan: &'p Plan<'a>,
+    slots: &'p [u16],
+    stats: &'p Stats,
+}
+
+/// What the batch's steps answered so far: a reply, or an error that fails the step.
+struct Answers {
+    values: Vec<Value>,
+    failed: HashMap<usize, Error>,
+}
+
 /// What one round left to do.
 #[derive(Default)]
 struct Next {
@@ -260,8 +273,15 @@ impl Cluster {
         let slots: Vec<u16> = (0..plan.len())
             .map(|step| slot(plan.key(step).as_bytes()))
             .collect();
-        let mut values = vec![Value::Nil; plan.len()];
-        let mut failed: HashMap<usize, Error> = HashMap::new();
+        let round = Round {
+            plan: &plan,
+            slots: &slots,
+            stats,
+        };
+        let mut answers = Answers {
+            values: vec![Value::Nil; plan.len()],
+            failed: HashMap::new(),
+        };
         let mut next = Next {
             pending: (0..plan.len()).map(Pending::new).collect(),
             ..Next::default()
@@ -280,8 +300,11 @@ impl Cluster {
             if let Some(pause) = next.pause {
                 tokio::time::sleep(pause).await;
             }
-            let (mut parts, unplaced) =
-                self.place(std::mem::take(&mut next.pending), &slots, &mut failed);
+            let (mut parts, unplaced) = self.place(
+                std::mem::take(&mut next.pending),
+                &slots,
+                &mut answers.failed,
+            );
             let mut resent = 0;
             for (pending, _) in parts.iter_mut().flat_map(|p| p.steps.iter_mut()) {
                 resent += u64::from(pending.sent);
@@ -296,16 +319,7 @@ impl Cluster {
                 ..Next::default()
             };
             for (part, outcome) in parts.into_iter().zip(outcomes) {
-                self.settle(
-                    part,
-                    outcome,
-                    &plan,
-                    &slots,
-                    &mut values,
-                    &mut failed,
-                    &mut next,
-                    stats,
-                );
+                self.settle(part, outcome, &round, &mut answers, &mut next);
             }
         }
         if next.refresh_soon {
@@ -320,9 +334,9 @@ impl Cluster {
                     "hash slot {slot} still redirected after {MAX_ROUNDS} attempts"
                 ))),
             };
-            failed.insert(pending.step, error);
+            answers.failed.insert(pending.step, error);
         }
-        Ok(plan.answer_with(batch, values, &failed))
+        Ok(plan.answer_with(batch, answers.values, &answers.failed))
     }
 
     /// Groups the steps by the node they go to, each group in batch order. A step whose slot
@@ -380,18 +394,16 @@ impl Cluster {
     }
 
     /// Records what one node's pipeline answered, and what must be sent again.
-    #[allow(clippy::too_many_arguments)]
     fn settle(
         &self,
         part: Part,
         outcome: Result<Vec<Value>, Failure>,
-        plan: &Plan<'_>,
-        slots: &[u16],
-        values: &mut [Value],
-        failed: &mut HashMap<usize, Error>,
+        round: &Round<'_, '_>,
+        answers: &mut Answers,
         next: &mut Next,
-        stats: &Stats,
     ) {
+        let Round { plan, slots, stats } = *round;
+        let Answers { values, failed } = answers;
         let replies = match outcome {
             Ok(replies) => replies,
             Err(Failure::NotSent(error)) => {
@@ -457,12 +469,7 @@ impl Cluster {
                 Verdict::Moved { slot, host, port } => {
                     next.refresh_soon = true;
                     stats.redirects.fetch_add(1, Relaxed);
-                    let host = if host.is_empty() {
-                        part.node.host()
-                    } else {
-                        &host
-                    };
-                    match self.topology.moved(slot, host, port) {
+                    match self.topology.moved(slot, part.node.or_self(&host), port) {
                         Ok(node) => pending.to(Target::Node(node, false)),
                         Err(error) => {
                             failed.insert(step, error);
@@ -472,12 +479,7 @@ impl Cluster {
                 }
                 Verdict::Ask { host, port } => {
                     stats.redirects.fetch_add(1, Relaxed);
-                    let host = if host.is_empty() {
-                        part.node.host()
-                    } else {
-                        &host
-                    };
-                    match self.topology.node(host, port) {
+                    match self.topology.node(part.node.or_self(&host), port) {
                         Ok(node) => pending.to(Target::Node(node, true)),
                         Err(error) => {
                             failed.insert(step, error);
@@ -547,30 +549,14 @@ async fn send(part: &Part, plan: &Plan<'_>, scripts: &Scripts) -> Result<Vec<Val
         plan.encode(pending.step, &mut pipe, scripts);
         expected += 1;
     }
-    let replies = match pipe.query_async::<Value>(&mut conn.conn).await {
-        Ok(Value::Array(replies)) if replies.len() == expected => replies,
-        Ok(other) => {
-            conn.broken = true;
-            let what = match other {
-                Value::Array(replies) => {
-                    format!("{} replies to {expected} commands", replies.len())
-                }
-                other => format!("{other:?}"),
-            };
-            return Err(Failure::Failed(node.error(Error::unavailable(
-                StoreError::new(format!("unexpected pipeline reply: {what}")),
-            ))));
-        }
-        Err(e) => {
-            conn.broken = true;
-            return Err(if e.is_connection_dropped() {
-                node.connections.lost();
-                Failure::Lost(node.error(redis_error(e)))
-            } else {
-                Failure::Failed(node.error(redis_error(e)))
-            });
-        }
-    };
+    let replies = node
+        .connections
+        .send(&mut conn, &pipe, expected)
+        .await
+        .map_err(|failure| match failure {
+            PipelineFailure::Lost(e) => Failure::Lost(node.error(e)),
+            PipelineFailure::Failed(e) => Failure::Failed(node.error(e)),
+        })?;
     let mut replies = replies.into_iter();
     if part.load {
         replies.by_ref().take(Scripts::LOAD_COMMANDS).for_each(drop);
@@ -582,15 +568,5 @@ async fn send(part: &Part, plan: &Plan<'_>, scripts: &Scripts) -> Result<Vec<Val
         }
         out.push(replies.next().unwrap_or(Value::Nil));
     }
-    // Refusals that concern the connection, not a command (NOAUTH after a password change,
-    // LOADING after a restart, ...): the node is unavailable for this pipeline.
-    if let Some(refusal) = out.iter().find_map(|v| match v {
-        Value::ServerError(e) => store_refusal(&redis::RedisError::from(e.clone())),
-        _ => None,
-    }) {
-        conn.broken = true;
-        return Err(Failure::Failed(node.error(refusal)));
-    }
-    conn.alive_at = Instant::now();
     Ok(out)
 }

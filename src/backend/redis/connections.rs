@@ -17,6 +17,11 @@
 //! timeout) makes every other one suspect; and a suspect connection must answer `ROLE` as a
 //! master rather than just `PING`, so neither writes nor reads stay on a server that has become
 //! a replica.
+//!
+//! Why this file is long: it is one job, deciding which connection may carry a pipeline and
+//! what a failed pipeline says about the others, for a server and for a master behind
+//! Sentinel alike; the one `send` that every topology's pipelines go through is here so that
+//! a connection is marked broken, suspect or alive in one place.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -292,19 +297,10 @@ impl Connections {
         pipe.cmd("EVALSHA").arg(invalidate_sha).arg(1).arg(key);
         pipe.cmd("HMGET").arg(key).arg("\0created");
         pipe.cmd("PEXPIRE").arg(key).arg(1);
-        let replies = match pipe.query_async::<Value>(&mut conn.conn).await {
-            Ok(Value::Array(replies)) => replies,
-            Ok(other) => {
-                conn.broken = true;
-                return Err(Error::unavailable(StoreError::new(format!(
-                    "unexpected reply to the check {other:?}"
-                ))));
-            }
-            Err(e) => {
-                conn.broken = true;
-                return Err(redis_error(e));
-            }
-        };
+        let replies = self
+            .send(&mut conn, &pipe, 4)
+            .await
+            .map_err(|(PipelineFailure::Lost(e) | PipelineFailure::Failed(e))| e)?;
         for reply in replies {
             if let Value::ServerError(e) = reply {
                 if e.code() != "NOSCRIPT" {
@@ -312,8 +308,54 @@ impl Connections {
                 }
             }
         }
-        conn.alive_at = Instant::now();
         Ok(())
+    }
+
+    /// Sends a pipeline of `expected` commands (errors kept in their slots) on a connection of
+    /// this pool. The connection is marked broken if the pipeline fails as a whole, and if it
+    /// died with the pipeline in flight, every other connection becomes suspect. A reply that
+    /// refuses us as a client rather than one command (`NOAUTH`, `LOADING`, `READONLY`, ...:
+    /// see [`store_refusal`]) fails the whole pipeline, and the connection is replaced so that
+    /// a corrected password or a finished load is picked up at once.
+    pub(super) async fn send(
+        &self,
+        conn: &mut TrackedConnection,
+        pipe: &redis::Pipeline,
+        expected: usize,
+    ) -> Result<Vec<Value>, PipelineFailure> {
+        let replies = match pipe.query_async::<Value>(&mut conn.conn).await {
+            Ok(Value::Array(replies)) if replies.len() == expected => replies,
+            Ok(other) => {
+                conn.broken = true;
+                let what = match other {
+                    Value::Array(replies) => {
+                        format!("{} replies to {expected} commands", replies.len())
+                    }
+                    other => format!("{other:?}"),
+                };
+                return Err(PipelineFailure::Failed(Error::unavailable(
+                    StoreError::new(format!("unexpected pipeline reply: {what}")),
+                )));
+            }
+            Err(e) => {
+                conn.broken = true;
+                return Err(if e.is_connection_dropped() {
+                    self.lost();
+                    PipelineFailure::Lost(redis_error(e))
+                } else {
+                    PipelineFailure::Failed(redis_error(e))
+                });
+            }
+        };
+        if let Some(refusal) = replies.iter().find_map(|v| match v {
+            Value::ServerError(e) => store_refusal(&RedisError::from(e.clone())),
+            _ => None,
+        }) {
+            conn.broken = true;
+            return Err(PipelineFailure::Failed(refusal));
+        }
+        conn.alive_at = Instant::now();
+        Ok(replies)
     }
 
     /// A connection that is alive as far as can be known without sending the batch: one that
@@ -397,6 +439,16 @@ fn is_tls(client: &redis::Client) -> bool {
         client.get_connection_info().addr(),
         redis::ConnectionAddr::TcpTls { .. }
     )
+}
+
+/// How a pipeline failed as a whole.
+pub(super) enum PipelineFailure {
+    /// The connection died before the replies came: some commands may have run, and those
+    /// that may run twice can be sent again.
+    Lost(Error),
+    /// Anything else: a response timeout, a garbled reply, Redis refusing us. Every command
+    /// of the pipeline fails with the error.
+    Failed(Error),
 }
 
 /// Why a pooled connection was not used, and whether another one may do.

@@ -51,9 +51,14 @@ pub(super) struct Node {
 }
 
 impl Node {
-    /// The host of the node, for a redirect that names only a port.
-    pub(super) fn host(&self) -> &str {
-        &self.host
+    /// The host a redirect names, or this node's when it names only a port (`MOVED 3999 :6381`:
+    /// the node that answered, on another port).
+    pub(super) fn or_self<'a>(&'a self, host: &'a str) -> &'a str {
+        if host.is_empty() {
+            &self.host
+        } else {
+            host
+        }
     }
 
     fn is(&self, host: &str, port: u16) -> bool {
