@@ -25,7 +25,7 @@ trap "rm -rf '$WORK'" EXIT
 redis_start 0 "$WORK/redis.log" || { echo "guard_cost.sh: redis did not start" >&2; exit 1; }
 PORT=$REDIS_PORT
 
-SHA=$(redis-cli -p "$PORT" script load "$(cat "$ROOT/src/backend/lua/write.lua")")
+SHA=$(redis-cli -p "$PORT" script load "$(cat "$ROOT/src/backend/lua/index.lua" "$ROOT/src/backend/lua/write.lua")")
 BASE_SHA=none
 if [ -n "${BASELINE:-}" ]; then
     BASE_SCRIPT=$(git -C "$ROOT" show "$BASELINE:src/backend/redis.rs" |

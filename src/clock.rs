@@ -18,13 +18,18 @@ pub(crate) fn now() -> Instant {
 /// Current Unix time in seconds: the wall clock, plus however far a paused Tokio clock has been
 /// advanced past the real time.
 pub(crate) fn unix_secs() -> u64 {
+    unix_millis() / 1000
+}
+
+/// [`unix_secs`] in milliseconds.
+pub(crate) fn unix_millis() -> u64 {
     let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
     // Unpaused, Tokio's clock is read first and so is never ahead: no offset.
     let ahead = Instant::now()
         .checked_duration_since(Instant::from_std(std::time::Instant::now()))
-        .map_or(0.0, |d| d.as_secs_f64());
-    (wall + ahead) as u64
+        .map_or(0, |d| d.as_millis() as u64);
+    wall + ahead
 }

@@ -175,7 +175,8 @@ impl CookieCodec {
             .next()
             .cloned()
             .unwrap_or_else(|| Cookie::new(self.config.name.clone(), ""));
-        if self.config.lifecycle == CookieLifecycle::Persistent {
+        // A session with its own time to idle (remember-me) outlives the browser session.
+        if self.config.lifecycle == CookieLifecycle::Persistent || ticket.tti.is_some() {
             if let Some(max_age) = max_age {
                 cookie.set_max_age(max_age);
             }

@@ -4,11 +4,14 @@ use std::sync::Arc;
 
 use actix::Actor;
 
+use crate::actor::message::{Command, Reply};
 use crate::actor::{Handle, SessionActor};
 use crate::backend::Backend;
 use crate::config::ActorConfig;
 use crate::error::Error;
+use crate::events::{Events, SessionEvent};
 use crate::stats::{Stats, StatsSnapshot};
+use crate::users::{SessionInfo, UserIndex};
 
 /// A session store with its batching settings and counters. Cheap to clone; clones share
 /// everything.
@@ -44,6 +47,7 @@ struct Inner {
     backend: Arc<dyn Backend>,
     stats: Arc<Stats>,
     config: ActorConfig,
+    events: Events,
 }
 
 impl std::fmt::Debug for SessionEngine {
@@ -95,8 +99,122 @@ impl SessionEngine {
                 backend: Arc::new(backend),
                 stats: Arc::new(Stats::default()),
                 config,
+                events: Events::default(),
             }),
         }
+    }
+
+    /// Calls `listener` for every session event of this engine: created, renewed, bound,
+    /// invalidated, revoked, and a cookie that pointed at a session that is gone. Events come
+    /// from this process only (no keyspace notifications, which managed Redis services often
+    /// forbid), in order, on a thread of their own: a slow listener delays only later events,
+    /// and past 4096 waiting events new ones are dropped and counted; a listener that panics
+    /// is logged and called again for the next event. No request waits for a listener.
+    /// Replaces any listener set before; call it before cloning the engine into workers.
+    ///
+    /// ```
+    /// use circumflex_session::{MemoryBackend, SessionEngine, SessionEventKind};
+    /// let engine = SessionEngine::new(MemoryBackend::new()).on_event(|event| {
+    ///     if event.kind == SessionEventKind::Revoked {
+    ///         println!("session of {:?} revoked", event.user_id);
+    ///     }
+    /// });
+    /// # let _ = engine;
+    /// ```
+    #[must_use]
+    pub fn on_event(self, listener: impl Fn(&SessionEvent) + Send + Sync + 'static) -> Self {
+        let Inner {
+            backend,
+            stats,
+            config,
+            ..
+        } = &*self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                backend: backend.clone(),
+                stats: stats.clone(),
+                config: config.clone(),
+                events: Events::new(Arc::new(listener)),
+            }),
+        }
+    }
+
+    /// The engine's lifecycle hooks, for the sessions of its workers.
+    pub(crate) fn events(&self) -> Events {
+        self.inner.events.clone()
+    }
+
+    /// Runs one command on the backend directly, within the deadline: for admin calls, which
+    /// must work outside actix-web (a CLI, a job) and are too rare to batch.
+    async fn run(&self, command: Command) -> Result<Reply, Error> {
+        let Inner {
+            backend,
+            stats,
+            config,
+            ..
+        } = &*self.inner;
+        let batch = std::slice::from_ref(&command);
+        let replies = tokio::time::timeout(config.deadline(), backend.execute(batch, stats))
+            .await
+            .map_err(|_| Error::Timeout(config.deadline()))??;
+        replies
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Err(Error::Server("no reply".to_owned())))
+    }
+
+    /// The live sessions of a user (bound with
+    /// [`AsyncSession::bind_user`](crate::AsyncSession::bind_user)), most recently used first,
+    /// at most 1000. Works from any Tokio context: a handler, a CLI, an admin job.
+    ///
+    /// ```
+    /// use circumflex_session::{MemoryBackend, SessionEngine};
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let engine = SessionEngine::new(MemoryBackend::new());
+    /// assert!(engine.sessions_of("ann").await.unwrap().is_empty());
+    /// # });
+    /// ```
+    ///
+    /// Redis: one `EVALSHA` of the listing script on the user's index (`ZRANGEBYSCORE`, an
+    /// `HMGET` per session, pruning what expired).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty user id or one over 256 bytes, and the store's
+    /// errors.
+    pub async fn sessions_of(&self, user_id: &str) -> Result<Vec<SessionInfo>, Error> {
+        let index = UserIndex::new(self.key_prefix(), user_id)?;
+        index.infos(self.run(index.list()).await?)
+    }
+
+    /// Revokes one session of a user: it is deleted and its next request has no session.
+    /// Answers whether it was there; an id that is not one of the user's sessions is left
+    /// alone (`false`).
+    ///
+    /// Redis: one `EVALSHA` of the revoke script (`HGET`, `UNLINK`, `ZREM`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad user id or a string that is not a session id, and
+    /// the store's errors.
+    pub async fn revoke(&self, user_id: &str, session_id: &str) -> Result<bool, Error> {
+        let index = UserIndex::new(self.key_prefix(), user_id)?;
+        index
+            .revoke(session_id, |c| self.run(c), &self.inner.events)
+            .await
+    }
+
+    /// Revokes every session of a user, except `except` (a session id, for example the
+    /// caller's own). Answers how many were revoked.
+    ///
+    /// Redis: the revoke script, each call deleting at most 256 sessions (`UNLINK` and `ZREM`
+    /// each), called again while some are left, so that Redis serves others in between.
+    ///
+    /// # Errors
+    /// As [`revoke`](Self::revoke).
+    pub async fn revoke_all(&self, user_id: &str, except: Option<&str>) -> Result<u64, Error> {
+        let index = UserIndex::new(self.key_prefix(), user_id)?;
+        index
+            .revoke_all(except, |c| self.run(c), &self.inner.events)
+            .await
     }
 
     /// A copy of the counters of every actor of this engine.
@@ -116,6 +234,7 @@ impl SessionEngine {
             backend,
             stats,
             config,
+            ..
         } = &*self.inner;
         let actor = SessionActor::new(
             backend.clone(),

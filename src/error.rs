@@ -95,6 +95,20 @@ pub enum Error {
     /// Invalid configuration.
     #[error("invalid session configuration: {0}")]
     Config(String),
+    /// An argument is out of range: an empty or too long user id or label, a session id that
+    /// is not one, a time to idle outside `session.min_tti_secs..=session.max_tti_secs`.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// [`update`](crate::AsyncSession::update) met a concurrent change of the key on every
+    /// attempt and gave up; nothing was written by the last attempt. A `503`: the client may
+    /// retry.
+    #[error("session key {key:?} kept changing: update gave up after {attempts} attempts")]
+    Conflict {
+        /// The session key.
+        key: String,
+        /// Attempts made.
+        attempts: u32,
+    },
 }
 
 /// Why the store could not be reached or refused to serve us, in words an operator can act on.
@@ -184,6 +198,8 @@ impl Error {
             Error::ActorClosed => "actor_closed",
             Error::MiddlewareMissing => "middleware_missing",
             Error::Config(_) => "config",
+            Error::InvalidArgument(_) => "invalid_argument",
+            Error::Conflict { .. } => "conflict",
         }
     }
 }
@@ -195,6 +211,7 @@ impl ResponseError for Error {
             | Error::Timeout(_)
             | Error::Unavailable(_)
             | Error::StoreFull(_)
+            | Error::Conflict { .. }
             | Error::ActorClosed => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -243,10 +243,14 @@ fn ticket(rng: &mut StdRng) -> Ticket {
         2..=5 => rng.random_range(1_600_000_000..2_000_000_000),
         _ => rng.random(),
     };
+    let renewed = rng.random_bool(0.5);
     Ticket {
         id: Arc::from(id),
         created,
-        renewed: rng.random_bool(0.5),
+        renewed,
+        // A bound session is a logged-in one.
+        bound: renewed && rng.random_bool(0.5),
+        tti: rng.random_bool(0.3).then(|| rng.random_range(1..10_000_000)),
     }
 }
 
@@ -702,27 +706,42 @@ fn the_base64_used_for_forgeries_is_standard_base64() {
 // ---------------------------------------------------------------------------------------------
 
 /// The payload grammar written out again, apart from `Ticket::parse`: 36 lowercase hex
-/// characters, one dot, 1 to 20 decimal digits whose value fits a `u64`, and optionally `.r`
-/// (renewed).
-fn payload_by_spec(payload: &str) -> Option<(String, u64, bool)> {
+/// characters, one dot, 1 to 20 decimal digits whose value fits a `u64`, optionally `.r`
+/// (renewed) or `.u` (bound), and optionally `.t` and 1 to 20 digits of a nonzero `u64` (its
+/// own time to idle).
+fn payload_by_spec(payload: &str) -> Option<Spec> {
     let parts: Vec<&str> = payload.split('.').collect();
-    let (id, created, renewed) = match parts[..] {
-        [id, created] => (id, created, false),
-        [id, created, "r"] => (id, created, true),
+    let (id, created, mark, tti) = match parts[..] {
+        [id, created] => (id, created, "", None),
+        [id, created, mark @ ("r" | "u")] => (id, created, mark, None),
+        [id, created, t] if t.starts_with('t') => (id, created, "", Some(&t[1..])),
+        [id, created, mark @ ("r" | "u"), t] if t.starts_with('t') => {
+            (id, created, mark, Some(&t[1..]))
+        }
         _ => return None,
     };
     let lower_hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
     if id.chars().count() != ID_LEN || !id.chars().all(lower_hex) {
         return None;
     }
-    if created.is_empty() || created.len() > 20 || !created.chars().all(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    let seconds = created.bytes().try_fold(0_u64, |n, d| {
-        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })?;
-    Some((id.to_owned(), seconds, renewed))
+    let number = |digits: &str| {
+        if digits.is_empty() || digits.len() > 20 || !digits.chars().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        digits.bytes().try_fold(0_u64, |n, d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
+    };
+    let seconds = number(created)?;
+    let tti = match tti {
+        Some(digits) => Some(number(digits).filter(|&t| t > 0)?),
+        None => None,
+    };
+    Some((id.to_owned(), seconds, mark != "", mark == "u", tti))
 }
+
+/// What the grammar reads from a payload: id, created, renewed, bound, own time to idle.
+type Spec = (String, u64, bool, bool, Option<u64>);
 
 /// Almost a payload: an id of about the right length with the odd wrong character, a
 /// separator that is usually a dot, seconds with leading zeros, stray signs, or at the edge of
@@ -758,10 +777,15 @@ fn near_miss_payload(rng: &mut StdRng) -> String {
             });
         }
     }
-    // The renewed mark, and near misses of it.
+    // The renewed and bound marks, and near misses of them.
     s.push_str(pick(
         rng,
-        &["", "", "", ".r", ".r", ".R", ".r.r", "r", ".x", ".", ".r\0"],
+        &["", "", "", ".r", ".r", ".u", ".u", ".R", ".r.r", "r", ".x", ".", ".r\0", ".u.r"],
+    ));
+    // The own time to idle, and near misses of it.
+    s.push_str(pick(
+        rng,
+        &["", "", "", ".t60", ".t1", ".t0", ".t", ".T60", "t60", ".t-1", ".t18446744073709551616"],
     ));
     s
 }
@@ -794,7 +818,7 @@ fn payload_parse_agrees_with_its_grammar_and_round_trips() {
         assert_eq!(
             parsed
                 .as_ref()
-                .map(|t| (t.id.to_string(), t.created, t.renewed)),
+                .map(|t| (t.id.to_string(), t.created, t.renewed, t.bound, t.tti)),
             spec,
             "{}: Ticket::parse and the grammar disagree on {payload:?}",
             fuzz.at(i)
@@ -819,8 +843,8 @@ fn payload_parse_agrees_with_its_grammar_and_round_trips() {
         if ticket.encode() == payload {
             fuzz.count_in("accepted", shape);
         } else {
-            // Only the seconds can differ, by leading zeros (the grammar check above pinned
-            // the id and the value): accepted, but not what `encode` would write.
+            // Only the numbers can differ, by leading zeros (the grammar check above pinned
+            // the id and the values): accepted, but not what `encode` would write.
             assert_ne!(shape, "canonical", "{}: {payload:?}", fuzz.at(i));
             fuzz.count_in("accepted_leading_zeros", shape);
         }

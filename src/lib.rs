@@ -85,6 +85,7 @@ mod config;
 mod cookie;
 mod engine;
 mod error;
+mod events;
 #[cfg(test)]
 mod fuzz;
 mod middleware;
@@ -93,6 +94,7 @@ mod stats;
 #[doc(hidden)]
 pub mod testing;
 mod ticket;
+mod users;
 
 pub use backend::{memory::MemoryBackend, redis::RedisBackend, Backend};
 pub use config::{
@@ -101,6 +103,8 @@ pub use config::{
 };
 pub use engine::SessionEngine;
 pub use error::{Error, StoreError};
+pub use events::{SessionEvent, SessionEventKind};
 pub use middleware::{SessionMiddleware, SessionMiddlewareBuilder};
 pub use session::{AsyncSession, MAX_KEY_BYTES};
 pub use stats::StatsSnapshot;
+pub use users::SessionInfo;

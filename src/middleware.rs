@@ -254,6 +254,22 @@ impl SessionMiddlewareBuilder {
         self
     }
 
+    /// Most sessions one user may have at once: [`bind_user`](crate::AsyncSession::bind_user)
+    /// past it revokes the user's oldest sessions (first bound first), atomically with the
+    /// bind. `max_sessions_per_user(1)` is "one session per user". Default: no cap. At least 1.
+    pub fn max_sessions_per_user(mut self, max: u32) -> Self {
+        self.session.max_sessions_per_user = Some(max);
+        self
+    }
+
+    /// The times to idle [`set_tti`](crate::AsyncSession::set_tti) accepts (remember-me).
+    /// Default 1 minute to 30 days. Whole seconds; `min` at least one and at most `max`.
+    pub fn tti_bounds(mut self, min: Duration, max: Duration) -> Self {
+        self.session.min_tti_secs = min.as_secs();
+        self.session.max_tti_secs = max.as_secs();
+        self
+    }
+
     /// Builds the middleware.
     ///
     /// ```
@@ -311,6 +327,7 @@ where
                 },
                 refreshes: RefreshLimiter::new(&self.session),
                 verified: VerifiedCookies::new(),
+                events: self.engine.events(),
             }),
         }))
     }

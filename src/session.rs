@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+
 
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpMessage, HttpRequest};
@@ -19,14 +19,17 @@ use serde::Serialize;
 use crate::actor::message::{Command, Op, Reply, WriteMode};
 use crate::cookie::CookieUpdate;
 use crate::error::Error;
+use crate::events::SessionEventKind;
 
+mod cas;
+mod login;
 mod policy;
 mod state;
 pub(crate) mod values;
 mod worker;
 
 pub(crate) use policy::{Policy, RefreshLimiter};
-use state::{Purpose, Renewal, State};
+use state::{Purpose, Renewal, State, Target};
 pub(crate) use worker::{Binding, Bound};
 
 pub use values::MAX_KEY_BYTES;
@@ -127,24 +130,46 @@ impl AsyncSession {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn call(&self, key: Arc<str>, op: Op, refresh: Option<Duration>) -> Result<Reply, Error> {
+    async fn call(&self, target: &Target, op: Op) -> Result<Reply, Error> {
         let command = Command {
-            key,
+            key: target.key.clone(),
             op,
-            refresh,
+            refresh: target.refresh,
             limits: self.inner.binding.policy.session.limits(),
+            bound: target.bound,
         };
         self.inner.binding.handle.call(command).await
     }
 
+    /// Sends a command that is not about this request's session (a user's index).
+    async fn call_other(&self, key: Arc<str>, op: Op) -> Result<Reply, Error> {
+        let target = Target {
+            key,
+            refresh: None,
+            bound: false,
+        };
+        self.call(&target, op).await
+    }
+
+    /// The session behind `key` is gone: forget it, and tell the hooks if a cookie had
+    /// pointed at it.
+    fn forget(&self, key: &Arc<str>) {
+        if let Some(id) = self.lock().forget(key) {
+            self.inner
+                .binding
+                .events
+                .emit(SessionEventKind::Gone, &id, None);
+        }
+    }
+
     /// Runs a read; `None` when there is no session (no store traffic at all then).
     async fn read(&self, op: Op) -> Result<Option<Reply>, Error> {
-        let Some((key, refresh)) = self.lock().target(&self.inner.binding, Purpose::Read) else {
+        let Some(target) = self.lock().target(&self.inner.binding, Purpose::Read) else {
             return Ok(None);
         };
-        let reply = self.call(key.clone(), op, refresh).await?;
+        let reply = self.call(&target, op).await?;
         if reply == Reply::Gone {
-            self.lock().forget(&key);
+            self.forget(&target.key);
             return Ok(None);
         }
         Ok(Some(reply))
@@ -158,10 +183,17 @@ impl AsyncSession {
             let Some(write) = self.lock().begin_write(&self.inner.binding) else {
                 continue;
             };
-            let key = write.key.clone();
-            match self.call(key.clone(), op(write.mode), write.refresh).await {
-                Ok(Reply::Gone) => self.lock().forget(&key),
-                Ok(reply) => return Ok(reply),
+            match self.call(&write.target, op(write.mode)).await {
+                Ok(Reply::Gone) => self.forget(&write.target.key),
+                Ok(reply) => {
+                    if let Some(id) = &write.created {
+                        self.inner
+                            .binding
+                            .events
+                            .emit(SessionEventKind::Created, id, None);
+                    }
+                    return Ok(reply);
+                }
                 Err(e) => {
                     self.lock().write_failed(write);
                     return Err(e);
@@ -312,13 +344,13 @@ impl AsyncSession {
         if fields.is_empty() {
             return Ok(0);
         }
-        let Some((key, refresh)) = self.lock().target(&self.inner.binding, Purpose::Write) else {
+        let Some(target) = self.lock().target(&self.inner.binding, Purpose::Write) else {
             return Ok(0);
         };
-        match self.call(key.clone(), Op::Remove(fields), refresh).await? {
+        match self.call(&target, Op::Remove(fields)).await? {
             Reply::Int(n) => Ok(n.max(0) as u64),
             Reply::Gone => {
-                self.lock().forget(&key);
+                self.forget(&target.key);
                 Ok(0)
             }
             other => Err(unexpected(other)),
@@ -375,13 +407,13 @@ impl AsyncSession {
     /// # Errors
     /// The store's errors (see [`AsyncSession`]).
     pub async fn touch(&self) -> Result<bool, Error> {
-        let Some((key, ttl)) = self.lock().target(&self.inner.binding, Purpose::Touch) else {
+        let Some(target) = self.lock().target(&self.inner.binding, Purpose::Touch) else {
             return Ok(false);
         };
-        match self.call(key.clone(), Op::Touch, ttl).await? {
+        match self.call(&target, Op::Touch).await? {
             Reply::Bool(true) => Ok(true),
             Reply::Bool(false) | Reply::Gone => {
-                self.lock().forget(&key);
+                self.forget(&target.key);
                 Ok(false)
             }
             other => Err(unexpected(other)),
@@ -390,16 +422,22 @@ impl AsyncSession {
 
     /// Deletes the session and removes its cookie (same path and domain).
     ///
-    /// Redis: one `EVALSHA` of a one-line `UNLINK` script (none when there is no session);
-    /// never refused for memory, since it frees some.
+    /// Redis: one `EVALSHA` of a short script (`HGET` of the user, `UNLINK`, and for a bound
+    /// session `ZREM` from its user's index; none when there is no session); never refused
+    /// for memory, since it frees some.
     ///
     /// # Errors
     /// The store's errors (see [`AsyncSession`]); the session may then still exist in the store
     /// until its idle timeout.
     pub async fn invalidate(&self) -> Result<(), Error> {
-        let key = self.lock().invalidate(&self.inner.binding);
-        if let Some(key) = key {
-            self.call(key, Op::Invalidate, None).await?;
+        let current = self.lock().invalidate(&self.inner.binding);
+        if let Some((ticket, key)) = current {
+            if self.call_other(key, Op::Invalidate).await? == Reply::Bool(true) {
+                self.inner
+                    .binding
+                    .events
+                    .emit(SessionEventKind::Invalidated, &ticket.id, None);
+            }
         }
         Ok(())
     }
@@ -429,13 +467,23 @@ impl AsyncSession {
             to: to.clone(),
             ttl,
         };
-        match self.call(from.clone(), op, None).await? {
+        match self.call_other(from.clone(), op).await? {
             Reply::Done => {
+                let id = ticket.id.clone();
                 self.lock().renewed(ticket, to, ttl);
+                self.inner
+                    .binding
+                    .events
+                    .emit(SessionEventKind::Renewed, &id, None);
                 Ok(())
             }
             Reply::Gone => {
-                self.lock().renew_found_nothing(&from);
+                if let Some(id) = self.lock().renew_found_nothing(&from) {
+                    self.inner
+                        .binding
+                        .events
+                        .emit(SessionEventKind::Gone, &id, None);
+                }
                 Ok(())
             }
             other => Err(unexpected(other)),

@@ -6,13 +6,15 @@
 //! keeps the tag (and draws 128 new bits), so the old and new keys share a slot and the renew
 //! script stays atomic on a cluster. A new session draws its tag at random, which spreads
 //! sessions evenly over the 16384 slots (each tag value lands on one slot; there are four
-//! tag values per slot). A later per-user index can give a user's sessions the tag of the
-//! user, so that the index and the sessions it lists share a slot.
+//! tag values per slot). A session bound to a user takes the user's tag (16 bits of a hash of
+//! the user id), so that the user's index and every session it lists share a slot.
 //!
-//! The payload is `<id>.<created>` for a session that never logged in and `<id>.<created>.r`
-//! for one that was renewed (logged in): the id in lowercase hex, the creation time in Unix
-//! seconds (for the optional absolute lifetime), and the mark that selects the longer time to
-//! idle. The payload is only ever parsed after its signature (or AEAD tag) verified.
+//! The payload is `<id>.<created>`, then `.r` for a session that was renewed (logged in) or
+//! `.u` for one bound to a user (logged in too), then `.t<secs>` for a session with its own
+//! time to idle (remember-me): the id in lowercase hex, the creation time in Unix seconds (for
+//! the optional absolute lifetime), and the marks that select the time to idle and how a
+//! refresh is sent. The payload is only ever parsed after its signature (or AEAD tag)
+//! verified, so the marks are as trustworthy as the id.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -39,6 +41,11 @@ pub(crate) struct Ticket {
     /// Renewed at least once, which is what a login does: it gets the logged-in time to idle
     /// instead of the anonymous one.
     pub(crate) renewed: bool,
+    /// Bound to a user (implies `renewed`): listed in the user's index, which its refreshes
+    /// keep up to date.
+    pub(crate) bound: bool,
+    /// Its own time to idle in seconds (remember-me), instead of the configured one.
+    pub(crate) tti: Option<u64>,
 }
 
 impl Ticket {
@@ -52,7 +59,21 @@ impl Ticket {
     /// The identity `renew` moves the session to: the same slot tag and creation time, 128
     /// fresh random bits, logged in.
     pub(crate) fn successor(&self) -> Self {
-        Self::with_tag(self.tag(), self.created, true)
+        Ticket {
+            bound: self.bound,
+            tti: self.tti,
+            ..Self::with_tag(self.tag(), self.created, true)
+        }
+    }
+
+    /// The identity `bind_user` moves the session to: the user's slot tag, the old creation
+    /// time and time to idle, 128 fresh random bits, bound.
+    pub(crate) fn for_user(user: &str, created: u64, tti: Option<u64>) -> Self {
+        Ticket {
+            bound: true,
+            tti,
+            ..Self::with_tag(&user_tag(user), created, true)
+        }
     }
 
     /// The slot tag: the part of the id that Redis Cluster hashes.
@@ -78,36 +99,63 @@ impl Ticket {
             id: Arc::from(id),
             created,
             renewed,
+            bound: false,
+            tti: None,
         }
     }
 
     pub(crate) fn encode(&self) -> String {
-        let mark = if self.renewed { ".r" } else { "" };
-        format!("{}.{}{mark}", self.id, self.created)
+        let mark = match (self.bound, self.renewed) {
+            (true, _) => ".u",
+            (false, true) => ".r",
+            (false, false) => "",
+        };
+        let mut payload = format!("{}.{}{mark}", self.id, self.created);
+        if let Some(tti) = self.tti {
+            // Writing to a String cannot fail.
+            let _ = write!(payload, ".t{tti}");
+        }
+        payload
     }
 
     /// Strict parse of a verified payload: exactly 36 lowercase hex, a dot, decimal seconds,
-    /// and optionally `.r`.
+    /// optionally `.r` or `.u`, and optionally `.t` and decimal seconds.
     pub(crate) fn parse(payload: &str) -> Option<Self> {
-        let (payload, renewed) = match payload.strip_suffix(".r") {
-            Some(rest) => (rest, true),
-            None => (payload, false),
+        let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+        let (payload, tti) = match payload.rsplit_once(".t") {
+            Some((rest, secs)) if digits(secs) => (rest, Some(secs.parse().ok()?)),
+            _ => (payload, None),
+        };
+        let (payload, renewed, bound) = if let Some(rest) = payload.strip_suffix(".r") {
+            (rest, true, false)
+        } else if let Some(rest) = payload.strip_suffix(".u") {
+            (rest, true, true)
+        } else {
+            (payload, false, false)
         };
         let (id, created) = payload.split_once('.')?;
         let hex_ok =
             id.len() == ID_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        let digits_ok = !created.is_empty()
-            && created.len() <= 20
-            && created.bytes().all(|b| b.is_ascii_digit());
-        if !hex_ok || !digits_ok {
+        if !hex_ok || !digits(created) || tti == Some(0) {
             return None;
         }
         Some(Ticket {
             id: Arc::from(id),
             created: created.parse().ok()?,
             renewed,
+            bound,
+            tti,
         })
     }
+}
+
+/// The slot tag of a user's sessions and index: 16 bits of CRC16 of the user id (the hash
+/// Redis Cluster uses; any spread would do, this one is already a dependency).
+pub(crate) fn user_tag(user: &str) -> String {
+    format!(
+        "{:04x}",
+        crc16::State::<crc16::XMODEM>::calculate(user.as_bytes())
+    )
 }
 
 #[cfg(test)]
@@ -158,5 +206,36 @@ mod tests {
         assert!(Ticket::parse(&format!("{id}.17.x")).is_none());
         assert!(Ticket::parse(&format!("{id}.17.r.r")).is_none());
         assert!(Ticket::parse(&format!("{id}.r")).is_none());
+        assert!(Ticket::parse(&format!("{id}.17.u.r")).is_none());
+        assert!(Ticket::parse(&format!("{id}.17.t0")).is_none());
+        assert!(Ticket::parse(&format!("{id}.17.t")).is_none());
+        assert!(Ticket::parse(&format!("{id}.17.tx")).is_none());
+        assert!(Ticket::parse(&format!("{id}.17.t5.u")).is_none());
+        let bound = Ticket::parse(&format!("{id}.17.u.t5")).expect("bound, remember-me");
+        assert!(bound.bound && bound.renewed);
+        assert_eq!(bound.tti, Some(5));
+    }
+
+    #[test]
+    fn every_kind_of_ticket_round_trips_through_its_payload() {
+        let mut t = Ticket::generate(false);
+        for (renewed, bound, tti) in [(false, false, None), (true, false, Some(9)), (true, true, None), (true, true, Some(86400))] {
+            t.renewed = renewed;
+            t.bound = bound;
+            t.tti = tti;
+            assert_eq!(Ticket::parse(&t.encode()), Some(t.clone()));
+        }
+    }
+
+    #[test]
+    fn a_users_sessions_share_the_users_tag() {
+        let a = Ticket::for_user("ann", 17, None);
+        let b = Ticket::for_user("ann", 18, Some(60));
+        assert_eq!(a.tag(), b.tag());
+        assert_eq!(a.tag(), user_tag("ann"));
+        assert_ne!(a.rest(), b.rest());
+        assert!(a.bound && a.renewed);
+        assert_eq!(a.successor().tag(), a.tag());
+        assert!(a.successor().bound);
     }
 }

@@ -15,6 +15,19 @@ pub(crate) const META_PREFIX: u8 = 0;
 /// Metadata field holding the creation time (Unix seconds). It also keeps the hash alive when
 /// every user key has been removed.
 pub const META_CREATED: &str = "\0created";
+/// Metadata field of a bound session: the user id it is listed under.
+pub const META_USER: &str = "\0user";
+
+/// Hex characters of a session's id after its slot tag: the last part of its key, and its
+/// member in its user's index.
+pub(crate) const MEMBER_LEN: usize = 32;
+
+/// The key of the index of `user`'s sessions, next to a session key of the same tag:
+/// `<prefix>:{<tag>}:u:<user>` (the scripts derive it the same way, see `lua/index.lua`).
+pub(crate) fn index_key(session_key: &str, user: &str) -> String {
+    let base = &session_key[..session_key.len().saturating_sub(MEMBER_LEN)];
+    format!("{base}u:{user}")
+}
 
 /// One operation on one session hash.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +42,10 @@ pub struct Command {
     /// The session's size limits, which a write that grows the session must respect. Reads
     /// ignore them.
     pub limits: Limits,
+    /// The session is bound to a user: a refresh must move its expiry in the user's index
+    /// too, so a read's refresh runs the touch script instead of a plain `PEXPIRE`. (Writes
+    /// find out in their script, whatever this says.)
+    pub bound: bool,
 }
 
 /// How large one session may grow: user keys, and bytes of user keys plus their values.
@@ -113,6 +130,82 @@ pub enum Op {
         /// TTL of the new hash.
         ttl: Duration,
     },
+    /// Set a field only if it holds `expected` (`None`: only if absent), in the write script;
+    /// replies `Bool(true)` when set, else `Values` with the one value the field held.
+    CompareAndSet(WriteMode, String, Option<Vec<u8>>, Vec<u8>),
+    /// Store the session's own time to idle (remember-me) and push its TTL to `ttl`, in the
+    /// write script; replies `Done`.
+    SetTti {
+        /// How a session is created if there is none.
+        mode: WriteMode,
+        /// The time to idle stored with the session.
+        tti: Duration,
+        /// The TTL to give it now.
+        ttl: Duration,
+    },
+    /// Create the session (a fresh id with the user's tag) bound to `user`, with `entries`
+    /// carried over from the session before login, list it in the user's index and apply the
+    /// per-user cap (bind script). Replies `Revoked` with the ids the cap revoked.
+    Bind(Box<Binding>),
+    /// The user's live sessions; the command's key is the user's index. Replies `Sessions`.
+    SessionsOf {
+        /// The user id.
+        user: Arc<str>,
+        /// Most sessions listed.
+        limit: u32,
+    },
+    /// Revoke one of the user's sessions; the command's key is the user's index. Replies
+    /// `Revoked`.
+    Revoke {
+        /// The user id.
+        user: Arc<str>,
+        /// The session id after its tag ([`MEMBER_LEN`] hex).
+        member: String,
+    },
+    /// Revoke up to `limit` of the user's sessions, all but `keep`; the command's key is the
+    /// user's index. Replies `Revoked`, with how many are left.
+    RevokeAll {
+        /// The user id.
+        user: Arc<str>,
+        /// A session id after its tag to keep (the caller's own).
+        keep: Option<String>,
+        /// Most sessions revoked by this command.
+        limit: u32,
+    },
+}
+
+/// What a bind stores (see [`Op::Bind`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binding {
+    /// The user id.
+    pub user: Arc<str>,
+    /// A label shown by `sessions_of` (for example the user agent); empty for none.
+    pub label: String,
+    /// Creation time stored as metadata (carried over from the session before login).
+    pub created: u64,
+    /// The session's time to idle, stored for `sessions_of`.
+    pub tti: Duration,
+    /// TTL of the new hash.
+    pub ttl: Duration,
+    /// Most sessions the user may have; 0: no cap.
+    pub max_sessions: u32,
+    /// Fields carried over from the session before login.
+    pub entries: Vec<(String, Vec<u8>)>,
+}
+
+/// One of a user's sessions, as the store lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The session id after its tag ([`MEMBER_LEN`] hex).
+    pub member: String,
+    /// When it expires unless used (Unix ms).
+    pub expires_ms: u64,
+    /// When it was created (Unix s).
+    pub created: u64,
+    /// Its time to idle in seconds.
+    pub tti_secs: u64,
+    /// Its label; empty for none.
+    pub label: String,
 }
 
 impl Op {
@@ -120,7 +213,11 @@ impl Op {
     /// other ops.
     pub fn write_mode(&self) -> Option<WriteMode> {
         match self {
-            Op::Set(mode, _) | Op::Incr(mode, ..) | Op::SetIfAbsent(mode, ..) => Some(*mode),
+            Op::Set(mode, _)
+            | Op::Incr(mode, ..)
+            | Op::SetIfAbsent(mode, ..)
+            | Op::CompareAndSet(mode, ..)
+            | Op::SetTti { mode, .. } => Some(*mode),
             Op::Remove(_) => Some(WriteMode::Existing),
             _ => None,
         }
@@ -128,7 +225,10 @@ impl Op {
 
     /// Whether the op changes the session (and so goes through the existence guard).
     pub fn is_write(&self) -> bool {
-        !matches!(self, Op::Get(_) | Op::Entries | Op::Touch)
+        !matches!(
+            self,
+            Op::Get(_) | Op::Entries | Op::Touch | Op::SessionsOf { .. }
+        )
     }
 }
 
@@ -147,6 +247,16 @@ pub enum Reply {
     Done,
     /// The session does not exist (expired or invalidated): nothing was written.
     Gone,
+    /// For `SessionsOf`: the user's live sessions, soonest to expire first.
+    Sessions(Vec<Listed>),
+    /// For `Bind`, `Revoke` and `RevokeAll`: the ids (after the tag) revoked, and how many of
+    /// the user's sessions are left to revoke (`RevokeAll` only).
+    Revoked {
+        /// Ids after their tag.
+        members: Vec<String>,
+        /// Sessions still listed, apart from the one kept.
+        left: u64,
+    },
 }
 
 /// A command and where its reply goes: the tower-buffer shape.

@@ -5,13 +5,16 @@
 //! touched and by a sweep at most once a second. Expiry reads Tokio's clock, so a test that
 //! pauses it (`tokio::time::pause`) moves every session's idle timer with `advance`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use crate::actor::message::{Command, Limits, Op, Reply, WriteMode};
+use crate::actor::message::{
+    index_key, Binding, Command, Limits, Listed, Op, Reply, WriteMode, MEMBER_LEN, META_CREATED,
+    META_USER,
+};
 use crate::backend::{Backend, BatchReplies};
 use crate::clock::{self, Instant};
 use crate::config::DEFAULT_KEY_PREFIX;
@@ -36,6 +39,11 @@ pub struct MemoryBackend {
 #[derive(Debug)]
 struct State {
     sessions: HashMap<Arc<str>, Entry>,
+    /// Each user's index: the keys of the sessions bound to the user. Expiry is not kept here
+    /// but read from the sessions, so it cannot go stale; dead keys are dropped when listed.
+    users: HashMap<String, BTreeSet<Arc<str>>>,
+    /// Orders binds, for the per-user cap.
+    binds: u64,
     last_sweep: Instant,
 }
 
@@ -45,6 +53,41 @@ struct Entry {
     /// Bytes of keys and values, counted exactly as the Redis write script counts them.
     size: u64,
     expires_at: Instant,
+    /// Creation time (Unix s).
+    created: u64,
+    /// The session's own time to idle (s), if set.
+    tti: Option<u64>,
+    /// For a bound session: the user, its label, and when it was bound.
+    user: Option<Bound>,
+}
+
+#[derive(Debug, Clone)]
+struct Bound {
+    user: Arc<str>,
+    label: String,
+    seq: u64,
+}
+
+impl Entry {
+    fn new(created: u64, expires_at: Instant) -> Self {
+        Entry {
+            fields: HashMap::new(),
+            size: 0,
+            expires_at,
+            created,
+            tti: None,
+            user: None,
+        }
+    }
+
+    /// A field's value, metadata included (as `HMGET` sees the hash).
+    fn field(&self, name: &str) -> Option<Vec<u8>> {
+        match name {
+            META_USER => self.user.as_ref().map(|b| b.user.as_bytes().to_vec()),
+            META_CREATED => Some(self.created.to_string().into_bytes()),
+            _ => self.fields.get(name).cloned(),
+        }
+    }
 }
 
 impl Default for MemoryBackend {
@@ -65,6 +108,8 @@ impl MemoryBackend {
             prefix: prefix.into(),
             state: Mutex::new(State {
                 sessions: HashMap::new(),
+                users: HashMap::new(),
+                binds: 0,
                 last_sweep: clock::now(),
             }),
         }
@@ -116,10 +161,7 @@ impl State {
                 Some(entry) => {
                     touch(entry);
                     Ok(Reply::Values(
-                        fields
-                            .iter()
-                            .map(|f| entry.fields.get(f).cloned())
-                            .collect(),
+                        fields.iter().map(|f| entry.field(f)).collect(),
                     ))
                 }
             },
@@ -146,7 +188,7 @@ impl State {
             },
             Op::Invalidate => {
                 let existed = self.live(key, now).is_some();
-                self.sessions.remove(&**key);
+                self.remove(key);
                 Ok(Reply::Bool(existed))
             }
             Op::Renew { to, ttl } => {
@@ -156,12 +198,38 @@ impl State {
                     None => Ok(Reply::Gone),
                     Some(mut entry) => {
                         entry.expires_at = now + *ttl;
+                        if let Some(bound) = &entry.user {
+                            let index = self.users.entry(index_key(key, &bound.user)).or_default();
+                            index.remove(&**key);
+                            index.insert(to.clone());
+                        }
                         self.sessions.insert(to.clone(), entry);
                         Ok(Reply::Done)
                     }
                 }
             }
-            Op::Set(..) | Op::Incr(..) | Op::SetIfAbsent(..) | Op::Remove(_) => {
+            Op::Bind(binding) => Ok(self.bind(key, binding, now)),
+            Op::SessionsOf { user, limit } => Ok(self.sessions_of(key, user, *limit, now)),
+            Op::Revoke { user, member } => {
+                let members = self.revoke(key, user, member).into_iter().collect();
+                Ok(Reply::Revoked { members, left: 0 })
+            }
+            Op::RevokeAll { user, keep, limit } => {
+                Ok(self.revoke_all(key, user, keep.as_deref(), *limit))
+            }
+            Op::SetTti { mode, tti, ttl } => {
+                let Some((entry, _)) = self.writable(key, *mode, now) else {
+                    return Ok(Reply::Gone);
+                };
+                entry.tti = Some(tti.as_secs());
+                entry.expires_at = now + *ttl;
+                Ok(Reply::Done)
+            }
+            Op::Set(..)
+            | Op::Incr(..)
+            | Op::SetIfAbsent(..)
+            | Op::CompareAndSet(..)
+            | Op::Remove(_) => {
                 let mode = command.op.write_mode().unwrap_or(WriteMode::Existing);
                 let Some((entry, created)) = self.writable(key, mode, now) else {
                     return Ok(Reply::Gone);
@@ -188,17 +256,11 @@ impl State {
     ) -> Option<(&mut Entry, bool)> {
         let created = self.live(key, now).is_none();
         if created {
-            let WriteMode::Create { ttl, .. } = mode else {
+            let WriteMode::Create { ttl, created } = mode else {
                 return None;
             };
-            self.sessions.insert(
-                key.clone(),
-                Entry {
-                    fields: HashMap::new(),
-                    size: 0,
-                    expires_at: now + ttl,
-                },
-            );
+            self.sessions
+                .insert(key.clone(), Entry::new(created, now + ttl));
         }
         self.sessions.get_mut(&**key).map(|entry| (entry, created))
     }
@@ -206,8 +268,135 @@ impl State {
     fn sweep(&mut self, now: Instant) {
         if now.duration_since(self.last_sweep) >= SWEEP_EVERY {
             self.sessions.retain(|_, e| e.expires_at > now);
+            let sessions = &self.sessions;
+            self.users.retain(|_, index| {
+                index.retain(|key| sessions.contains_key(key));
+                !index.is_empty()
+            });
             self.last_sweep = now;
         }
+    }
+
+    /// Deletes a session and its index entry.
+    fn remove(&mut self, key: &str) -> Option<Entry> {
+        let entry = self.sessions.remove(key)?;
+        if let Some(bound) = &entry.user {
+            let index = index_key(key, &bound.user);
+            if let Some(members) = self.users.get_mut(&index) {
+                members.remove(key);
+                if members.is_empty() {
+                    self.users.remove(&index);
+                }
+            }
+        }
+        Some(entry)
+    }
+
+    /// The user's live sessions, oldest bind first, dropping dead keys from the index.
+    fn bound(&mut self, index: &str, user: &str, now: Instant) -> Vec<(Arc<str>, u64)> {
+        let Some(members) = self.users.get(index) else {
+            return Vec::new();
+        };
+        let mut live = Vec::with_capacity(members.len());
+        let mut dead = Vec::new();
+        for key in members {
+            match self.sessions.get(key) {
+                Some(e) if e.expires_at > now && e.user.as_ref().is_some_and(|b| *b.user == *user) => {
+                    live.push((key.clone(), e.user.as_ref().map_or(0, |b| b.seq)));
+                }
+                _ => dead.push(key.clone()),
+            }
+        }
+        for key in dead {
+            self.remove(&key);
+            if let Some(members) = self.users.get_mut(index) {
+                members.remove(&key);
+            }
+        }
+        live.sort_by_key(|(_, seq)| *seq);
+        live
+    }
+
+    fn bind(&mut self, key: &Arc<str>, b: &Binding, now: Instant) -> Reply {
+        self.binds += 1;
+        let mut entry = Entry::new(b.created, now + b.ttl);
+        for (field, value) in &b.entries {
+            entry.size += (field.len() + value.len()) as u64;
+            entry.fields.insert(field.clone(), value.clone());
+        }
+        entry.tti = Some(b.tti.as_secs());
+        entry.user = Some(Bound {
+            user: b.user.clone(),
+            label: b.label.clone(),
+            seq: self.binds,
+        });
+        self.sessions.insert(key.clone(), entry);
+        let index = index_key(key, &b.user);
+        self.users.entry(index.clone()).or_default().insert(key.clone());
+        let mut members = Vec::new();
+        if b.max_sessions > 0 {
+            let live = self.bound(&index, &b.user, now);
+            let excess = live.len().saturating_sub(b.max_sessions as usize);
+            for (old, _) in live.into_iter().filter(|(k, _)| k != key).take(excess) {
+                self.remove(&old);
+                members.push(old[old.len() - MEMBER_LEN..].to_owned());
+            }
+        }
+        Reply::Revoked { members, left: 0 }
+    }
+
+    fn sessions_of(&mut self, index: &str, user: &str, limit: u32, now: Instant) -> Reply {
+        let live = self.bound(index, user, now);
+        let (now_ms, mut listed) = (clock::unix_millis(), Vec::with_capacity(live.len()));
+        for (key, _) in live {
+            let Some(e) = self.sessions.get(&key) else {
+                continue;
+            };
+            listed.push(Listed {
+                member: key[key.len() - MEMBER_LEN..].to_owned(),
+                expires_ms: now_ms + e.expires_at.duration_since(now).as_millis() as u64,
+                created: e.created,
+                tti_secs: e.tti.unwrap_or(0),
+                label: e.user.as_ref().map(|b| b.label.clone()).unwrap_or_default(),
+            });
+        }
+        listed.sort_by_key(|l| l.expires_ms);
+        listed.truncate(limit as usize);
+        Reply::Sessions(listed)
+    }
+
+    /// Revokes one session if it is bound to `user`; answers its id if it was.
+    fn revoke(&mut self, index: &str, user: &str, member: &str) -> Option<String> {
+        let base = &index[..index.len() - user.len() - 2];
+        let key = format!("{base}{member}");
+        let owned = self
+            .sessions
+            .get(key.as_str())
+            .and_then(|e| e.user.as_ref())
+            .is_some_and(|b| *b.user == *user);
+        if let Some(members) = self.users.get_mut(index) {
+            members.remove(key.as_str());
+        }
+        (owned && self.remove(&key).is_some()).then(|| member.to_owned())
+    }
+
+    fn revoke_all(&mut self, index: &str, user: &str, keep: Option<&str>, limit: u32) -> Reply {
+        let now = clock::now();
+        let live = self.bound(index, user, now);
+        let mut members = Vec::new();
+        let mut left = 0;
+        for (key, _) in live {
+            let member = &key[key.len() - MEMBER_LEN..];
+            if Some(member) == keep {
+                continue;
+            }
+            if members.len() < limit as usize {
+                members.extend(self.revoke(index, user, member));
+            } else {
+                left += 1;
+            }
+        }
+        Reply::Revoked { members, left }
     }
 }
 
@@ -307,6 +496,23 @@ fn write(entry: &mut Entry, op: &Op, limits: &Limits) -> Result<Reply, Error> {
                 keys + 1,
                 entry.size + field.len() as u64 + value.len() as u64,
             ))?;
+            entry.fields.insert(field.clone(), value.clone());
+            Ok(Reply::Bool(true))
+        }
+        Op::CompareAndSet(_, field, expected, value) => {
+            if entry.fields.get(field) != expected.as_ref() {
+                return Ok(Reply::Values(vec![entry.fields.get(field).cloned()]));
+            }
+            let held = held(entry, field);
+            let new = if held > 0 {
+                (keys, entry.size - held + value.len() as u64)
+            } else {
+                (
+                    keys + 1,
+                    entry.size + field.len() as u64 + value.len() as u64,
+                )
+            };
+            entry.size = check(new)?;
             entry.fields.insert(field.clone(), value.clone());
             Ok(Reply::Bool(true))
         }

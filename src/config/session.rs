@@ -49,6 +49,16 @@ pub struct SessionConfig {
     /// Most bytes in one session: user keys plus serialised values. Default 262144 (256 KiB).
     /// At least `max_value_bytes`.
     pub max_session_bytes: usize,
+    /// Most sessions one user may have at once (see
+    /// [`bind_user`](crate::AsyncSession::bind_user)): binding one more revokes the user's
+    /// oldest (first bound), atomically with the bind. `None` (default): no cap.
+    pub max_sessions_per_user: Option<u32>,
+    /// Shortest time to idle [`set_tti`](crate::AsyncSession::set_tti) accepts, in seconds.
+    /// Default 60.
+    pub min_tti_secs: u64,
+    /// Longest time to idle [`set_tti`](crate::AsyncSession::set_tti) accepts (remember-me),
+    /// in seconds. Default 2592000 (30 days).
+    pub max_tti_secs: u64,
 }
 
 impl Default for SessionConfig {
@@ -62,6 +72,9 @@ impl Default for SessionConfig {
             anonymous_tti_secs: DEFAULT_ANONYMOUS_TTI.as_secs(),
             max_keys: DEFAULT_MAX_KEYS,
             max_session_bytes: DEFAULT_MAX_SESSION_BYTES,
+            max_sessions_per_user: None,
+            min_tti_secs: 60,
+            max_tti_secs: 30 * 24 * 3600,
         }
     }
 }
@@ -116,6 +129,16 @@ impl SessionConfig {
         }
         if self.max_keys == 0 {
             return Err(Error::Config("session.max_keys must be positive".into()));
+        }
+        if self.max_sessions_per_user == Some(0) {
+            return Err(Error::Config(
+                "session.max_sessions_per_user must be positive when set".into(),
+            ));
+        }
+        if self.min_tti_secs == 0 || self.min_tti_secs > self.max_tti_secs {
+            return Err(Error::Config(
+                "session.min_tti_secs must be positive and at most session.max_tti_secs".into(),
+            ));
         }
         if self.max_session_bytes < self.max_value_bytes {
             return Err(Error::Config(

@@ -17,15 +17,25 @@ impl Policy {
     /// The TTL to give a session now: its time to idle (logged in, or anonymous), capped by
     /// what remains of the absolute lifetime. `None` when the lifetime is over.
     pub(crate) fn ttl(&self, ticket: &Ticket) -> Option<Duration> {
-        let tti = if ticket.renewed {
-            self.session.tti()
-        } else {
-            self.session.anonymous_tti()
-        };
+        self.capped(ticket.created, self.tti(ticket))
+    }
+
+    /// A session's time to idle: its own (remember-me), else the logged-in or anonymous one.
+    pub(crate) fn tti(&self, ticket: &Ticket) -> Duration {
+        match ticket.tti {
+            Some(secs) => Duration::from_secs(secs),
+            None if ticket.renewed => self.session.tti(),
+            None => self.session.anonymous_tti(),
+        }
+    }
+
+    /// `tti`, capped by what remains of the absolute lifetime of a session created at
+    /// `created`; `None` when that lifetime is over.
+    pub(crate) fn capped(&self, created: u64, tti: Duration) -> Option<Duration> {
         match self.session.max_lifetime_secs {
             None => Some(tti),
             Some(max) => {
-                let age = clock::unix_secs().saturating_sub(ticket.created);
+                let age = clock::unix_secs().saturating_sub(created);
                 let left = max.checked_sub(age).filter(|&s| s > 0)?;
                 Some(tti.min(Duration::from_secs(left)))
             }

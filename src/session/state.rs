@@ -54,12 +54,21 @@ pub(super) struct State {
     cookie: CookieUpdate,
 }
 
-/// A write about to be sent: where, in which mode, with which refresh; and, for a session
-/// created by this write, the cookie update to restore if the store never confirms it.
-pub(super) struct PendingWrite {
+/// Where a command goes: the session's key, the refresh it carries, and whether the session
+/// is bound to a user (its refresh then moves its index entry too).
+pub(super) struct Target {
     pub(super) key: Arc<str>,
-    pub(super) mode: WriteMode,
     pub(super) refresh: Option<Duration>,
+    pub(super) bound: bool,
+}
+
+/// A write about to be sent: where, in which mode, with which refresh; and, for a session
+/// created by this write, its id and the cookie update to restore if the store never
+/// confirms it.
+pub(super) struct PendingWrite {
+    pub(super) target: Target,
+    pub(super) mode: WriteMode,
+    pub(super) created: Option<Arc<str>>,
     rollback: Option<CookieUpdate>,
 }
 
@@ -149,10 +158,11 @@ impl State {
             return None;
         }
         if let Identity::Stored(..) = self.identity {
-            // A persistent cookie's Max-Age follows the server-side TTL.
-            if self.cookie == CookieUpdate::Keep
-                && b.codec.config().lifecycle == CookieLifecycle::Persistent
-            {
+            // A persistent cookie's Max-Age follows the server-side TTL (a session with its own
+            // time to idle has a persistent cookie whatever the lifecycle: remember-me).
+            let persistent = b.codec.config().lifecycle == CookieLifecycle::Persistent
+                || ticket.tti.is_some();
+            if self.cookie == CookieUpdate::Keep && persistent {
                 self.cookie = CookieUpdate::Set(ticket.clone(), ttl);
             }
         }
@@ -161,27 +171,37 @@ impl State {
 
     /// The current session's key and the refresh a command for `purpose` carries; `None`
     /// without a session.
-    pub(super) fn target(
-        &mut self,
-        b: &Binding,
-        purpose: Purpose,
-    ) -> Option<(Arc<str>, Option<Duration>)> {
+    pub(super) fn target(&mut self, b: &Binding, purpose: Purpose) -> Option<Target> {
         let (ticket, key) = self.resolve(b)?;
         let refresh = self.take_refresh(b, &ticket, &key, purpose);
-        Some((key, refresh))
+        Some(Target {
+            key,
+            refresh,
+            bound: ticket.bound,
+        })
+    }
+
+    /// The current session's ticket and key, if any (checks the cookie once).
+    pub(super) fn current(&mut self, b: &Binding) -> Option<(Ticket, Arc<str>)> {
+        self.resolve(b)
     }
 
     /// The session behind `key` turned out to be gone: from now on this request has none.
-    pub(super) fn forget(&mut self, key: &Arc<str>) {
-        if let Identity::Stored(_, k) | Identity::Issued(_, k) = &self.identity {
-            if k == key {
-                self.identity = Identity::Anonymous;
-                self.refreshed = false;
-                if matches!(self.cookie, CookieUpdate::Set(..)) {
-                    self.cookie = CookieUpdate::Keep;
-                }
-            }
+    /// Answers the session's id if a cookie had pointed at it (a "gone" event).
+    pub(super) fn forget(&mut self, key: &Arc<str>) -> Option<Arc<str>> {
+        let (Identity::Stored(t, k) | Identity::Issued(t, k)) = &self.identity else {
+            return None;
+        };
+        if k != key {
+            return None;
         }
+        let from_cookie = matches!(self.identity, Identity::Stored(..)).then(|| t.id.clone());
+        self.identity = Identity::Anonymous;
+        self.refreshed = false;
+        if matches!(self.cookie, CookieUpdate::Set(..)) {
+            self.cookie = CookieUpdate::Keep;
+        }
+        from_cookie
     }
 
     /// Prepares a write, issuing a new session when there is none. `None` when the session's
@@ -206,6 +226,7 @@ impl State {
             return None;
         };
         let rollback = fresh.then(|| self.cookie.clone());
+        let created = fresh.then(|| ticket.id.clone());
         let mode = if issued {
             self.cookie = CookieUpdate::Set(ticket.clone(), ttl);
             WriteMode::Create {
@@ -217,9 +238,13 @@ impl State {
         };
         let refresh = self.take_refresh(b, &ticket, &key, Purpose::Write);
         Some(PendingWrite {
-            key,
+            target: Target {
+                key,
+                refresh,
+                bound: ticket.bound,
+            },
             mode,
-            refresh,
+            created,
             rollback,
         })
     }
@@ -230,15 +255,16 @@ impl State {
         let Some(previous) = write.rollback else {
             return;
         };
-        if matches!(&self.identity, Identity::Issued(_, k) if *k == write.key) {
+        if matches!(&self.identity, Identity::Issued(_, k) if *k == write.target.key) {
             self.identity = Identity::Anonymous;
             self.refreshed = false;
             self.cookie = previous;
         }
     }
 
-    /// Ends the session for this request; returns the key to delete, if there was one.
-    pub(super) fn invalidate(&mut self, b: &Binding) -> Option<Arc<str>> {
+    /// Ends the session for this request; returns the ticket and key to delete, if there was
+    /// one.
+    pub(super) fn invalidate(&mut self, b: &Binding) -> Option<(Ticket, Arc<str>)> {
         let current = self.resolve(b);
         self.identity = Identity::Anonymous;
         self.refreshed = false;
@@ -247,7 +273,7 @@ impl State {
         } else {
             CookieUpdate::Keep
         };
-        current.map(|(_, key)| key)
+        current
     }
 
     /// Prepares a renew: a new id with the old slot tag and creation time, logged in.
@@ -278,8 +304,20 @@ impl State {
     }
 
     /// The session to renew was gone: the session this request creates next is a logged-in one.
-    pub(super) fn renew_found_nothing(&mut self, from: &Arc<str>) {
+    pub(super) fn renew_found_nothing(&mut self, from: &Arc<str>) -> Option<Arc<str>> {
         self.renew_pending = true;
-        self.forget(from);
+        self.forget(from)
+    }
+
+    /// The store took the session's own time to idle: later refreshes (and the cookie's
+    /// Max-Age) use it.
+    pub(super) fn tti_set(&mut self, key: &Arc<str>, tti: u64, ttl: Duration) {
+        if let Identity::Stored(t, k) | Identity::Issued(t, k) = &mut self.identity {
+            if k == key {
+                t.tti = Some(tti);
+                self.refreshed = true;
+                self.cookie = CookieUpdate::Set(t.clone(), ttl);
+            }
+        }
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::policy::{Policy, RefreshLimiter};
 use crate::actor::Handle;
 use crate::cookie::{CookieCodec, VerifiedCookies};
+use crate::events::Events;
 use crate::ticket::Ticket;
 
 /// What every session of one worker shares: built once per worker by the middleware, one
@@ -17,12 +18,14 @@ pub(crate) struct Binding {
     pub(crate) policy: Policy,
     pub(crate) refreshes: RefreshLimiter,
     pub(crate) verified: VerifiedCookies,
+    /// The engine's lifecycle hooks.
+    pub(crate) events: Events,
 }
 
 impl Binding {
     /// The store key of a session: `<prefix>:{<tag>}:<rest of id>`. Redis Cluster hashes only
     /// the part in braces, which `renew` keeps (see the `ticket` module).
-    pub(super) fn key_for(&self, ticket: &Ticket) -> Arc<str> {
+    pub(crate) fn key_for(&self, ticket: &Ticket) -> Arc<str> {
         Arc::from(format!(
             "{}:{{{}}}:{}",
             self.key_prefix,

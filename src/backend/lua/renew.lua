@@ -1,9 +1,18 @@
 -- Renew: move a session to a new id. RENAME moves the hash in O(1), whatever its size, and
--- atomically: there is no moment at which neither id holds the data.
+-- atomically: there is no moment at which neither id holds the data. A bound session's index
+-- entry moves with it (the new id keeps the tag, so the index is in the same slot).
 --
 -- KEYS[1] the old hash, KEYS[2] the new one (a fresh random id); ARGV[1] the new TTL in ms.
 -- Replies 1 when moved, 0 when the old session does not exist (nothing happens then).
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local meta = redis.call('HMGET', KEYS[1], '\0created', '\0user')
+if not meta[1] then return 0 end
+local ttl = tonumber(ARGV[1])
 redis.call('RENAME', KEYS[1], KEYS[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ttl)
+local user = meta[2]
+if user then
+  local index = index_of(KEYS[1], user)
+  redis.call('ZREM', index, member_of(KEYS[1]))
+  reindex(index, member_of(KEYS[2]), ttl, now_ms())
+end
 return 1

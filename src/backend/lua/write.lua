@@ -5,10 +5,14 @@
 -- ARGV[2]  creation time (Unix seconds), stored as metadata when the session is created
 -- ARGV[3]  TTL in ms to set (0: leave the TTL alone; always set when creating)
 -- ARGV[4]  most user keys; ARGV[5] most bytes (user keys plus values)
--- ARGV[6]  's' set, 'd' delete, 'i' increment, 'n' set if absent; ARGV[7..] its arguments
+-- ARGV[6]  's' set, 'd' delete, 'i' increment, 'n' set if absent, 'x' compare and set,
+--          't' set the session's time to idle; ARGV[7..] its arguments ('x': field, new value,
+--          '1' and the expected value or '0' for "expected absent"; 't': the time to idle in s)
 --
 -- Replies {0}: the session does not exist (expired or logged out) and nothing was written;
 -- {1, n}: done (n: fields added, removed, the new counter value, or whether set);
+-- {1, 0, found} for 'x' whose field held `found` (nil: absent), not the expected value
+-- (nothing written);
 -- {2, keys, bytes}: refused, the session would have grown past a limit; nothing was written.
 --
 -- Guard: a write to a session that does not exist never creates a partial hash under its id.
@@ -22,31 +26,60 @@
 -- not refused: they free memory.
 -- Cost: no closures, and one HMGET answers whether the session exists, its stored size and,
 -- for a write of one field, that field's value before (`scripts/guard_cost.sh` measures it).
+-- Index: a bound session (its '\0user' comes with the same HMGET) that the write refreshes
+-- has its expiry moved in its user's index too (see index.lua).
 local key = KEYS[1]
 local ttl = tonumber(ARGV[3])
 local op, n = ARGV[6], #ARGV
-local one = op == 'i' or op == 'n' or (op == 's' and n == 8)
+local one = op == 'i' or op == 'n' or op == 'x' or (op == 's' and n == 8)
 local meta
 if one then
-  meta = redis.call('HMGET', key, '\0created', '\0size', ARGV[7])
+  meta = redis.call('HMGET', key, '\0created', '\0size', '\0user', '\0tti', '\0label', ARGV[7])
 else
-  meta = redis.call('HMGET', key, '\0created', '\0size')
+  meta = redis.call('HMGET', key, '\0created', '\0size', '\0user', '\0tti', '\0label')
 end
+-- Metadata fields in the hash, which HLEN counts: created and size; a bound session's user,
+-- time to idle, bind time and label; an unbound one's time to idle if set.
+local metas = 2
+if meta[3] then metas = metas + 3 elseif meta[4] then metas = metas + 1 end
+if meta[5] then metas = metas + 1 end
 local exists = meta[1] ~= false
 if not exists and ARGV[1] ~= 'c' then return {0} end
+local function refresh()
+  if ttl > 0 then
+    redis.call('PEXPIRE', key, ttl)
+    if meta[3] then reindex(index_of(key, meta[3]), member_of(key), ttl, now_ms()) end
+  end
+end
+if op == 'x' then
+  local expected = ARGV[9] == '1' and ARGV[10] or false
+  if meta[6] ~= expected then
+    refresh()
+    return {1, 0, meta[6]}
+  end
+  n = 8
+elseif op == 't' then
+  if exists then
+    redis.call('HSET', key, '\0tti', ARGV[7])
+  else
+    redis.call('HSET', key, '\0created', ARGV[2], '\0size', 0, '\0tti', ARGV[7])
+  end
+  refresh()
+  return {1, 1}
+end
 local size = tonumber(meta[2] or 0)
 local new_size, added = size, 0
 
-if op == 's' or op == 'n' then
+if op == 's' or op == 'n' or op == 'x' then
   local seen
   if op == 'n' then
-    if meta[3] then
-      if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+    if meta[6] then
+      refresh()
       return {1, 0}
     end
     added, new_size = 1, size + #ARGV[7] + #ARGV[8]
   elseif one then
-    local old = meta[3] and #meta[3] or 0
+    local old = meta[6] and #meta[6] or 0
     if old > 0 then new_size = size - old + #ARGV[8]
     else added, new_size = 1, size + #ARGV[7] + #ARGV[8] end
   else
@@ -66,10 +99,10 @@ if op == 's' or op == 'n' then
     end
   end
   if new_size > size and new_size > tonumber(ARGV[5]) then
-    return {2, (exists and redis.call('HLEN', key) - 2 or 0) + added, new_size}
+    return {2, (exists and redis.call('HLEN', key) - metas or 0) + added, new_size}
   end
   if added > 0 and exists then
-    local keys = redis.call('HLEN', key) - 2
+    local keys = redis.call('HLEN', key) - metas
     if keys + added > tonumber(ARGV[4]) then return {2, keys + added, new_size} end
   elseif added > tonumber(ARGV[4]) then
     return {2, added, new_size}
@@ -85,11 +118,12 @@ if op == 's' or op == 'n' then
   for i = 507, n, 500 do
     redis.call('HSET', key, unpack(ARGV, i, math.min(i + 499, n)))
   end
-  if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+  refresh()
+  if op == 'x' then return {1, 1} end
   return {1, added}
 elseif op == 'i' then
   local field = ARGV[7]
-  local before = meta[3]
+  local before = meta[6]
   if not exists then redis.call('HSET', key, '\0created', ARGV[2], '\0size', 0) end
   redis.call('HINCRBY', key, field, ARGV[8])
   -- Read back as a string: a Lua number would lose the digits of a counter above 2^53.
@@ -100,7 +134,7 @@ elseif op == 'i' then
     added, new_size = 1, size + #field + #value
   end
   local keys = 0
-  if added > 0 and exists then keys = redis.call('HLEN', key) - 3 end
+  if added > 0 and exists then keys = redis.call('HLEN', key) - metas - 1 end
   if (new_size > size and new_size > tonumber(ARGV[5])) or keys + added > tonumber(ARGV[4]) then
     -- Undo: the length of the new value is only known once HINCRBY has run.
     if not exists then redis.call('DEL', key)
@@ -109,7 +143,7 @@ elseif op == 'i' then
     return {2, keys + added, new_size}
   end
   redis.call('HSET', key, '\0size', new_size)
-  if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+  refresh()
   return {1, value}
 elseif op == 'd' then
   local seen = {}
@@ -126,7 +160,7 @@ elseif op == 'd' then
     removed = removed + redis.call('HDEL', key, unpack(ARGV, i, math.min(i + 499, n)))
   end
   if new_size ~= size then redis.call('HSET', key, '\0size', math.max(new_size, 0)) end
-  if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+  refresh()
   return {1, removed}
 end
 return redis.error_reply('ERR circumflex-session: unknown write op')

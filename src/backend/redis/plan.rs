@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use redis::Value;
 
 use super::scripts::Scripts;
-use crate::actor::message::{Command, Op, Reply, WriteMode, META_PREFIX};
+use crate::actor::message::{Command, Listed, Op, Reply, WriteMode, META_PREFIX};
 use crate::backend::BatchReplies;
 use crate::error::Error;
 use crate::stats::Stats;
@@ -24,6 +24,8 @@ const MAX_FUSED_FIELDS: usize = 1024;
 #[derive(Debug, PartialEq)]
 enum Step<'a> {
     Expire(&'a str, u64),
+    /// The refresh of a bound session: `PEXPIRE` and its index entry (touch script).
+    Touch(&'a str, u64),
     HMGet(&'a str, Vec<&'a str>),
     HGetAll(&'a str),
     /// The write script, with the TTL refresh it carries (0: none).
@@ -31,6 +33,8 @@ enum Step<'a> {
     Exists(&'a str),
     Del(&'a str),
     Renew(&'a str, &'a str, u64),
+    /// A command that is one script call of its own: bind, and the per-user index ops.
+    Call(&'a Command),
 }
 
 impl Step<'_> {
@@ -39,12 +43,13 @@ impl Step<'_> {
     fn key(&self) -> &str {
         match self {
             Step::Expire(key, _)
+            | Step::Touch(key, _)
             | Step::HMGet(key, _)
             | Step::HGetAll(key)
             | Step::Exists(key)
             | Step::Del(key)
             | Step::Renew(key, _, _) => key,
-            Step::Write(command, _) => &command.key,
+            Step::Write(command, _) | Step::Call(command) => &command.key,
         }
     }
 }
@@ -111,7 +116,7 @@ impl<'a> Plan<'a> {
                 state.expire = Some(plan.steps.len());
                 match refresh {
                     Some(ttl) => {
-                        plan.steps.push(Step::Expire(key, millis(ttl)));
+                        plan.steps.push(refresh_step(command, millis(ttl)));
                         state.refreshed = true;
                     }
                     None => plan.steps.push(Step::Exists(key)),
@@ -158,7 +163,7 @@ impl<'a> Plan<'a> {
                         expire: None,
                     },
                     (None, Some(ttl)) => {
-                        let route = plan.push(Step::Expire(key, millis(ttl)), None);
+                        let route = plan.push(refresh_step(command, millis(ttl)), None);
                         state.refreshed = true;
                         state.expire = Some(route.step);
                         route
@@ -175,7 +180,20 @@ impl<'a> Plan<'a> {
                     state.expire = None;
                     plan.push(Step::Renew(key, to, millis(*ttl)), None)
                 }
-                Op::Set(..) | Op::Remove(_) | Op::Incr(..) | Op::SetIfAbsent(..) => {
+                Op::Bind(_) => {
+                    state.open_read = None;
+                    state.expire = None;
+                    plan.push(Step::Call(command), None)
+                }
+                Op::SessionsOf { .. } | Op::Revoke { .. } | Op::RevokeAll { .. } => {
+                    plan.push(Step::Call(command), None)
+                }
+                Op::Set(..)
+                | Op::Remove(_)
+                | Op::Incr(..)
+                | Op::SetIfAbsent(..)
+                | Op::CompareAndSet(..)
+                | Op::SetTti { .. } => {
                     state.open_read = None;
                     if matches!(command.op.write_mode(), Some(WriteMode::Create { .. })) {
                         // It may create the session an earlier PEXPIRE found missing.
@@ -238,7 +256,11 @@ impl<'a> Plan<'a> {
     /// Whether a step may run twice with the same outcome (see [`replay_safe`]): everything
     /// but the write and renew scripts.
     pub(super) fn replay_safe(&self, step: usize) -> bool {
-        !matches!(self.steps[step], Step::Write(..) | Step::Renew(..))
+        match self.steps[step] {
+            Step::Write(..) | Step::Renew(..) => false,
+            Step::Call(command) => replay_safe(&command.op),
+            _ => true,
+        }
     }
 
     /// Appends one step to a pipeline.
@@ -247,9 +269,17 @@ impl<'a> Plan<'a> {
             Step::Expire(key, ms) => {
                 pipe.cmd("PEXPIRE").arg(*key).arg(*ms);
             }
+            Step::Touch(key, ms) => {
+                pipe.cmd("EVALSHA")
+                    .arg(scripts.touch.get_hash())
+                    .arg(1)
+                    .arg(*key)
+                    .arg(*ms);
+            }
             Step::Exists(key) => {
                 pipe.cmd("EXISTS").arg(*key);
             }
+            Step::Call(command) => call_args(pipe, command, scripts),
             Step::HMGet(key, fields) => {
                 pipe.cmd("HMGET").arg(*key).arg(fields.as_slice());
             }
@@ -347,9 +377,16 @@ impl<'a> Plan<'a> {
                         Value::Int(1) => Reply::Done,
                         _ => Reply::Gone,
                     }),
-                    Op::Set(..) | Op::Remove(_) | Op::Incr(..) | Op::SetIfAbsent(..) => {
-                        write_reply(command, &replies[route.step])
+                    Op::Bind(_) | Op::Revoke { .. } | Op::RevokeAll { .. } => {
+                        revoked_reply(&replies[route.step])
                     }
+                    Op::SessionsOf { .. } => sessions_reply(&replies[route.step]),
+                    Op::Set(..)
+                    | Op::Remove(_)
+                    | Op::Incr(..)
+                    | Op::SetIfAbsent(..)
+                    | Op::CompareAndSet(..)
+                    | Op::SetTti { .. } => write_reply(command, &replies[route.step]),
                 }
             })
             .collect()
@@ -361,15 +398,139 @@ impl<'a> Plan<'a> {
 /// have run (an increment would count twice, a renew would find its old id gone), so it is
 /// failed instead, with [`Error::Unavailable`]: a 503 whose write may have been applied.
 pub(super) fn replay_safe(op: &Op) -> bool {
-    matches!(op, Op::Get(_) | Op::Entries | Op::Touch | Op::Invalidate)
+    matches!(
+        op,
+        Op::Get(_) | Op::Entries | Op::Touch | Op::Invalidate | Op::SessionsOf { .. }
+    )
 }
+
+/// The refresh step of a session: a plain `PEXPIRE`, or the touch script for a bound one.
+fn refresh_step(command: &Command, ms: u64) -> Step<'_> {
+    if command.bound {
+        Step::Touch(&command.key, ms)
+    } else {
+        Step::Expire(&command.key, ms)
+    }
+}
+
+/// Appends a [`Step::Call`]: the script call of a bind or a per-user index op.
+fn call_args(pipe: &mut redis::Pipeline, command: &Command, scripts: &Scripts) {
+    let key = &*command.key;
+    match &command.op {
+        Op::Bind(b) => {
+            let index = crate::actor::message::index_key(key, &b.user);
+            pipe.cmd("EVALSHA")
+                .arg(scripts.bind.get_hash())
+                .arg(2)
+                .arg(key)
+                .arg(index)
+                .arg(b.created)
+                .arg(millis(b.ttl))
+                .arg(b.tti.as_secs())
+                .arg(&*b.user)
+                .arg(b.label.as_str())
+                .arg(b.max_sessions);
+            for (field, value) in &b.entries {
+                pipe.arg(field.as_str()).arg(value.as_slice());
+            }
+        }
+        Op::SessionsOf { user, limit } => {
+            pipe.cmd("EVALSHA")
+                .arg(scripts.sessions.get_hash())
+                .arg(1)
+                .arg(key)
+                .arg(&**user)
+                .arg(*limit);
+        }
+        Op::Revoke { user, member } => {
+            pipe.cmd("EVALSHA")
+                .arg(scripts.revoke.get_hash())
+                .arg(1)
+                .arg(key)
+                .arg(&**user)
+                .arg("one")
+                .arg(member.as_str());
+        }
+        Op::RevokeAll { user, keep, limit } => {
+            pipe.cmd("EVALSHA")
+                .arg(scripts.revoke.get_hash())
+                .arg(1)
+                .arg(key)
+                .arg(&**user)
+                .arg("all")
+                .arg(keep.as_deref().unwrap_or(""))
+                .arg(*limit);
+        }
+        // Every other op is a step of its own kind (see `Plan::build`).
+        _ => {}
+    }
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn number(value: &Value) -> Option<u64> {
+    match value {
+        Value::Int(n) => u64::try_from(*n).ok(),
+        other => text(other)?.parse().ok(),
+    }
+}
+
+/// `{left, ids...}` (revoke) or `{1, ids...}` (bind, where nothing is left to revoke).
+fn revoked_reply(value: &Value) -> Result<Reply, Error> {
+    let unexpected = || Error::Server(format!("unexpected revoke reply {value:?}"));
+    let Value::Array(items) = value else {
+        return Err(unexpected());
+    };
+    let (first, members) = items.split_first().ok_or_else(unexpected)?;
+    let members = members.iter().map(text).collect::<Option<Vec<_>>>();
+    match (number(first), members) {
+        (Some(left), Some(members)) => Ok(Reply::Revoked { members, left }),
+        _ => Err(unexpected()),
+    }
+}
+
+/// Five values per session: id, expiry (ms), created (s), time to idle (s), label.
+fn sessions_reply(value: &Value) -> Result<Reply, Error> {
+    let unexpected = || Error::Server(format!("unexpected sessions reply {value:?}"));
+    let Value::Array(items) = value else {
+        return Err(unexpected());
+    };
+    items
+        .chunks(5)
+        .map(|s| match s {
+            [member, expires, created, tti, label] => Some(Listed {
+                member: text(member)?,
+                // Scores are whole milliseconds; RESP2 sends them as text.
+                expires_ms: text(expires)?.parse::<f64>().ok()? as u64,
+                created: number(created)?,
+                tti_secs: number(tti)?,
+                label: text(label)?,
+            }),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()
+        .map(Reply::Sessions)
+        .ok_or_else(unexpected)
+}
+
 
 /// Appends the write script's arguments to the pipeline's last command.
 fn write_args(cmd: &mut redis::Pipeline, command: &Command, refresh_ms: u64) {
-    let (mode, created, ttl_ms) = match command.op.write_mode() {
+    let (mode, created, mut ttl_ms) = match command.op.write_mode() {
         Some(WriteMode::Create { created, ttl }) => ("c", created, millis(ttl)),
         _ => ("e", 0, refresh_ms),
     };
+    if let Op::SetTti { ttl, .. } = &command.op {
+        // Setting the time to idle always sets the TTL, whatever the batch refreshed before.
+        ttl_ms = millis(*ttl);
+    }
     cmd.arg(mode)
         .arg(created)
         .arg(ttl_ms)
@@ -391,6 +552,16 @@ fn write_args(cmd: &mut redis::Pipeline, command: &Command, refresh_ms: u64) {
         Op::SetIfAbsent(_, field, value) => {
             cmd.arg("n").arg(field.as_str()).arg(value.as_slice());
         }
+        Op::CompareAndSet(_, field, expected, value) => {
+            cmd.arg("x").arg(field.as_str()).arg(value.as_slice());
+            match expected {
+                Some(expected) => cmd.arg("1").arg(expected.as_slice()),
+                None => cmd.arg("0"),
+            };
+        }
+        Op::SetTti { tti, .. } => {
+            cmd.arg("t").arg(tti.as_secs());
+        }
         _ => {}
     }
 }
@@ -402,9 +573,13 @@ fn write_reply(command: &Command, value: &Value) -> Result<Reply, Error> {
     };
     match (items.first(), items.get(1), items.get(2)) {
         (Some(Value::Int(0)), _, _) => Ok(Reply::Gone),
+        // A compare-and-set that found another value: the value it found.
+        (Some(Value::Int(1)), Some(Value::Int(0)), found) if matches!(command.op, Op::CompareAndSet(..)) => {
+            Ok(Reply::Values(vec![found.cloned().and_then(bytes)]))
+        }
         (Some(Value::Int(1)), Some(Value::Int(n)), _) => Ok(match command.op {
-            Op::Set(..) => Reply::Done,
-            Op::SetIfAbsent(..) => Reply::Bool(*n == 1),
+            Op::Set(..) | Op::SetTti { .. } => Reply::Done,
+            Op::SetIfAbsent(..) | Op::CompareAndSet(..) => Reply::Bool(*n == 1),
             _ => Reply::Int(*n),
         }),
         // An increment answers the counter as a string: exact beyond Lua's 2^53.
@@ -485,6 +660,7 @@ mod tests {
             op,
             refresh: refresh.then_some(Duration::from_secs(60)),
             limits: Limits::default(),
+            bound: false,
         }
     }
 

@@ -1,35 +1,63 @@
 //! The Lua scripts every state-changing command runs in (their contracts are in `lua/`), sent
 //! by SHA and loaded again where Redis lost them (`NOSCRIPT`: a restarted server, a promoted
 //! replica, `SCRIPT FLUSH`).
+//!
+//! `lua/index.lua` (how a bound session is listed in its user's index) is put in front of each
+//! script that keeps the index, so the index rules are written once.
 
 use redis::{Script, Value};
 
-const WRITE_SCRIPT: &str = include_str!("../lua/write.lua");
-const RENEW_SCRIPT: &str = include_str!("../lua/renew.lua");
-const INVALIDATE_SCRIPT: &str = include_str!("../lua/invalidate.lua");
+/// A script's source: the index helpers, then the script.
+macro_rules! indexed {
+    ($file:literal) => {
+        concat!(
+            include_str!("../lua/index.lua"),
+            include_str!(concat!("../lua/", $file))
+        )
+    };
+}
 
-/// The three scripts, with their SHAs computed once.
+const SOURCES: [&str; 7] = [
+    indexed!("write.lua"),
+    indexed!("renew.lua"),
+    indexed!("invalidate.lua"),
+    indexed!("touch.lua"),
+    indexed!("bind.lua"),
+    indexed!("sessions.lua"),
+    indexed!("revoke.lua"),
+];
+
+/// The scripts, with their SHAs computed once.
 pub(super) struct Scripts {
     pub(super) write: Script,
     pub(super) renew: Script,
     pub(super) invalidate: Script,
+    pub(super) touch: Script,
+    pub(super) bind: Script,
+    pub(super) sessions: Script,
+    pub(super) revoke: Script,
 }
 
 impl Scripts {
     pub(super) fn new() -> Self {
+        let [write, renew, invalidate, touch, bind, sessions, revoke] = SOURCES.map(Script::new);
         Self {
-            write: Script::new(WRITE_SCRIPT),
-            renew: Script::new(RENEW_SCRIPT),
-            invalidate: Script::new(INVALIDATE_SCRIPT),
+            write,
+            renew,
+            invalidate,
+            touch,
+            bind,
+            sessions,
+            revoke,
         }
     }
 
     /// How many commands [`load`](Self::load) appends.
-    pub(super) const LOAD_COMMANDS: usize = 3;
+    pub(super) const LOAD_COMMANDS: usize = SOURCES.len();
 
     /// Appends the `SCRIPT LOAD`s of every script to `pipe`.
     pub(super) fn load(pipe: &mut redis::Pipeline) {
-        for source in [WRITE_SCRIPT, RENEW_SCRIPT, INVALIDATE_SCRIPT] {
+        for source in SOURCES {
             pipe.cmd("SCRIPT").arg("LOAD").arg(source);
         }
     }

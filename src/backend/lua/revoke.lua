@@ -1,0 +1,34 @@
+-- Revoke: delete some of a user's sessions, or all but one, and take them out of the index.
+-- Only sessions bound to this user are deleted, whatever ids the caller names.
+--
+-- KEYS[1] the user's index; ARGV[1] the user id, ARGV[2] 'one' or 'all'; for 'one' ARGV[3]
+-- the id (32 hex) to revoke; for 'all' ARGV[3] an id to keep ('' for none) and ARGV[4] most
+-- sessions revoked by this call (the caller calls again while some are left, so that no call
+-- is long).
+--
+-- Replies {left, revoked...}: the members still listed apart from the kept one, and the ids
+-- revoked.
+local index, user = KEYS[1], ARGV[1]
+local prefix = string.sub(index, 1, #index - #user - 2)
+local out = {0}
+local function revoke(m)
+  local key = prefix .. m
+  if redis.call('HGET', key, '\0user') == user then
+    redis.call('UNLINK', key)
+    out[#out + 1] = m
+  end
+  redis.call('ZREM', index, m)
+end
+if ARGV[2] == 'one' then
+  revoke(ARGV[3])
+  return out
+end
+local keep, most = ARGV[3], tonumber(ARGV[4])
+for _, m in ipairs(redis.call('ZRANGE', index, 0, most)) do
+  if #out > most then break end
+  if m ~= keep then revoke(m) end
+end
+local left = redis.call('ZCARD', index)
+if keep ~= '' and redis.call('ZSCORE', index, keep) then left = left - 1 end
+out[1] = left
+return out
