@@ -250,7 +250,9 @@ fn ticket(rng: &mut StdRng) -> Ticket {
         renewed,
         // A bound session is a logged-in one.
         bound: renewed && rng.random_bool(0.5),
-        tti: rng.random_bool(0.3).then(|| rng.random_range(1..10_000_000)),
+        tti: rng
+            .random_bool(0.3)
+            .then(|| rng.random_range(1..10_000_000)),
     }
 }
 
@@ -780,12 +782,26 @@ fn near_miss_payload(rng: &mut StdRng) -> String {
     // The renewed and bound marks, and near misses of them.
     s.push_str(pick(
         rng,
-        &["", "", "", ".r", ".r", ".u", ".u", ".R", ".r.r", "r", ".x", ".", ".r\0", ".u.r"],
+        &[
+            "", "", "", ".r", ".r", ".u", ".u", ".R", ".r.r", "r", ".x", ".", ".r\0", ".u.r",
+        ],
     ));
     // The own time to idle, and near misses of it.
     s.push_str(pick(
         rng,
-        &["", "", "", ".t60", ".t1", ".t0", ".t", ".T60", "t60", ".t-1", ".t18446744073709551616"],
+        &[
+            "",
+            "",
+            "",
+            ".t60",
+            ".t1",
+            ".t0",
+            ".t",
+            ".T60",
+            "t60",
+            ".t-1",
+            ".t18446744073709551616",
+        ],
     ));
     s
 }

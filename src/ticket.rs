@@ -121,7 +121,8 @@ impl Ticket {
     /// Strict parse of a verified payload: exactly 36 lowercase hex, a dot, decimal seconds,
     /// optionally `.r` or `.u`, and optionally `.t` and decimal seconds.
     pub(crate) fn parse(payload: &str) -> Option<Self> {
-        let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+        let digits =
+            |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
         let (payload, tti) = match payload.rsplit_once(".t") {
             Some((rest, secs)) if digits(secs) => (rest, Some(secs.parse().ok()?)),
             _ => (payload, None),
@@ -219,7 +220,12 @@ mod tests {
     #[test]
     fn every_kind_of_ticket_round_trips_through_its_payload() {
         let mut t = Ticket::generate(false);
-        for (renewed, bound, tti) in [(false, false, None), (true, false, Some(9)), (true, true, None), (true, true, Some(86400))] {
+        for (renewed, bound, tti) in [
+            (false, false, None),
+            (true, false, Some(9)),
+            (true, true, None),
+            (true, true, Some(86400)),
+        ] {
             t.renewed = renewed;
             t.bound = bound;
             t.tti = tti;

@@ -301,7 +301,9 @@ impl State {
         let mut dead = Vec::new();
         for key in members {
             match self.sessions.get(key) {
-                Some(e) if e.expires_at > now && e.user.as_ref().is_some_and(|b| *b.user == *user) => {
+                Some(e)
+                    if e.expires_at > now && e.user.as_ref().is_some_and(|b| *b.user == *user) =>
+                {
                     live.push((key.clone(), e.user.as_ref().map_or(0, |b| b.seq)));
                 }
                 _ => dead.push(key.clone()),
@@ -332,7 +334,10 @@ impl State {
         });
         self.sessions.insert(key.clone(), entry);
         let index = index_key(key, &b.user);
-        self.users.entry(index.clone()).or_default().insert(key.clone());
+        self.users
+            .entry(index.clone())
+            .or_default()
+            .insert(key.clone());
         let mut members = Vec::new();
         if b.max_sessions > 0 {
             let live = self.bound(&index, &b.user, now);

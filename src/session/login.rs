@@ -71,7 +71,9 @@ impl AsyncSession {
             max_sessions: b.policy.session.max_sessions_per_user.unwrap_or(0),
             entries,
         };
-        let reply = self.call_other(key.clone(), Op::Bind(Box::new(binding))).await?;
+        let reply = self
+            .call_other(key.clone(), Op::Bind(Box::new(binding)))
+            .await?;
         let id = ticket.id.clone();
         self.lock().renewed(ticket, key, ttl);
         b.events.emit(SessionEventKind::Bound, &id, Some(user_id));

@@ -160,8 +160,8 @@ impl State {
         if let Identity::Stored(..) = self.identity {
             // A persistent cookie's Max-Age follows the server-side TTL (a session with its own
             // time to idle has a persistent cookie whatever the lifecycle: remember-me).
-            let persistent = b.codec.config().lifecycle == CookieLifecycle::Persistent
-                || ticket.tti.is_some();
+            let persistent =
+                b.codec.config().lifecycle == CookieLifecycle::Persistent || ticket.tti.is_some();
             if self.cookie == CookieUpdate::Keep && persistent {
                 self.cookie = CookieUpdate::Set(ticket.clone(), ttl);
             }

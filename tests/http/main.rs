@@ -22,3 +22,4 @@ mod sentinel;
 #[cfg(any(feature = "tls-rustls", feature = "tls-native-tls"))]
 mod tls;
 mod two_instances;
+mod users;

@@ -520,7 +520,6 @@ fn sessions_reply(value: &Value) -> Result<Reply, Error> {
         .ok_or_else(unexpected)
 }
 
-
 /// Appends the write script's arguments to the pipeline's last command.
 fn write_args(cmd: &mut redis::Pipeline, command: &Command, refresh_ms: u64) {
     let (mode, created, mut ttl_ms) = match command.op.write_mode() {
@@ -574,7 +573,9 @@ fn write_reply(command: &Command, value: &Value) -> Result<Reply, Error> {
     match (items.first(), items.get(1), items.get(2)) {
         (Some(Value::Int(0)), _, _) => Ok(Reply::Gone),
         // A compare-and-set that found another value: the value it found.
-        (Some(Value::Int(1)), Some(Value::Int(0)), found) if matches!(command.op, Op::CompareAndSet(..)) => {
+        (Some(Value::Int(1)), Some(Value::Int(0)), found)
+            if matches!(command.op, Op::CompareAndSet(..)) =>
+        {
             Ok(Reply::Values(vec![found.cloned().and_then(bytes)]))
         }
         (Some(Value::Int(1)), Some(Value::Int(n)), _) => Ok(match command.op {
