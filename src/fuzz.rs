@@ -739,7 +739,7 @@ fn payload_by_spec(payload: &str) -> Option<Spec> {
         Some(digits) => Some(number(digits).filter(|&t| t > 0)?),
         None => None,
     };
-    Some((id.to_owned(), seconds, mark != "", mark == "u", tti))
+    Some((id.to_owned(), seconds, !mark.is_empty(), mark == "u", tti))
 }
 
 /// What the grammar reads from a payload: id, created, renewed, bound, own time to idle.

@@ -115,7 +115,7 @@ impl UserIndex {
         let Reply::Sessions(mut listed) = reply else {
             return Err(Error::Server(format!("unexpected reply {reply:?}")));
         };
-        listed.sort_by(|a, b| b.expires_ms.cmp(&a.expires_ms));
+        listed.sort_by_key(|l| std::cmp::Reverse(l.expires_ms));
         Ok(listed.into_iter().map(|l| self.info(l)).collect())
     }
 
