@@ -11,7 +11,8 @@
 //!   keeps a per-`sid` counter in an in-process map, so the load tool's checks pass unchanged.
 //! - `actix-session`: actix-session 0.11 with its `RedisSessionStore`.
 //! - `circumflex`: this crate (`AsyncSession` over its per-worker actor and `RedisBackend`).
-//!   `--max-batch N` tunes the actor.
+//!   `--max-batch N` tunes the actor; `--bind-user` makes every login a user's (`bind_user`,
+//!   one user per login), so that reads and writes run on sessions listed in a user index.
 //!
 //! Routes (all `GET`, all answering JSON):
 //! - `/login?filler=N`: creates the session with `a` = "alpha", `b` = "beta", `counter` = 0 and
@@ -88,6 +89,10 @@ struct Config {
     /// circumflex: skip TTL refreshes within P% of the time to idle
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..100))]
     refresh_after_percent: u8,
+    /// circumflex: `/login` binds the session to a user of its own (`bind_user`) first, so
+    /// that `/read` and `/incr` run on bound sessions
+    #[arg(long)]
+    bind_user: bool,
 }
 
 #[derive(Deserialize)]
@@ -288,10 +293,21 @@ mod circ {
     use super::*;
     use circumflex_session::AsyncSession;
 
+    /// Whether `/login` binds the session to a user (`--bind-user`).
+    pub struct BindUsers(pub bool);
+
+    /// Users handed out so far: each login is a user of its own.
+    static USERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
     pub async fn login(
         session: AsyncSession,
         query: web::Query<LoginQuery>,
+        bind: web::Data<BindUsers>,
     ) -> actix_web::Result<HttpResponse> {
+        if bind.0 {
+            let user = USERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            session.bind_user(&format!("user{user}")).await?;
+        }
         let filler = query.filler.unwrap_or(0).min(MAX_FILLER);
         let value = serde_json::Value::String("x".repeat(FILLER_BYTES));
         let mut entries = vec![
@@ -345,9 +361,11 @@ async fn serve_circumflex(cfg: &Config) -> std::io::Result<()> {
     .map_err(std::io::Error::other)?;
     let key = Key::generate();
     let refresh_after_percent = cfg.refresh_after_percent;
+    let bind_user = cfg.bind_user;
     let stats = engine.clone();
     let server = listen!(cfg, move || {
         App::new()
+            .app_data(web::Data::new(circ::BindUsers(bind_user)))
             .wrap(
                 CircumflexMiddleware::builder(engine.clone(), key.clone())
                     .cookie_secure(false)

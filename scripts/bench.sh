@@ -11,6 +11,8 @@
 #   SERVERS    servers to compare, each a --mode of bench_server ("none actix-session circumflex"),
 #              or circumflex-rl10 (refresh_after_percent = 10), circumflex-batch16 (max_batch 16),
 #              circumflex-memory (memory backend: the layer's own cost, no Redis),
+#              circumflex-bound (every login binds a user of its own: reads and writes on bound
+#              sessions, whose refreshes keep the user's index),
 #              circumflex-cluster (a private 3-master Redis Cluster on the server's core instead
 #              of the standalone Redis; loadtest sums INFO over the three masters)
 #   SERVER_ARGS extra bench_server arguments (e.g. "--max-batch 64")
@@ -185,6 +187,7 @@ for run in $(seq 1 "$RUNS"); do
             circumflex-rl10) mode=circumflex; extra="--refresh-after-percent 10" ;;
             circumflex-batch16) mode=circumflex; extra="--max-batch 16" ;;
             circumflex-memory) mode=circumflex; extra="--backend memory" ;;
+            circumflex-bound) mode=circumflex; extra="--bind-user" ;;
             circumflex-cluster) mode=circumflex; extra="--redis-cluster-nodes $CLUSTER_URLS" ;;
             *) mode=$name; extra="" ;;
         esac
