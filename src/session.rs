@@ -1,11 +1,13 @@
 //! `AsyncSession`: the handle a handler gets, and its extractor.
 //!
-//! Why this file is long: 164 of its lines are the public API's documentation (each method's
-//! Redis cost and errors, and a runnable tour of the whole handle); the rest is about 330.
+//! Why this file is long: about 170 of its lines are the public API's documentation (each
+//! method's Redis cost and errors, and a runnable tour of the whole handle); the rest is about
+//! 370.
 //!
 //! The handle turns each call into commands for the worker's actor; `state` keeps who the
 //! session is and what the response must do with the cookie; `policy` decides how long a
-//! session lives and when its idle timer is pushed back.
+//! session lives and when its idle timer is pushed back. The user methods (log in as a user,
+//! list and revoke the user's sessions, remember-me) are in `login`, compare-and-set in `cas`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -7,7 +7,7 @@
 //! # Why the trait is sealed
 //! [`Backend`] names the store a [`SessionEngine`](crate::SessionEngine) runs on, and only this
 //! crate implements it. Its commands are the private protocol between the actor and the
-//! stores: every feature adds to them (per-user indexes will), and each backend must keep
+//! stores: every feature adds to them (the per-user index did), and each backend must keep
 //! subtle promises that our differential tests check against a real Redis (a write to an
 //! expired session never resurrects it, size limits hold atomically, a batch keeps its order).
 //! Opening the trait would freeze that protocol at 0.1 and make every new command a breaking
