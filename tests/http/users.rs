@@ -6,7 +6,11 @@ use std::time::Duration;
 use actix_web::cookie::Key;
 use actix_web::test::init_service;
 use actix_web::{web, App, HttpRequest, HttpResponse};
-use circumflex_session::{AsyncSession, SessionEngine, SessionMiddleware};
+use std::sync::{Arc, Mutex};
+
+use circumflex_session::{
+    AsyncSession, MemoryBackend, SessionEngine, SessionEvent, SessionEventKind, SessionMiddleware,
+};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -79,7 +83,15 @@ fn ids(reply: &Reply) -> Vec<String> {
 #[actix_web::test]
 async fn two_browsers_of_one_user_see_each_other_and_logout_everywhere_ends_the_other() {
     let server = RedisServer::start();
-    let engine = redis_engine(&server).await;
+    two_browsers(redis_engine(&server).await).await;
+}
+
+#[actix_web::test]
+async fn the_memory_backend_lists_and_revokes_a_users_sessions_alike() {
+    two_browsers(SessionEngine::new(MemoryBackend::new())).await;
+}
+
+async fn two_browsers(engine: SessionEngine) {
     let mw = SessionMiddleware::builder(engine.clone(), Key::generate())
         .build()
         .unwrap();
@@ -177,4 +189,68 @@ async fn a_remembered_session_outlives_a_short_one_next_to_it() {
     assert_eq!(engine.sessions_of("cy").await.unwrap().len(), 1);
     let bad = long.get(&app, "/remember-me?secs=7200").await;
     assert_eq!(bad.status, 500, "outside the bounds");
+}
+
+#[actix_web::test]
+async fn every_lifecycle_event_reaches_the_hook_and_a_panicking_hook_breaks_no_request() {
+    let server = RedisServer::start();
+    let seen: Arc<Mutex<Vec<SessionEvent>>> = Arc::default();
+    let log = seen.clone();
+    let engine = redis_engine(&server).await.on_event(move |event| {
+        log.lock().unwrap().push(event.clone());
+        // Every other event makes the hook panic: requests must not notice.
+        if log.lock().unwrap().len() % 2 == 0 {
+            panic!("a hook that panics");
+        }
+    });
+    let mw = SessionMiddleware::builder(engine.clone(), Key::generate())
+        .max_sessions_per_user(1)
+        .build()
+        .unwrap();
+    let app = user_app(mw).await;
+    let (mut first, mut second) = (Visitor::default(), Visitor::default());
+    assert_eq!(first.get(&app, "/kv/set?key=k&value=v").await.status, 200); // created
+    assert_eq!(first.get(&app, "/bind?user=dee").await.status, 200); // bound
+    assert_eq!(second.get(&app, "/bind?user=dee").await.status, 200); // bound, first revoked
+    assert_eq!(user_of(&first.get(&app, "/whoami").await), json!(null)); // gone
+    assert_eq!(second.get(&app, "/login?user=dee").await.status, 200); // renewed
+    assert_eq!(second.get(&app, "/logout").await.status, 200); // invalidated
+
+    let wanted = [
+        SessionEventKind::Created,
+        SessionEventKind::Bound,
+        SessionEventKind::Revoked,
+        SessionEventKind::Gone,
+        SessionEventKind::Renewed,
+        SessionEventKind::Invalidated,
+    ];
+    // Events arrive on the hook's own thread: wait for them, without a time limit on success.
+    for _ in 0..500 {
+        let kinds: Vec<_> = seen.lock().unwrap().iter().map(|e| e.kind).collect();
+        if wanted.iter().all(|k| kinds.contains(k)) {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    let events = seen.lock().unwrap().clone();
+    for kind in wanted {
+        assert!(
+            events.iter().any(|e| e.kind == kind),
+            "{kind:?} missing: {events:?}"
+        );
+    }
+    let bound: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == SessionEventKind::Bound)
+        .collect();
+    assert_eq!(bound.len(), 2);
+    assert!(bound.iter().all(|e| e.user_id.as_deref() == Some("dee")));
+    let revoked = events
+        .iter()
+        .find(|e| e.kind == SessionEventKind::Revoked)
+        .unwrap();
+    assert_eq!(
+        revoked.session_id, bound[0].session_id,
+        "the cap revoked the first login"
+    );
 }
