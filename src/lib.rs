@@ -44,6 +44,16 @@
 //! batching actor, so a test on the memory backend exercises the same code path as
 //! production. The [`Backend`] trait is sealed; its docs say why.
 //!
+//! # Sessions by user
+//! [`AsyncSession::bind_user`] logs a session in as a user (a new id, listed in the user's
+//! index); [`AsyncSession::sessions`] and [`SessionEngine::sessions_of`] list a user's live
+//! sessions, [`AsyncSession::logout_everywhere`], [`SessionEngine::revoke`] and
+//! [`SessionEngine::revoke_all`] end them, and `max_sessions_per_user` caps them. The index
+//! is kept by the same scripts that change the sessions, and never outlives them (see the
+//! README's "Sessions by user"). [`AsyncSession::set_tti`] gives a session its own time to
+//! idle (remember-me); [`AsyncSession::update`] and [`AsyncSession::compare_and_set`] change
+//! one key atomically; [`SessionEngine::on_event`] reports each session's life to a hook.
+//!
 //! # Configuration
 //! Builders ([`SessionMiddleware::builder`], [`RedisConfig`], [`SessionEngine::with_config`]) or
 //! a TOML file ([`Config::load`], see `config/default.toml`); every default is documented on

@@ -159,7 +159,7 @@ pub enum Op {
     Revoke {
         /// The user id.
         user: Arc<str>,
-        /// The session id after its tag ([`MEMBER_LEN`] hex).
+        /// The session id after its tag (32 hex).
         member: String,
     },
     /// Revoke up to `limit` of the user's sessions, all but `keep`; the command's key is the
@@ -196,7 +196,7 @@ pub struct Binding {
 /// One of a user's sessions, as the store lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
-    /// The session id after its tag ([`MEMBER_LEN`] hex).
+    /// The session id after its tag (32 hex).
     pub member: String,
     /// When it expires unless used (Unix ms).
     pub expires_ms: u64,
