@@ -38,7 +38,7 @@ async fn actor_round(actor: &Handle, n: usize, key_of: impl Fn(usize) -> usize) 
             op: Op::Get(vec!["a".to_owned(), "b".to_owned()]),
             refresh: None,
             limits: Default::default(),
-            bound: false,
+            reindex: false,
         };
         actor.call(command)
     });
@@ -110,7 +110,7 @@ fn engine_bench(c: &mut Criterion) {
                 op: Op::Set(WriteMode::Create { created: 0, ttl }, pairs),
                 refresh: None,
                 limits: Default::default(),
-                bound: false,
+                reindex: false,
             };
             actor.call(command).await.expect("seed session");
         }

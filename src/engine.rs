@@ -219,7 +219,11 @@ impl SessionEngine {
 
     /// A copy of the counters of every actor of this engine.
     pub fn stats(&self) -> StatsSnapshot {
-        self.inner.stats.snapshot()
+        StatsSnapshot {
+            events_dropped: self.inner.events.dropped(),
+            events_panicked: self.inner.events.panicked(),
+            ..self.inner.stats.snapshot()
+        }
     }
 
     /// The prefix of the store's session keys: a session is the hash `<prefix>:{<tag>}:<id>`.

@@ -53,7 +53,8 @@ pub struct SessionEvent {
     /// The session's id: the one inside the signed cookie (for [`SessionEventKind::Renewed`]
     /// and [`SessionEventKind::Bound`], the new id).
     pub session_id: String,
-    /// The user the session is bound to, if it is bound to one.
+    /// The user: set for [`SessionEventKind::Bound`] and [`SessionEventKind::Revoked`]
+    /// events (the others would need a store read to learn it), `None` for the rest.
     pub user_id: Option<String>,
 }
 

@@ -32,7 +32,7 @@ use crate::config::{
 use crate::cookie::{CookieCodec, VerifiedCookies};
 use crate::engine::SessionEngine;
 use crate::error::Error;
-use crate::session::{AsyncSession, Binding, Bound, Policy, RefreshLimiter};
+use crate::session::{AsyncSession, Binding, Bound, Policy, RefreshLimiter, INDEX_SLACK_PERCENT};
 
 /// Redis-backed, on-demand sessions for an actix-web `App`.
 ///
@@ -326,6 +326,7 @@ where
                     session: self.session.clone(),
                 },
                 refreshes: RefreshLimiter::new(&self.session),
+                index_touches: RefreshLimiter::with_percent(INDEX_SLACK_PERCENT),
                 verified: VerifiedCookies::new(),
                 events: self.engine.events(),
             }),

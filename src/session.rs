@@ -29,7 +29,7 @@ mod state;
 pub(crate) mod values;
 mod worker;
 
-pub(crate) use policy::{Policy, RefreshLimiter};
+pub(crate) use policy::{Policy, RefreshLimiter, INDEX_SLACK_PERCENT};
 use state::{Purpose, Renewal, State, Target};
 pub(crate) use worker::{Binding, Bound};
 
@@ -137,9 +137,15 @@ impl AsyncSession {
             op,
             refresh: target.refresh,
             limits: self.inner.binding.policy.session.limits(),
-            bound: target.bound,
+            reindex: target.reindex,
         };
-        self.inner.binding.handle.call(command).await
+        let reply = self.inner.binding.handle.call(command).await;
+        if reply.is_err() && target.reindex {
+            // The index may not have moved: the next refresh moves it, so that no plain
+            // refresh outlives the index's padded TTL.
+            self.inner.binding.index_touches.forget(&target.key);
+        }
+        reply
     }
 
     /// Sends a command that is not about this request's session (a user's index).
@@ -147,7 +153,7 @@ impl AsyncSession {
         let target = Target {
             key,
             refresh: None,
-            bound: false,
+            reindex: false,
         };
         self.call(&target, op).await
     }

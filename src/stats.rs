@@ -98,6 +98,11 @@ pub struct StatsSnapshot {
     pub errors_store_full: u64,
     /// Commands that found their session gone.
     pub gone: u64,
+    /// Lifecycle events dropped because the hook (see
+    /// [`SessionEngine::on_event`](crate::SessionEngine::on_event)) was 4096 events behind.
+    pub events_dropped: u64,
+    /// Calls of the lifecycle hook that panicked (caught and logged).
+    pub events_panicked: u64,
 }
 
 impl StatsSnapshot {
@@ -130,6 +135,9 @@ impl Stats {
             errors_server: self.errors_server.load(Relaxed),
             errors_store_full: self.errors_store_full.load(Relaxed),
             gone: self.gone.load(Relaxed),
+            // Counted by the engine's hook thread; see `SessionEngine::stats`.
+            events_dropped: 0,
+            events_panicked: 0,
         }
     }
 

@@ -4,7 +4,9 @@
 //! machinery under [`AsyncSession`](crate::AsyncSession): raw commands on session hashes,
 //! sent through a worker's actor without the checks the handle makes.
 
-pub use crate::actor::message::{Command, Limits, Op, Reply, WriteMode, META_CREATED};
+pub use crate::actor::message::{
+    Binding, Command, Limits, Listed, Op, Reply, WriteMode, META_CREATED, META_USER,
+};
 pub use crate::actor::Handle;
 use crate::engine::SessionEngine;
 

@@ -98,7 +98,7 @@ impl UserIndex {
             op,
             refresh: None,
             limits: Limits::default(),
-            bound: false,
+            reindex: false,
         }
     }
 

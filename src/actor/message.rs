@@ -42,10 +42,10 @@ pub struct Command {
     /// The session's size limits, which a write that grows the session must respect. Reads
     /// ignore them.
     pub limits: Limits,
-    /// The session is bound to a user: a refresh must move its expiry in the user's index
-    /// too, so a read's refresh runs the touch script instead of a plain `PEXPIRE`. (Writes
-    /// find out in their script, whatever this says.)
-    pub bound: bool,
+    /// The session is bound to a user and its index entry is due a touch (see
+    /// `lua/index.lua`): the refresh moves the session's expiry in the user's index too, by the
+    /// touch script instead of a plain `PEXPIRE`, or by the write script's mode `i`.
+    pub reindex: bool,
 }
 
 /// How large one session may grow: user keys, and bytes of user keys plus their values.

@@ -251,7 +251,7 @@ mod tests {
             op: Op::Get(vec!["a".into()]),
             refresh: None,
             limits: Default::default(),
-            bound: false,
+            reindex: false,
         }
     }
 

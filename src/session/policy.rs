@@ -8,6 +8,11 @@ use crate::clock::{self, Instant};
 use crate::config::SessionConfig;
 use crate::ticket::Ticket;
 
+/// The share of the TTL by which the user index's own TTL is padded (`SLACK_PERCENT` in
+/// `lua/index.lua`, which must say the same), and so how often a worker moves a bound session's
+/// index entry: once per that share of the time to idle.
+pub(crate) const INDEX_SLACK_PERCENT: u32 = 10;
+
 /// The lifetime rules of one middleware's sessions.
 pub(crate) struct Policy {
     pub(crate) session: SessionConfig,
@@ -57,10 +62,22 @@ impl RefreshLimiter {
     const MAX_TRACKED: usize = 100_000;
 
     pub(crate) fn new(session: &SessionConfig) -> Self {
+        Self::with_percent(u32::from(session.refresh_after_percent))
+    }
+
+    pub(crate) fn with_percent(percent: u32) -> Self {
         Self {
-            percent: u32::from(session.refresh_after_percent),
+            percent,
             last: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Forgets `key`, so that its next refresh is due (after a command that may not have run).
+    pub(crate) fn forget(&self, key: &Arc<str>) {
+        self.last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
     }
 
     /// Whether a refresh to `ttl` is due for `key` now; records it if so.
@@ -99,6 +116,12 @@ mod tests {
             refresh_after_percent: percent,
             ..SessionConfig::default()
         })
+    }
+
+    #[test]
+    fn the_index_slack_is_the_one_the_scripts_pad_the_index_with() {
+        let lua = include_str!("../backend/lua/index.lua");
+        assert!(lua.contains(&format!("local SLACK_PERCENT = {INDEX_SLACK_PERCENT}\n")));
     }
 
     #[test]

@@ -54,12 +54,12 @@ pub(super) struct State {
     cookie: CookieUpdate,
 }
 
-/// Where a command goes: the session's key, the refresh it carries, and whether the session
-/// is bound to a user (its refresh then moves its index entry too).
+/// Where a command goes: the session's key, the refresh it carries, and whether that refresh
+/// moves the session's entry in its user's index too (bound, and due: see `take_refresh`).
 pub(super) struct Target {
     pub(super) key: Arc<str>,
     pub(super) refresh: Option<Duration>,
-    pub(super) bound: bool,
+    pub(super) reindex: bool,
 }
 
 /// A write about to be sent: where, in which mode, with which refresh; and, for a session
@@ -83,6 +83,17 @@ pub(super) enum Renewal {
         ticket: Ticket,
         ttl: Duration,
     },
+}
+
+/// Whether a refresh of a bound session moves its index entry too: once per
+/// [`INDEX_SLACK_PERCENT`] of the TTL per worker, the window by which `lua/index.lua` pads the
+/// index's TTL; the refreshes in between are a plain `PEXPIRE`, which keeps a bound session's
+/// read as cheap as an unbound one's in Redis.
+fn reindex(b: &Binding, ticket: &Ticket, key: &Arc<str>, refresh: Option<Duration>) -> bool {
+    match refresh {
+        Some(ttl) if ticket.bound => b.index_touches.due(key, ttl),
+        _ => false,
+    }
 }
 
 impl State {
@@ -174,10 +185,11 @@ impl State {
     pub(super) fn target(&mut self, b: &Binding, purpose: Purpose) -> Option<Target> {
         let (ticket, key) = self.resolve(b)?;
         let refresh = self.take_refresh(b, &ticket, &key, purpose);
+        let reindex = reindex(b, &ticket, &key, refresh);
         Some(Target {
             key,
             refresh,
-            bound: ticket.bound,
+            reindex,
         })
     }
 
@@ -237,11 +249,12 @@ impl State {
             WriteMode::Existing
         };
         let refresh = self.take_refresh(b, &ticket, &key, Purpose::Write);
+        let reindex = reindex(b, &ticket, &key, refresh);
         Some(PendingWrite {
             target: Target {
                 key,
                 refresh,
-                bound: ticket.bound,
+                reindex,
             },
             mode,
             created,

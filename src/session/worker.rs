@@ -17,6 +17,8 @@ pub(crate) struct Binding {
     pub(crate) codec: Arc<CookieCodec>,
     pub(crate) policy: Policy,
     pub(crate) refreshes: RefreshLimiter,
+    /// When this worker last moved each bound session's index entry (see `state::reindex`).
+    pub(crate) index_touches: RefreshLimiter,
     pub(crate) verified: VerifiedCookies,
     /// The engine's lifecycle hooks.
     pub(crate) events: Events,

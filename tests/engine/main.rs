@@ -13,6 +13,7 @@ mod batching;
 mod config_files;
 mod differential;
 mod expiry;
+mod index_lag;
 mod outages;
 mod scripts;
 mod sentinel;

@@ -194,7 +194,7 @@ async fn commands_still_queued_when_their_deadline_passes_are_never_sent() {
         ),
         refresh: None,
         limits: Default::default(),
-        bound: false,
+        reindex: false,
     };
     // One write first, on the real clock, so that the pool is connected and the scripts are
     // loaded.

@@ -81,7 +81,7 @@ async fn a_write_of_more_fields_than_one_lua_unpack_takes_is_applied_whole() {
         op,
         refresh: None,
         limits,
-        bound: false,
+        reindex: false,
     };
     let replies = client
         .batch(vec![write(Op::Set(create(ttl), wide.clone()))])

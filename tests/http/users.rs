@@ -253,4 +253,12 @@ async fn every_lifecycle_event_reaches_the_hook_and_a_panicking_hook_breaks_no_r
         revoked.session_id, bound[0].session_id,
         "the cap revoked the first login"
     );
+    // Every other call panicked: by the time the sixth event arrived, the panics of the
+    // second and fourth were counted (by the hook thread, read through the stats).
+    let panicked = engine.stats().events_panicked;
+    assert!(
+        panicked >= 2,
+        "{panicked} panics counted for {} events",
+        events.len()
+    );
 }

@@ -98,7 +98,7 @@ fn random_command(rng: &mut StdRng, keys: &mut Vec<Arc<str>>, renames: &mut u32)
         op,
         refresh,
         limits,
-        bound: false,
+        reindex: false,
     }
 }
 

@@ -62,7 +62,7 @@ pub fn cmd(key: &Arc<str>, op: Op, refresh: Option<Duration>) -> Command {
         op,
         refresh,
         limits: Default::default(),
-        bound: false,
+        reindex: false,
     }
 }
 

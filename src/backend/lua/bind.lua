@@ -25,11 +25,11 @@ for i = 7, n, 500 do
 end
 redis.call('PEXPIRE', key, ttl)
 local member = member_of(key)
-reindex(index, member, ttl, now)
+local prefix = string.sub(key, 1, #key - 32)
+reindex(index, prefix, member, ttl, now)
 local revoked = {0}
 if cap > 0 and redis.call('ZCOUNT', index, '(' .. now, '+inf') > cap then
   -- Oldest first: by the time each was bound.
-  local prefix = string.sub(key, 1, #key - 32)
   local others = {}
   for _, m in ipairs(redis.call('ZRANGEBYSCORE', index, '(' .. now, '+inf')) do
     if m ~= member then

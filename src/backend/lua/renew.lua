@@ -11,8 +11,7 @@ redis.call('RENAME', KEYS[1], KEYS[2])
 redis.call('PEXPIRE', KEYS[2], ttl)
 local user = meta[2]
 if user then
-  local index = index_of(KEYS[1], user)
-  redis.call('ZREM', index, member_of(KEYS[1]))
-  reindex(index, member_of(KEYS[2]), ttl, now_ms())
+  redis.call('ZREM', index_of(KEYS[1], user), member_of(KEYS[1]))
+  reindex_session(KEYS[2], user, ttl, now_ms())
 end
 return 1

@@ -9,7 +9,7 @@
 -- Replies {left, revoked...}: the members still listed apart from the kept one, and the ids
 -- revoked.
 local index, user = KEYS[1], ARGV[1]
-local prefix = string.sub(index, 1, #index - #user - 2)
+local prefix = prefix_of(index, user)
 local out = {0}
 local function revoke(m)
   local key = prefix .. m

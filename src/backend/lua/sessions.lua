@@ -4,11 +4,12 @@
 --
 -- KEYS[1] the user's index; ARGV[1] the user id, ARGV[2] most sessions listed.
 -- Replies a flat array: per session its id (32 hex), expiry (Unix ms), created (Unix s), time
--- to idle (s), label (or '').
+-- to idle (s), label (or ''). A member whose score lags its session's expiry (see index.lua)
+-- but has not passed yet is listed; one whose score passed is scored again by `prune` first.
 local index, user = KEYS[1], ARGV[1]
 local now = now_ms()
-prune(index, now)
-local prefix = string.sub(index, 1, #index - #user - 2)
+local prefix = prefix_of(index, user)
+prune(index, prefix, now)
 -- Latest expiry first: the most recently used sessions, if there are more than the limit.
 local listed = redis.call('ZREVRANGEBYSCORE', index, '+inf', '(' .. now, 'WITHSCORES', 'LIMIT', 0,
   tonumber(ARGV[2]))
@@ -16,9 +17,11 @@ local out = {}
 for i = 1, #listed, 2 do
   local m = listed[i]
   local meta = redis.call('HMGET', prefix .. m, '\0created', '\0tti', '\0label', '\0user')
-  if meta[1] and meta[4] == user then
+  local left = redis.call('PTTL', prefix .. m)
+  if meta[1] and meta[4] == user and left > 0 then
     out[#out + 1] = m
-    out[#out + 1] = listed[i + 1]
+    -- The real expiry: the score may lag it (see index.lua).
+    out[#out + 1] = now + left
     out[#out + 1] = meta[1]
     out[#out + 1] = meta[2] or '0'
     out[#out + 1] = meta[3] or ''

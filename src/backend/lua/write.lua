@@ -1,7 +1,8 @@
 -- The write script: every change to a session's fields goes through it.
 --
 -- KEYS[1]  the session hash
--- ARGV[1]  'c': the session may be created (issued in this request); 'e': it must exist
+-- ARGV[1]  'c': the session may be created (issued in this request); 'e': it must exist;
+--          'i': it must exist, and a bound session's refresh moves its index entry too
 -- ARGV[2]  creation time (Unix seconds), stored as metadata when the session is created
 -- ARGV[3]  TTL in ms to set (0: leave the TTL alone; always set when creating)
 -- ARGV[4]  most user keys; ARGV[5] most bytes (user keys plus values)
@@ -27,7 +28,7 @@
 -- Cost: no closures, and one HMGET answers whether the session exists, its stored size and,
 -- for a write of one field, that field's value before (`scripts/guard_cost.sh` measures it).
 -- Index: a bound session (its '\0user' comes with the same HMGET) that the write refreshes
--- has its expiry moved in its user's index too (see index.lua).
+-- in mode 'i' has its expiry moved in its user's index too (see index.lua).
 local key = KEYS[1]
 local ttl = tonumber(ARGV[3])
 local op, n = ARGV[6], #ARGV
@@ -48,7 +49,11 @@ if not exists and ARGV[1] ~= 'c' then return {0} end
 local function refresh()
   if ttl > 0 then
     redis.call('PEXPIRE', key, ttl)
-    if meta[3] then reindex(index_of(key, meta[3]), member_of(key), ttl, now_ms()) end
+    -- A bound session's index entry moves when the client says it is due ('i'), or when the
+    -- time to idle itself changes (see index.lua).
+    if meta[3] and (ARGV[1] == 'i' or op == 't') then
+      reindex_session(key, meta[3], ttl, now_ms())
+    end
   end
 end
 if op == 'x' then

@@ -406,7 +406,7 @@ pub(super) fn replay_safe(op: &Op) -> bool {
 
 /// The refresh step of a session: a plain `PEXPIRE`, or the touch script for a bound one.
 fn refresh_step(command: &Command, ms: u64) -> Step<'_> {
-    if command.bound {
+    if command.reindex {
         Step::Touch(&command.key, ms)
     } else {
         Step::Expire(&command.key, ms)
@@ -524,6 +524,7 @@ fn sessions_reply(value: &Value) -> Result<Reply, Error> {
 fn write_args(cmd: &mut redis::Pipeline, command: &Command, refresh_ms: u64) {
     let (mode, created, mut ttl_ms) = match command.op.write_mode() {
         Some(WriteMode::Create { created, ttl }) => ("c", created, millis(ttl)),
+        _ if command.reindex && refresh_ms > 0 => ("i", 0, refresh_ms),
         _ => ("e", 0, refresh_ms),
     };
     if let Op::SetTti { ttl, .. } = &command.op {
@@ -661,7 +662,7 @@ mod tests {
             op,
             refresh: refresh.then_some(Duration::from_secs(60)),
             limits: Limits::default(),
-            bound: false,
+            reindex: false,
         }
     }
 
