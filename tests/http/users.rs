@@ -199,7 +199,7 @@ async fn every_lifecycle_event_reaches_the_hook_and_a_panicking_hook_breaks_no_r
     let engine = redis_engine(&server).await.on_event(move |event| {
         log.lock().unwrap().push(event.clone());
         // Every other event makes the hook panic: requests must not notice.
-        if log.lock().unwrap().len() % 2 == 0 {
+        if log.lock().unwrap().len().is_multiple_of(2) {
             panic!("a hook that panics");
         }
     });
