@@ -159,7 +159,7 @@ pub enum Op {
     Revoke {
         /// The user id.
         user: Arc<str>,
-        /// The session id after its tag ([`MEMBER_LEN`] hex).
+        /// The session id after its tag (`MEMBER_LEN`, 32 hex characters).
         member: String,
     },
     /// Revoke up to `limit` of the user's sessions, all but `keep`; the command's key is the
