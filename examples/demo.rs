@@ -10,13 +10,32 @@
 //! `redis-server` is started on a free port (and stopped on exit); failing that, the in-memory
 //! backend is used, loudly. TLS needs the feature: `cargo run --example demo --features
 //! tls-rustls`.
+//!
+//! Routes (also listed on `/`):
+//!
+//! | route | what it does |
+//! |---|---|
+//! | `/login?user=ann` | logs in as `ann` (`bind_user_labelled`, labelled with the `User-Agent`) and stores `user` |
+//! | `/whoami` | reads `user` |
+//! | `/counter` | increments `counter` atomically |
+//! | `/kv/set?key=&value=`, `/kv/get?key=` | store and read any key |
+//! | `/sessions` | the logged-in user's sessions, the caller's marked `current` |
+//! | `/logout-everywhere` | revokes the user's other sessions (`?all=1`: this one too); answers how many |
+//! | `/remember-me?days=30` | gives the session its own time to idle (`set_tti`): a persistent cookie |
+//! | `/logout` | invalidates the session |
+//!
+//! Every session event (created, renewed, bound, invalidated, revoked, gone) is logged at INFO
+//! with its kind and user, never the session id.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::cookie::Key;
+use actix_web::http::header::USER_AGENT;
 use actix_web::http::StatusCode;
-use actix_web::{get, web, App, HttpResponse, HttpServer, ResponseError};
+use actix_web::{get, web, App, HttpRequest, HttpResponse, HttpServer, ResponseError};
 use circumflex_session::{
     AsyncSession, Config, Error, MemoryBackend, RedisBackend, RedisConfig, SessionEngine,
-    SessionMiddleware,
+    SessionEvent, SessionMiddleware,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -32,20 +51,27 @@ const PAGE: &str = r#"<!doctype html>
 <h1>circumflex-session demo</h1>
 <p>Sessions live in Redis, one hash each, read and written per key on demand.</p>
 <ul>
-<li><a href="/login?user=ann">/login?user=ann</a> renews the session and stores <code>user</code></li>
+<li><a href="/login?user=ann">/login?user=ann</a> logs in as <code>ann</code> (a new session id,
+    listed under the user with your User-Agent) and stores <code>user</code></li>
 <li><a href="/whoami">/whoami</a> reads <code>user</code></li>
 <li><a href="/counter">/counter</a> increments <code>counter</code> atomically</li>
 <li><a href="/kv/set?key=color&amp;value=blue">/kv/set?key=color&amp;value=blue</a> and
     <a href="/kv/get?key=color">/kv/get?key=color</a> store and read any key</li>
+<li><a href="/sessions">/sessions</a> lists your user's sessions; yours is <code>"current"</code></li>
+<li><a href="/logout-everywhere">/logout-everywhere</a> ends your user's other sessions;
+    <a href="/logout-everywhere?all=1">?all=1</a> this one too</li>
+<li><a href="/remember-me">/remember-me</a> (<code>?days=</code>, default 30) keeps this session
+    for that long without use, in a persistent cookie</li>
 <li><a href="/logout">/logout</a> invalidates the session</li>
 </ul>
 <p>This page never touches the session: no Redis command, no cookie.</p>
 </body></html>"#;
 
 /// Session errors for this app, a playground where the client chooses keys and values: a bad
-/// key, a value too large, a session full, or a value read as the wrong type (a counter read
-/// as a string) are the client's fault here (400, with the reason); everything else is the
-/// library's opaque 500/503.
+/// key, a value too large, a session full, a value read as the wrong type (a counter read as a
+/// string), or an argument out of range (an empty user name, a remember-me beyond the allowed
+/// days) are the client's fault here (400, with the reason); everything else is the library's
+/// opaque 500/503.
 struct DemoError(Error);
 
 impl From<Error> for DemoError {
@@ -74,7 +100,8 @@ impl ResponseError for DemoError {
             | Error::NotAnInteger(_)
             | Error::Serialization { .. }
             | Error::SessionFull { .. }
-            | Error::TooManyKeys { .. } => StatusCode::BAD_REQUEST,
+            | Error::TooManyKeys { .. }
+            | Error::InvalidArgument(_) => StatusCode::BAD_REQUEST,
             _ => self.0.status_code(),
         }
     }
@@ -103,11 +130,30 @@ struct Login {
     user: String,
 }
 
+/// Logs in: a new session id with the user's slot tag, listed under the user (what the session
+/// held is kept). `user` is stored too, for `/whoami`.
 #[get("/login")]
-async fn login(session: AsyncSession, query: web::Query<Login>) -> Answer {
-    session.renew().await?;
+async fn login(session: AsyncSession, req: HttpRequest, query: web::Query<Login>) -> Answer {
+    session
+        .bind_user_labelled(&query.user, user_agent(&req))
+        .await?;
     session.set("user", &query.user).await?;
     Ok(HttpResponse::Ok().json(json!({ "user": query.user })))
+}
+
+/// The client's `User-Agent` as a session label: at most the 256 bytes a label may have, cut at
+/// a character boundary; empty when absent or not text.
+fn user_agent(req: &HttpRequest) -> &str {
+    let agent = req
+        .headers()
+        .get(USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut end = agent.len().min(256);
+    while !agent.is_char_boundary(end) {
+        end -= 1;
+    }
+    &agent[..end]
 }
 
 #[get("/whoami")]
@@ -143,6 +189,63 @@ struct KvGet {
 async fn kv_get(session: AsyncSession, query: web::Query<KvGet>) -> Answer {
     let value: Option<String> = session.get(&query.key).await?;
     Ok(HttpResponse::Ok().json(json!({ "key": query.key, "value": value })))
+}
+
+/// Unix seconds, for JSON.
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The sessions of the caller's user, most recently used first; none when not logged in.
+#[get("/sessions")]
+async fn sessions(session: AsyncSession) -> Answer {
+    let own = session.id();
+    let list: Vec<_> = session
+        .sessions()
+        .await?
+        .into_iter()
+        .map(|s| {
+            json!({
+                "current": own.as_deref() == Some(s.id.as_str()),
+                "id": s.id,
+                "created": unix_secs(s.created),
+                "last_refresh": unix_secs(s.last_refresh),
+                "expires": unix_secs(s.expires),
+                "label": s.label,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "sessions": list })))
+}
+
+#[derive(Deserialize)]
+struct Everywhere {
+    all: Option<u8>,
+}
+
+/// Revokes the user's other sessions, or all of them with `?all=1` (this one's cookie is then
+/// removed); answers how many.
+#[get("/logout-everywhere")]
+async fn logout_everywhere(session: AsyncSession, query: web::Query<Everywhere>) -> Answer {
+    let revoked = session.logout_everywhere(query.all == Some(1)).await?;
+    Ok(HttpResponse::Ok().json(json!({ "revoked": revoked })))
+}
+
+#[derive(Deserialize)]
+struct Remember {
+    days: Option<u64>,
+}
+
+/// Remember-me: the session idles out after `days` (default 30) instead of the configured
+/// time to idle, and its cookie becomes persistent. Outside `session.min_tti_secs` to
+/// `session.max_tti_secs`: a 400.
+#[get("/remember-me")]
+async fn remember_me(session: AsyncSession, query: web::Query<Remember>) -> Answer {
+    let days = query.days.unwrap_or(30);
+    session
+        .set_tti(Duration::from_secs(days.saturating_mul(24 * 3600)))
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({ "days": days })))
 }
 
 #[get("/logout")]
@@ -215,6 +318,8 @@ async fn run() -> std::io::Result<()> {
         }
     };
 
+    let engine = engine.on_event(log_event);
+
     // A fresh key per run: cookies from an earlier run are simply not recognised. Load a fixed
     // 64-byte key from a secret store in a real deployment.
     let key = Key::generate();
@@ -229,6 +334,9 @@ async fn run() -> std::io::Result<()> {
             .service(counter)
             .service(kv_set)
             .service(kv_get)
+            .service(sessions)
+            .service(logout_everywhere)
+            .service(remember_me)
             .service(logout)
     })
     .bind(("127.0.0.1", port))?;
@@ -236,6 +344,13 @@ async fn run() -> std::io::Result<()> {
     let result = server.run().await;
     drop(private_redis);
     result
+}
+
+/// The session event listener: runs on the engine's event thread, never in a request. The
+/// session id is left out: it names someone's session, and logs travel further than cookies.
+fn log_event(event: &SessionEvent) {
+    let user = event.user_id.as_deref().unwrap_or("-");
+    tracing::info!(kind = ?event.kind, %user, "session event");
 }
 
 /// Connects, and checks that Redis answers before the demo listens: a wrong password or a
