@@ -247,7 +247,7 @@ pub enum Reply {
     Done,
     /// The session does not exist (expired or invalidated): nothing was written.
     Gone,
-    /// For `SessionsOf`: the user's live sessions, soonest to expire first.
+    /// For `SessionsOf`: the user's live sessions, latest to expire first.
     Sessions(Vec<Listed>),
     /// For `Bind`, `Revoke` and `RevokeAll`: the ids (after the tag) revoked, and how many of
     /// the user's sessions are left to revoke (`RevokeAll` only).

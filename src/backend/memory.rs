@@ -365,7 +365,9 @@ impl State {
                 label: e.user.as_ref().map(|b| b.label.clone()).unwrap_or_default(),
             });
         }
-        listed.sort_by_key(|l| l.expires_ms);
+        // Latest expiry first, as the listing script: past the limit, the least recently used
+        // are left out.
+        listed.sort_by_key(|l| std::cmp::Reverse(l.expires_ms));
         listed.truncate(limit as usize);
         Reply::Sessions(listed)
     }

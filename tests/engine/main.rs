@@ -17,3 +17,4 @@ mod outages;
 mod scripts;
 mod sentinel;
 mod server_errors;
+mod users;

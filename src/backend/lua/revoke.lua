@@ -6,8 +6,8 @@
 -- sessions revoked by this call (the caller calls again while some are left, so that no call
 -- is long).
 --
--- Replies {left, revoked...}: the members still listed apart from the kept one, and the ids
--- revoked.
+-- Replies {left, revoked...}: the live members still listed apart from the kept one, and the
+-- ids revoked.
 local index, user = KEYS[1], ARGV[1]
 local prefix = string.sub(index, 1, #index - #user - 2)
 local out = {0}
@@ -23,12 +23,19 @@ if ARGV[2] == 'one' then
   revoke(ARGV[3])
   return out
 end
+-- Only live members are candidates and counted as left: expired ones (which sort first) are
+-- pruned as everywhere, bounded, so that a chunk never spends itself on the dead and stops
+-- short of the live sessions behind them.
 local keep, most = ARGV[3], tonumber(ARGV[4])
-for _, m in ipairs(redis.call('ZRANGE', index, 0, most)) do
+local now = now_ms()
+prune(index, now)
+local live = redis.call('ZRANGEBYSCORE', index, '(' .. now, '+inf', 'LIMIT', 0, most + 1)
+for _, m in ipairs(live) do
   if #out > most then break end
   if m ~= keep then revoke(m) end
 end
-local left = redis.call('ZCARD', index)
-if keep ~= '' and redis.call('ZSCORE', index, keep) then left = left - 1 end
+local left = redis.call('ZCOUNT', index, '(' .. now, '+inf')
+local kept = keep ~= '' and redis.call('ZSCORE', index, keep)
+if kept and tonumber(kept) > now then left = left - 1 end
 out[1] = left
 return out

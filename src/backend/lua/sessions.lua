@@ -9,7 +9,8 @@ local index, user = KEYS[1], ARGV[1]
 local now = now_ms()
 prune(index, now)
 local prefix = string.sub(index, 1, #index - #user - 2)
-local listed = redis.call('ZRANGEBYSCORE', index, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0,
+-- Latest expiry first, so that past the limit the least recently used are the ones left out.
+local listed = redis.call('ZREVRANGEBYSCORE', index, '+inf', '(' .. now, 'WITHSCORES', 'LIMIT', 0,
   tonumber(ARGV[2]))
 local out = {}
 for i = 1, #listed, 2 do
