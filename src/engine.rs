@@ -175,7 +175,7 @@ impl SessionEngine {
     /// # });
     /// ```
     ///
-    /// Redis: one `EVALSHA` of the listing script on the user's index (`ZRANGEBYSCORE`, an
+    /// Redis: one `EVALSHA` of the listing script on the user's index (`ZREVRANGEBYSCORE`, an
     /// `HMGET` per session, pruning what expired).
     ///
     /// # Errors

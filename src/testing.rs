@@ -19,3 +19,8 @@ pub fn start(engine: &SessionEngine) -> Handle {
 pub fn cluster_slot(key: &str) -> u16 {
     crate::backend::redis::cluster_slot(key.as_bytes())
 }
+
+/// The slot tag of a user's sessions and index (`<prefix>:{<tag>}:u:<user>`).
+pub fn user_tag(user: &str) -> String {
+    crate::ticket::user_tag(user)
+}

@@ -189,7 +189,7 @@ impl UserIndex {
             Some(id) => self.member(id)?.map(str::to_owned),
             None => None,
         };
-        let mut total = 0;
+        let (mut total, mut before) = (0, u64::MAX);
         loop {
             let op = Op::RevokeAll {
                 user: self.user.clone(),
@@ -198,11 +198,13 @@ impl UserIndex {
             };
             let (revoked, left) = self.revoked(run(self.command(op)).await?, events)?;
             total += revoked;
-            // A chunk that revoked nothing while some are left would loop forever: those left
-            // are sessions bound after the call began; they are the caller's to revoke.
-            if left == 0 || revoked == 0 {
+            // Each call drops what it looked at, dead or alive, so `left` falls; if it does
+            // not, sessions are being bound as fast as they are revoked: those are the
+            // caller's to revoke.
+            if left == 0 || left >= before {
                 return Ok(total);
             }
+            before = left;
         }
     }
 

@@ -174,12 +174,15 @@ impl RedisBackend {
     /// answers or none monitors the configured master name. Sessions do not need it:
     /// connections are otherwise opened on first use.
     ///
-    /// Costs one round trip of four commands that change nothing: `PING`, and on a key under
+    /// Costs one round trip of five commands that change nothing: `PING`, and on a key under
     /// the prefix that no session can have (`<prefix>:{check}:probe`), `EVALSHA` of the
     /// logout script (which deletes only that key; `NOSCRIPT` is fine, it proves the
-    /// permission), `HMGET` and `PEXPIRE` (which Redis refuses on a replica). On a cluster, it
+    /// permission), `HMGET` and `PEXPIRE` (which Redis refuses on a replica); then `EVAL` of
+    /// the listing script of sessions by user on the index of no user
+    /// (`<prefix>:{check}:u:probe`), which runs the commands the per-user scripts need
+    /// beyond `@read` and `@write`: `TIME` is in no category but `@fast`. On a cluster, it
     /// first loads the slot map and checks that every slot has a primary, then sends the same
-    /// four commands to every primary, on a probe key of a slot that primary owns.
+    /// five commands to every primary, on probe keys of a slot that primary owns.
     ///
     /// # Errors
     /// [`Error::Unavailable`], whose message names the cause (and never a password).
@@ -188,9 +191,9 @@ impl RedisBackend {
             Store::Standalone(connections) => {
                 connections.check_sentinels().await?;
                 // A session's tag has four characters, so `{check}` is never a session's key.
-                let probe = format!("{}:{{check}}:probe", self.prefix);
+                let base = format!("{}:{{check}}", self.prefix);
                 connections
-                    .probe(&probe, self.scripts.invalidate.get_hash())
+                    .probe(&base, self.scripts.invalidate.get_hash())
                     .await
             }
             Store::Cluster(cluster) => cluster.check(&self.prefix, &self.scripts).await,

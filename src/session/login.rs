@@ -113,7 +113,7 @@ impl AsyncSession {
     /// empty when the session is not bound.
     ///
     /// Redis: [`user_id`](Self::user_id), then one `EVALSHA` of the listing script on the
-    /// user's index (`ZRANGEBYSCORE` and an `HMGET` per session, pruning what expired).
+    /// user's index (`ZREVRANGEBYSCORE` and an `HMGET` per session, pruning what expired).
     ///
     /// # Errors
     /// The store's errors (see [`AsyncSession`]).

@@ -18,3 +18,4 @@ mod redirects;
 mod reshard;
 #[cfg(any(feature = "tls-rustls", feature = "tls-native-tls"))]
 mod tls;
+mod users;

@@ -18,3 +18,4 @@ mod outages;
 mod scripts;
 mod sentinel;
 mod server_errors;
+mod users;

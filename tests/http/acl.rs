@@ -11,17 +11,25 @@ use circumflex_session::{Error, RedisBackend, RedisConfig, SessionEngine, Sessio
 use crate::support::app::*;
 use crate::support::flow::login_flow;
 use crate::support::logs::LogCapture;
+use crate::support::users::*;
 use crate::support::RedisServer;
 
 const ADMIN_PASSWORD: &str = "admin-pw-0c4a";
 const APP_PASSWORD: &str = "apppass-71c2";
 
-/// The ACL that README.md ("Deploying") says is enough for the session store.
-const DOCUMENTED_ACL: &str = "~session:* +@read +@write +@scripting +ping +cluster|slots +asking";
+/// The least ACL the session store needs, sessions by user included; README.md ("Deploying")
+/// should say so. `+time`: the per-user scripts call `TIME`, which is in no category but
+/// `@fast` (and `@all`).
+const DOCUMENTED_ACL: &str =
+    "~session:* +@read +@write +@scripting +ping +time +cluster|slots +asking";
+
+/// The ACL README.md documented before sessions by user: enough for sessions, not for binding
+/// them to users.
+const ACL_WITHOUT_TIME: &str = "~session:* +@read +@write +@scripting +ping +cluster|slots +asking";
 
 /// A server whose default user is off, with the users `admin` (for the test's own look),
-/// `app` (for the session store), `noscript` (all but `@scripting`) and `minimal` (exactly
-/// [`DOCUMENTED_ACL`]).
+/// `app` (for the session store), `noscript` (all but `@scripting`), `minimal` (exactly
+/// [`DOCUMENTED_ACL`]) and `notime` (exactly [`ACL_WITHOUT_TIME`]).
 fn acl_server() -> RedisServer {
     let server = RedisServer::start();
     let mut conn = server.connection();
@@ -52,6 +60,7 @@ fn acl_server() -> RedisServer {
             "-@scripting",
         ],
         &["minimal", "on", ">minimal-pw"],
+        &["notime", "on", ">notime-pw"],
         &["default", "off"],
     ] {
         let _: () = redis::cmd("ACL")
@@ -60,12 +69,14 @@ fn acl_server() -> RedisServer {
             .query(&mut conn)
             .expect("ACL SETUSER");
     }
-    let _: () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("minimal")
-        .arg(DOCUMENTED_ACL.split(' ').collect::<Vec<_>>())
-        .query(&mut conn)
-        .expect("ACL SETUSER minimal");
+    for (user, acl) in [("minimal", DOCUMENTED_ACL), ("notime", ACL_WITHOUT_TIME)] {
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(user)
+            .arg(acl.split(' ').collect::<Vec<_>>())
+            .query(&mut conn)
+            .unwrap_or_else(|e| panic!("ACL SETUSER {user}: {e}"));
+    }
     server
 }
 
@@ -128,14 +139,67 @@ async fn a_user_with_only_the_documented_permissions_passes_the_check_and_the_wh
     let server = acl_server();
     let url = format!("redis://minimal:minimal-pw@127.0.0.1:{}", server.port());
     let engine = checked_engine(RedisConfig::new(url)).await;
-    login_flow(
-        engine,
-        &AsAdmin {
-            server: &server,
-            db: 0,
-        },
-    )
+    let admin = AsAdmin {
+        server: &server,
+        db: 0,
+    };
+    login_flow(engine.clone(), &admin).await;
+
+    // Sessions by user: bind, list, log out everywhere; the index is under the prefix too.
+    two_browsers_flow(engine, |laptop, phone| {
+        let index = format!("session:{{{}}}:u:ann", &laptop[..4]);
+        let mut keys: Vec<String> = redis::cmd("KEYS")
+            .arg("session:*")
+            .query(&mut admin.inspect())
+            .expect("KEYS");
+        keys.sort();
+        let mut expected = vec![session_key(laptop), session_key(phone), index];
+        expected.sort();
+        assert_eq!(keys, expected);
+    })
     .await;
+    assert_eq!(
+        key_count(&server, 0),
+        0,
+        "logging out everywhere left nothing"
+    );
+}
+
+#[actix_web::test]
+async fn a_user_without_time_fails_the_check_by_name_and_cannot_log_in_as_a_user() {
+    let server = acl_server();
+    let config = RedisConfig::new(format!("redis://127.0.0.1:{}", server.port()))
+        .username("notime")
+        .password("notime-pw");
+    let backend = RedisBackend::connect(config)
+        .await
+        .expect("valid redis config");
+    let err = backend.check().await.expect_err("the check must fail");
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    // Redis 7.0 does not name the command a script was refused, so the message does.
+    assert!(
+        err.to_string()
+            .contains("the Redis user lacks a permission the session store needs")
+            && err.to_string().contains("+time"),
+        "{err}"
+    );
+
+    // Plain sessions work without it; binding one to a user does not.
+    let app = user_app(SessionMiddleware::new(
+        SessionEngine::new(backend),
+        Key::generate(),
+    ))
+    .await;
+    let mut visitor = Visitor::default();
+    let counter = visitor.get(&app, "/counter").await;
+    assert_eq!(counter.status, StatusCode::OK, "{}", counter.text());
+    let bind = visitor.get(&app, "/bind?user=ann").await;
+    assert_eq!(
+        bind.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        bind.text()
+    );
 }
 
 #[actix_web::test]

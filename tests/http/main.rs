@@ -22,4 +22,5 @@ mod sentinel;
 #[cfg(any(feature = "tls-rustls", feature = "tls-native-tls"))]
 mod tls;
 mod two_instances;
+mod update;
 mod users;

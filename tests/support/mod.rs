@@ -1,7 +1,8 @@
 //! Test support shared by the test binaries (`tests/http/`, `tests/engine/`, `tests/cluster/`)
 //! and the engine benchmark: a private `redis-server` (or Redis Cluster) per test, the HTTP app
 //! and its request helpers, the engine-level helpers on `testing::Handle`, the suites every
-//! store must pass (acceptance, differential), the fault tests' Redis administration, a
+//! store must pass (acceptance, differential, the two-browser flow of sessions by user), the
+//! fault tests' Redis administration, a
 //! capture of what is logged, and (with a TLS feature) certificates and a TLS-only server; the
 //! cluster and Sentinel starters also start their nodes TLS-only on request.
 #![allow(dead_code)]
@@ -18,6 +19,7 @@ pub mod redis_sentinel;
 mod redis_server;
 #[cfg(any(feature = "tls-rustls", feature = "tls-native-tls"))]
 pub mod tls;
+pub mod users;
 
 // `benches/engine.rs` includes this module too, and uses only `RedisServer`.
 #[allow(unused_imports)]

@@ -23,10 +23,17 @@ if ARGV[2] == 'one' then
   revoke(ARGV[3])
   return out
 end
+-- Every member is looked at, not only those whose score is in the future: a score may lag a
+-- session that still lives (see index.lua). The dead ones are dropped as they come, so each
+-- call shortens the index by up to `most` members and the caller's loop ends.
 local keep, most = ARGV[3], tonumber(ARGV[4])
+local looked = 0
 for _, m in ipairs(redis.call('ZRANGE', index, 0, most)) do
-  if #out > most then break end
-  if m ~= keep then revoke(m) end
+  if looked >= most then break end
+  if m ~= keep then
+    revoke(m)
+    looked = looked + 1
+  end
 end
 local left = redis.call('ZCARD', index)
 if keep ~= '' and redis.call('ZSCORE', index, keep) then left = left - 1 end

@@ -13,7 +13,7 @@
 -- Replies {0}: the session does not exist (expired or logged out) and nothing was written;
 -- {1, n}: done (n: fields added, removed, the new counter value, or whether set);
 -- {1, 0, found} for 'x' whose field held `found` (nil: absent), not the expected value
--- (nothing written);
+-- (the field is not written; in 'c' mode a session that did not exist is created, empty);
 -- {2, keys, bytes}: refused, the session would have grown past a limit; nothing was written.
 --
 -- Guard: a write to a session that does not exist never creates a partial hash under its id.
@@ -59,6 +59,9 @@ end
 if op == 'x' then
   local expected = ARGV[9] == '1' and ARGV[10] or false
   if meta[6] ~= expected then
+    -- A miss still creates the session (empty) where it may: the handle has issued its cookie
+    -- either way, as for every other write in 'c' mode, and the memory backend does the same.
+    if not exists then redis.call('HSET', key, '\0created', ARGV[2], '\0size', 0) end
     refresh()
     return {1, 0, meta[6]}
   end

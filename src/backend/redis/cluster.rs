@@ -232,13 +232,13 @@ impl Cluster {
         }
         let primaries = self.topology.primaries();
         let probes = join_all(primaries.iter().map(|node| async move {
-            let key = self.probe_key(prefix, node).ok_or_else(|| {
+            let base = self.probe_base(prefix, node).ok_or_else(|| {
                 node.error(Error::unavailable(StoreError::new(
                     "no probe key found for a slot of this primary",
                 )))
             })?;
             node.connections
-                .probe(&key, scripts.invalidate.get_hash())
+                .probe(&base, scripts.invalidate.get_hash())
                 .await
                 .map_err(|e| node.error(e))
         }))
@@ -246,12 +246,12 @@ impl Cluster {
         probes.into_iter().collect()
     }
 
-    /// A key no session has (`{check<n>}`: a session's tag has four hex characters) in a slot
-    /// that `node` owns. A primary owns at least one slot of the 16384, so about 16384 tries
-    /// at most find one: CRC16 spreads consecutive names over every slot.
-    fn probe_key(&self, prefix: &str, node: &Arc<Node>) -> Option<String> {
+    /// The stem of keys no session has (`<prefix>:{check<n>}`: a session's tag has four hex
+    /// characters) in a slot that `node` owns. A primary owns at least one slot of the 16384,
+    /// so about 16384 tries at most find one: CRC16 spreads consecutive names over every slot.
+    fn probe_base(&self, prefix: &str, node: &Arc<Node>) -> Option<String> {
         (0..1 << 20)
-            .map(|n| format!("{prefix}:{{check{n}}}:probe"))
+            .map(|n| format!("{prefix}:{{check{n}}}"))
             .find(|key| {
                 self.topology
                     .owners(std::iter::once(slot(key.as_bytes())))

@@ -286,19 +286,29 @@ impl Connections {
         })
     }
 
-    /// The startup check's probe on one server: `PING`, then on `key` (which no session has)
-    /// the logout script by its SHA (`NOSCRIPT` is fine: it proves the permission), `HMGET`
-    /// and `PEXPIRE` (which a replica refuses). Changes nothing but deleting `key`.
-    pub(super) async fn probe(&self, key: &str, invalidate_sha: &str) -> Result<(), Error> {
+    /// The startup check's probe on one server: `PING`, then on `<base>:probe` (which no
+    /// session has) the logout script by its SHA (`NOSCRIPT` is fine: it proves the
+    /// permission), `HMGET` and `PEXPIRE` (which a replica refuses); then the listing script,
+    /// whole (`EVAL`: it must run, not just be allowed, for Redis to check the commands it
+    /// calls, `TIME` among them), on the index of no user, `<base>:u:probe`. Changes nothing
+    /// but deleting `<base>:probe`.
+    pub(super) async fn probe(&self, base: &str, invalidate_sha: &str) -> Result<(), Error> {
+        let (key, index) = (format!("{base}:probe"), format!("{base}:u:probe"));
         let mut conn = self.live().await?;
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         pipe.cmd("PING");
-        pipe.cmd("EVALSHA").arg(invalidate_sha).arg(1).arg(key);
-        pipe.cmd("HMGET").arg(key).arg("\0created");
-        pipe.cmd("PEXPIRE").arg(key).arg(1);
+        pipe.cmd("EVALSHA").arg(invalidate_sha).arg(1).arg(&key);
+        pipe.cmd("HMGET").arg(&key).arg("\0created");
+        pipe.cmd("PEXPIRE").arg(&key).arg(1);
+        pipe.cmd("EVAL")
+            .arg(super::scripts::SESSIONS_SOURCE)
+            .arg(1)
+            .arg(&index)
+            .arg("probe")
+            .arg(1);
         let replies = self
-            .send(&mut conn, &pipe, 4)
+            .send(&mut conn, &pipe, 5)
             .await
             .map_err(|(PipelineFailure::Lost(e) | PipelineFailure::Failed(e))| e)?;
         for reply in replies {

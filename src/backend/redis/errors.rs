@@ -29,6 +29,15 @@ pub(super) fn store_refusal(e: &RedisError) -> Option<Error> {
              is unknown or disabled, or the password is wrong)"
         }
         Some("NOPERM") => "the Redis user lacks a permission the session store needs (NOPERM)",
+        // Redis 7.0 refuses a command a script calls without the permission as ERR, naming
+        // neither NOPERM nor the command (7.2 says NOPERM).
+        _ if e
+            .detail()
+            .is_some_and(|d| d.contains("user executing the script can't run")) =>
+        {
+            "the Redis user lacks a permission the session store needs (a command its scripts \
+             call was refused: they call TIME, which needs +time, besides @read and @write)"
+        }
         Some("LOADING") => "Redis is still loading its data set (LOADING)",
         Some("READONLY") => "Redis is a read-only replica: point the URL at a master (READONLY)",
         Some("MASTERDOWN") => "the Redis replica lost its master (MASTERDOWN)",

@@ -17,13 +17,16 @@ macro_rules! indexed {
     };
 }
 
+/// The listing script of sessions by user, which the startup check runs whole.
+pub(super) const SESSIONS_SOURCE: &str = indexed!("sessions.lua");
+
 const SOURCES: [&str; 7] = [
     indexed!("write.lua"),
     indexed!("renew.lua"),
     indexed!("invalidate.lua"),
     indexed!("touch.lua"),
     indexed!("bind.lua"),
-    indexed!("sessions.lua"),
+    SESSIONS_SOURCE,
     indexed!("revoke.lua"),
 ];
 
