@@ -301,17 +301,21 @@ async fn a_session_that_expires_on_its_own_leaves_no_member_after_the_next_touch
         bound()
     );
 
-    // Each touch in turn: a new bind, a refreshing write, a refreshing read of another session.
+    // Each touch in turn: a new bind, a refreshing write, a refreshing read of another session
+    // (refreshes move the index when the handle says they are due: `Command::reindex`).
     let touches: [(&str, Command); 3] = [
         ("a new bind", bind(user, 10, TTL)),
         (
-            "a refreshing write",
-            cmd(&session_of(user, 0), set(&[("a", "1")]), Some(TTL)),
+            "a refreshing write due an index touch",
+            Command {
+                reindex: true,
+                ..cmd(&session_of(user, 0), set(&[("a", "1")]), Some(TTL))
+            },
         ),
         (
-            "a refreshing read",
+            "a refreshing read due an index touch",
             Command {
-                bound: true,
+                reindex: true,
                 ..cmd(&session_of(user, 0), get(&["a"]), Some(TTL))
             },
         ),
@@ -378,7 +382,7 @@ async fn a_revoke_racing_writes_never_lets_the_session_come_back() {
                             },
                         };
                         Command {
-                            bound: true,
+                            reindex: true,
                             ..cmd(&key, op, Some(TTL))
                         }
                     })
@@ -457,13 +461,13 @@ async fn a_revoke_racing_writes_never_lets_the_session_come_back() {
             },
         ] {
             let command = Command {
-                bound: true,
+                reindex: true,
                 ..cmd(&key, op, Some(TTL))
             };
             assert_eq!(c.call(command).await.expect("a late write"), Reply::Gone);
         }
         let touch = Command {
-            bound: true,
+            reindex: true,
             ..cmd(&key, Op::Touch, Some(TTL))
         };
         assert_eq!(c.call(touch).await.expect("touch"), Reply::Bool(false));
