@@ -6,8 +6,9 @@
 # write script from src/backend/lua/write.lua, fills 1000 sessions, then for each variant pipes
 # N writes with `redis-cli --pipe` (from CPU 1) and reports Redis's own CPU time (INFO
 # used_cpu_user + used_cpu_sys) per write. Needs redis-server, redis-cli, python3, taskset, ss.
-# With BASELINE=<git rev>, the write script of that revision (from src/backend/redis.rs, where
-# it lived before 0.1's hardening) is measured too, as base-lua and base-lua+pexpire.
+# With BASELINE=<git rev>, the write script of that revision (src/backend/lua/write.lua, or
+# src/backend/redis.rs where it lived before 0.1's hardening) is measured too, as base-lua and
+# base-lua+pexpire.
 #
 #   N=200000 REPS=2 scripts/guard_cost.sh
 #   BASELINE=f6c290f REPS=3 scripts/guard_cost.sh
@@ -27,9 +28,21 @@ PORT=$REDIS_PORT
 
 SHA=$(redis-cli -p "$PORT" script load "$(cat "$ROOT/src/backend/lua/index.lua" "$ROOT/src/backend/lua/write.lua")")
 BASE_SHA=none
+# The baseline script's arguments: those of today's script ("file") or of the inline one.
+BASE_LAYOUT=inline
 if [ -n "${BASELINE:-}" ]; then
-    BASE_SCRIPT=$(git -C "$ROOT" show "$BASELINE:src/backend/redis.rs" |
-        sed -n '/^const WRITE_SCRIPT: &str = r#"/,/^"#;/p' | sed '1d;$d')
+    if git -C "$ROOT" cat-file -e "$BASELINE:src/backend/lua/write.lua" 2>/dev/null; then
+        # Since 0.1's hardening the script is a file (with the index helpers in front of it
+        # since issue #11).
+        BASE_SCRIPT=$({
+            git -C "$ROOT" show "$BASELINE:src/backend/lua/index.lua" 2>/dev/null || true
+            git -C "$ROOT" show "$BASELINE:src/backend/lua/write.lua"
+        })
+        BASE_LAYOUT=file
+    else
+        BASE_SCRIPT=$(git -C "$ROOT" show "$BASELINE:src/backend/redis.rs" |
+            sed -n '/^const WRITE_SCRIPT: &str = r#"/,/^"#;/p' | sed '1d;$d')
+    fi
     [ -n "$BASE_SCRIPT" ] || { echo "guard_cost.sh: no inline write script at $BASELINE" >&2; exit 2; }
     BASE_SHA=$(redis-cli -p "$PORT" script load "$BASE_SCRIPT")
 fi
@@ -44,7 +57,7 @@ def resp(*args):
         out.append(b"$%d\r\n%s\r\n" % (len(a), a))
     return b"".join(out)
 
-mode, n, sha, base_sha = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+mode, n, sha, base_sha, base_layout = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 w = sys.stdout.buffer
 sessions = 1000
 ttl = "1800000"
@@ -75,17 +88,20 @@ for i in range(n):
         w.write(resp("EVALSHA", sha, 1, key, "e", "0", "0", "256", "262144", "s", "counter", i))
     elif mode == "lua+pexpire":  # the same with the refresh folded in
         w.write(resp("EVALSHA", sha, 1, key, "e", "0", ttl, "256", "262144", "s", "counter", i))
-    elif mode == "base-lua":  # BASELINE's write script (guard only), no refresh
+    elif mode.startswith("base-lua") and base_layout == "file":  # BASELINE's write.lua
+        refresh = ttl if mode == "base-lua+pexpire" else "0"
+        w.write(resp("EVALSHA", base_sha, 1, key, "e", "0", refresh, "256", "262144", "s", "counter", i))
+    elif mode == "base-lua":  # BASELINE's inline write script (guard only), no refresh
         w.write(resp("EVALSHA", base_sha, 1, key, "x", "0", "0", "s", "counter", i))
     elif mode == "base-lua+pexpire":
         w.write(resp("EVALSHA", base_sha, 1, key, "e", "0", ttl, "s", "counter", i))
 PY
 
-python3 "$WORK/gen.py" setup 1000 "$SHA" "$BASE_SHA" | redis-cli -p "$PORT" --pipe >/dev/null
+python3 "$WORK/gen.py" setup 1000 "$SHA" "$BASE_SHA" "$BASE_LAYOUT" | redis-cli -p "$PORT" --pipe >/dev/null
 cpu() { redis-cli -p "$PORT" info cpu | awk -F: '/used_cpu_(user|sys):/ { s += $2 } END { printf "%.6f", s }'; }
 VARIANTS="hset hset+pexpire multi-guard multi-guard+pexpire lua lua+pexpire"
 [ "$BASE_SHA" = none ] || VARIANTS="$VARIANTS base-lua base-lua+pexpire"
-for v in $VARIANTS; do python3 "$WORK/gen.py" "$v" "$N" "$SHA" "$BASE_SHA" >"$WORK/$v.resp"; done
+for v in $VARIANTS; do python3 "$WORK/gen.py" "$v" "$N" "$SHA" "$BASE_SHA" "$BASE_LAYOUT" >"$WORK/$v.resp"; done
 echo "| variant | Redis CPU µs per write (each rep) |"
 echo "|---|---|"
 for v in $VARIANTS; do

@@ -9,9 +9,10 @@
 -- session before login (bounded by the session limits it was written under).
 --
 -- Replies {0, revoked...}: the ids (32 hex) of the sessions revoked by the cap.
+local ix = index()
 local key, index = KEYS[1], KEYS[2]
 local ttl, cap, n = tonumber(ARGV[2]), tonumber(ARGV[6]), #ARGV
-local now = now_ms()
+local now = ix.now_ms()
 local size = 0
 for i = 7, n, 2 do size = size + #ARGV[i] + #ARGV[i + 1] end
 -- The first write is an HSET: Redis refuses it over maxmemory before anything changed.
@@ -24,9 +25,9 @@ for i = 7, n, 500 do
   redis.call('HSET', key, unpack(ARGV, i, math.min(i + 499, n)))
 end
 redis.call('PEXPIRE', key, ttl)
-local member = member_of(key)
+local member = ix.member_of(key)
 local prefix = string.sub(key, 1, #key - 32)
-reindex(index, prefix, member, ttl, now)
+ix.reindex(index, prefix, member, ttl, now)
 local revoked = {0}
 if cap > 0 and redis.call('ZCOUNT', index, '(' .. now, '+inf') > cap then
   -- Oldest first: by the time each was bound.

@@ -17,56 +17,62 @@
 -- So every live bound session is listed until it is revoked or invalidated, and the index
 -- vanishes by itself (its TTL) once every session has.
 
-local SLACK_PERCENT = 10
+-- The helpers are made by `index()`, so that a script pays for them (Lua makes a closure per
+-- function on every call) only when it touches an index: most writes never do.
+local function index()
+  local ix = {}
+  local SLACK_PERCENT = 10
 
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+  function ix.now_ms()
+    local t = redis.call('TIME')
+    return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
 
--- The index of a session's user: the session key with its id replaced by 'u:<user>'.
-local function index_of(key, user)
-  return string.sub(key, 1, #key - 32) .. 'u:' .. user
-end
+  -- The index of a session's user: the session key with its id replaced by 'u:<user>'.
+  function ix.index_of(key, user)
+    return string.sub(key, 1, #key - 32) .. 'u:' .. user
+  end
 
-local function member_of(key)
-  return string.sub(key, -32)
-end
+  function ix.member_of(key)
+    return string.sub(key, -32)
+  end
 
--- The prefix of the session keys an index lists (`<prefix>:{<tag>}:`).
-local function prefix_of(index, user)
-  return string.sub(index, 1, #index - #user - 2)
-end
+  -- The prefix of the session keys an index lists (`<prefix>:{<tag>}:`).
+  function ix.prefix_of(index, user)
+    return string.sub(index, 1, #index - #user - 2)
+  end
 
--- Looks at members whose score has passed, at most 256 per call so that no call is long
--- however many sessions expired at once (the index's TTL removes any left over): drops those
--- whose session is gone, scores again those still alive.
-local function prune(index, prefix, now)
-  local stale = redis.call('ZRANGEBYSCORE', index, '-inf', now, 'LIMIT', 0, 256)
-  for _, m in ipairs(stale) do
-    local left = redis.call('PTTL', prefix .. m)
-    if left > 0 then
-      redis.call('ZADD', index, now + left, m)
-    else
-      redis.call('ZREM', index, m)
+  -- Looks at members whose score has passed, at most 256 per call so that no call is long
+  -- however many sessions expired at once (the index's TTL removes any left over): drops those
+  -- whose session is gone, scores again those still alive.
+  function ix.prune(index, prefix, now)
+    local stale = redis.call('ZRANGEBYSCORE', index, '-inf', now, 'LIMIT', 0, 256)
+    for _, m in ipairs(stale) do
+      local left = redis.call('PTTL', prefix .. m)
+      if left > 0 then
+        redis.call('ZADD', index, now + left, m)
+      else
+        redis.call('ZREM', index, m)
+      end
     end
   end
-end
 
--- Records that `member` now expires in `ttl` ms, prunes, and keeps the index alive at least
--- as long, plus the slack (see above).
-local function reindex(index, prefix, member, ttl, now)
-  redis.call('ZADD', index, now + ttl, member)
-  prune(index, prefix, now)
-  local keep = ttl + math.floor(ttl * SLACK_PERCENT / 100)
-  if redis.call('PTTL', index) < keep then
-    redis.call('PEXPIRE', index, keep)
+  -- Records that `member` now expires in `ttl` ms, prunes, and keeps the index alive at least
+  -- as long, plus the slack (see above).
+  function ix.reindex(index, prefix, member, ttl, now)
+    redis.call('ZADD', index, now + ttl, member)
+    ix.prune(index, prefix, now)
+    local keep = ttl + math.floor(ttl * SLACK_PERCENT / 100)
+    if redis.call('PTTL', index) < keep then
+      redis.call('PEXPIRE', index, keep)
+    end
   end
-end
 
--- reindex() for a session key.
-local function reindex_session(key, user, ttl, now)
-  local prefix = string.sub(key, 1, #key - 32)
-  reindex(prefix .. 'u:' .. user, prefix, member_of(key), ttl, now)
+  -- reindex() for a session key, now.
+  function ix.reindex_session(key, user, ttl)
+    local prefix = string.sub(key, 1, #key - 32)
+    ix.reindex(prefix .. 'u:' .. user, prefix, ix.member_of(key), ttl, ix.now_ms())
+  end
+  return ix
 end
 

@@ -8,6 +8,7 @@ local key = KEYS[1]
 local user = redis.call('HGET', key, '\0user')
 local n = redis.call('UNLINK', key)
 if user then
-  redis.call('ZREM', index_of(key, user), member_of(key))
+  local ix = index()
+  redis.call('ZREM', ix.index_of(key, user), ix.member_of(key))
 end
 return n

@@ -11,7 +11,8 @@ redis.call('RENAME', KEYS[1], KEYS[2])
 redis.call('PEXPIRE', KEYS[2], ttl)
 local user = meta[2]
 if user then
-  redis.call('ZREM', index_of(KEYS[1], user), member_of(KEYS[1]))
-  reindex_session(KEYS[2], user, ttl, now_ms())
+  local ix = index()
+  redis.call('ZREM', ix.index_of(KEYS[1], user), ix.member_of(KEYS[1]))
+  ix.reindex_session(KEYS[2], user, ttl)
 end
 return 1

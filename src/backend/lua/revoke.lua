@@ -8,8 +8,9 @@
 --
 -- Replies {left, revoked...}: the members still listed apart from the kept one, and the ids
 -- revoked.
+local ix = index()
 local index, user = KEYS[1], ARGV[1]
-local prefix = prefix_of(index, user)
+local prefix = ix.prefix_of(index, user)
 local out = {0}
 local function revoke(m)
   local key = prefix .. m

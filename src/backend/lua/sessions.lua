@@ -6,10 +6,11 @@
 -- Replies a flat array: per session its id (32 hex), expiry (Unix ms), created (Unix s), time
 -- to idle (s), label (or ''). A member whose score lags its session's expiry (see index.lua)
 -- but has not passed yet is listed; one whose score passed is scored again by `prune` first.
+local ix = index()
 local index, user = KEYS[1], ARGV[1]
-local now = now_ms()
-local prefix = prefix_of(index, user)
-prune(index, prefix, now)
+local now = ix.now_ms()
+local prefix = ix.prefix_of(index, user)
+ix.prune(index, prefix, now)
 -- Latest expiry first: the most recently used sessions, if there are more than the limit.
 local listed = redis.call('ZREVRANGEBYSCORE', index, '+inf', '(' .. now, 'WITHSCORES', 'LIMIT', 0,
   tonumber(ARGV[2]))

@@ -6,5 +6,8 @@
 local key, ttl = KEYS[1], tonumber(ARGV[1])
 if redis.call('PEXPIRE', key, ttl) == 0 then return 0 end
 local user = redis.call('HGET', key, '\0user')
-if user then reindex_session(key, user, ttl, now_ms()) end
+if user then
+  local ix = index()
+  ix.reindex_session(key, user, ttl)
+end
 return 1

@@ -25,7 +25,8 @@
 -- HINCRBY), so no write that grows the session slips through once an earlier command of the
 -- script has written (Redis checks the limit only until a script's first write). Deletes are
 -- not refused: they free memory.
--- Cost: no closures, and one HMGET answers whether the session exists, its stored size and,
+-- Cost: no closures of its own (the index helpers are made only by a write that moves an index
+-- entry), and one HMGET answers whether the session exists, its stored size, its metadata and,
 -- for a write of one field, that field's value before (`scripts/guard_cost.sh` measures it).
 -- Index: a bound session (its '\0user' comes with the same HMGET) that the write refreshes
 -- in mode 'i' has its expiry moved in its user's index too (see index.lua).
@@ -46,23 +47,20 @@ if meta[3] then metas = metas + 3 elseif meta[4] then metas = metas + 1 end
 if meta[5] then metas = metas + 1 end
 local exists = meta[1] ~= false
 if not exists and ARGV[1] ~= 'c' then return {0} end
-local function refresh()
-  if ttl > 0 then
-    redis.call('PEXPIRE', key, ttl)
-    -- A bound session's index entry moves when the client says it is due ('i'), or when the
-    -- time to idle itself changes (see index.lua).
-    if meta[3] and (ARGV[1] == 'i' or op == 't') then
-      reindex_session(key, meta[3], ttl, now_ms())
-    end
-  end
-end
+-- Refreshes move a bound session's index entry when the client says it is due ('i'), or when
+-- the time to idle itself changes (see index.lua). Written out at each refresh below rather
+-- than as a function: a closure per call costs every write.
+local reindex = meta[3] and (ARGV[1] == 'i' or op == 't')
 if op == 'x' then
   local expected = ARGV[9] == '1' and ARGV[10] or false
   if meta[6] ~= expected then
     -- A miss still creates the session (empty) where it may: the handle has issued its cookie
     -- either way, as for every other write in 'c' mode, and the memory backend does the same.
     if not exists then redis.call('HSET', key, '\0created', ARGV[2], '\0size', 0) end
-    refresh()
+    if ttl > 0 then
+      redis.call('PEXPIRE', key, ttl)
+      if reindex then index().reindex_session(key, meta[3], ttl) end
+    end
     return {1, 0, meta[6]}
   end
   n = 8
@@ -72,7 +70,10 @@ elseif op == 't' then
   else
     redis.call('HSET', key, '\0created', ARGV[2], '\0size', 0, '\0tti', ARGV[7])
   end
-  refresh()
+  if ttl > 0 then
+    redis.call('PEXPIRE', key, ttl)
+    if reindex then index().reindex_session(key, meta[3], ttl) end
+  end
   return {1, 1}
 end
 local size = tonumber(meta[2] or 0)
@@ -82,7 +83,10 @@ if op == 's' or op == 'n' or op == 'x' then
   local seen
   if op == 'n' then
     if meta[6] then
-      refresh()
+      if ttl > 0 then
+        redis.call('PEXPIRE', key, ttl)
+        if reindex then index().reindex_session(key, meta[3], ttl) end
+      end
       return {1, 0}
     end
     added, new_size = 1, size + #ARGV[7] + #ARGV[8]
@@ -126,7 +130,10 @@ if op == 's' or op == 'n' or op == 'x' then
   for i = 507, n, 500 do
     redis.call('HSET', key, unpack(ARGV, i, math.min(i + 499, n)))
   end
-  refresh()
+  if ttl > 0 then
+    redis.call('PEXPIRE', key, ttl)
+    if reindex then index().reindex_session(key, meta[3], ttl) end
+  end
   if op == 'x' then return {1, 1} end
   return {1, added}
 elseif op == 'i' then
@@ -151,7 +158,10 @@ elseif op == 'i' then
     return {2, keys + added, new_size}
   end
   redis.call('HSET', key, '\0size', new_size)
-  refresh()
+  if ttl > 0 then
+    redis.call('PEXPIRE', key, ttl)
+    if reindex then index().reindex_session(key, meta[3], ttl) end
+  end
   return {1, value}
 elseif op == 'd' then
   local seen = {}
@@ -168,7 +178,10 @@ elseif op == 'd' then
     removed = removed + redis.call('HDEL', key, unpack(ARGV, i, math.min(i + 499, n)))
   end
   if new_size ~= size then redis.call('HSET', key, '\0size', math.max(new_size, 0)) end
-  refresh()
+  if ttl > 0 then
+    redis.call('PEXPIRE', key, ttl)
+    if reindex then index().reindex_session(key, meta[3], ttl) end
+  end
   return {1, removed}
 end
 return redis.error_reply('ERR circumflex-session: unknown write op')
