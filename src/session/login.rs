@@ -51,15 +51,23 @@ impl AsyncSession {
                 entries = e;
             }
         }
-        let (created, tti) = match &old {
+        let (mut created, tti) = match &old {
             Some((t, _)) => (t.created, t.tti),
             None => (clock::unix_secs(), None),
         };
-        let ticket = Ticket::for_user(user_id, created, tti);
-        let Some(ttl) = b.policy.ttl(&ticket) else {
-            // The old session's absolute lifetime ran out during the request: log in afresh.
-            self.lock().invalidate(b);
-            return Box::pin(self.bind_user_labelled(user_id, label)).await;
+        let mut ticket = Ticket::for_user(user_id, created, tti);
+        let ttl = match b.policy.ttl(&ticket) {
+            Some(ttl) => ttl,
+            None => {
+                // The old session's absolute lifetime ran out during this request: log in
+                // afresh, carrying nothing over (a fresh session always has a lifetime left).
+                created = clock::unix_secs();
+                entries.clear();
+                ticket = Ticket::for_user(user_id, created, tti);
+                b.policy
+                    .capped(created, b.policy.tti(&ticket))
+                    .unwrap_or(Duration::from_secs(1))
+            }
         };
         let key = b.key_for(&ticket);
         let binding = Binding {

@@ -107,7 +107,22 @@ impl<'a> Plan<'a> {
             if wants_refresh && state.refreshed {
                 plan.fused_refreshes += 1;
             }
-            let refresh = command.refresh.filter(|_| !state.refreshed);
+            let mut refresh = command.refresh.filter(|_| !state.refreshed);
+            if let (true, Some(ttl), true) = (command.reindex, command.refresh, state.refreshed) {
+                // A refresh that moves the session's index entry is never fused away: its worker
+                // counts on it (see `lua/index.lua`). It upgrades this batch's PEXPIRE (or
+                // EXISTS) of the session to the touch script, or is sent with the command.
+                match state.expire.map(|step| (step, &plan.steps[step])) {
+                    Some((step, &(Step::Expire(k, _) | Step::Exists(k)))) => {
+                        plan.steps[step] = Step::Touch(k, millis(ttl));
+                    }
+                    Some((_, Step::Touch(..))) => {}
+                    _ => {
+                        refresh = Some(ttl);
+                        plan.fused_refreshes -= 1;
+                    }
+                }
+            }
             let is_read = matches!(command.op, Op::Get(_) | Op::Entries);
             if is_read && command.refresh.is_some() && state.expire.is_none() {
                 // A refreshing read must learn whether the session exists, and only a plain
@@ -696,6 +711,41 @@ mod tests {
             }
         );
         assert_eq!((plan.fused_reads, plan.fused_refreshes), (1, 1));
+    }
+
+    #[test]
+    fn a_refresh_that_moves_the_index_is_never_fused_away() {
+        let reindexing = |op| Command {
+            reindex: true,
+            ..cmd("s:1", op, true)
+        };
+        // After a plain refresh of the session: the PEXPIRE becomes the touch script.
+        let batch = vec![cmd("s:1", get(&["a"]), true), reindexing(get(&["b"]))];
+        let plan = Plan::build(&batch);
+        assert_eq!(
+            plan.steps,
+            vec![
+                Step::Touch("s:1", 60_000),
+                Step::HMGet("s:1", vec!["a", "b"])
+            ]
+        );
+        // After a write that refreshed inside its script: a touch step of its own.
+        let set = Op::Set(WriteMode::Existing, vec![("a".into(), b"1".to_vec())]);
+        let batch = vec![cmd("s:1", set.clone(), true), reindexing(get(&["a"]))];
+        let plan = Plan::build(&batch);
+        assert_eq!(plan.steps[1], Step::Touch("s:1", 60_000));
+        // A write that must move the index after a read refreshed: the read's PEXPIRE moves it.
+        let batch = vec![cmd("s:1", get(&["a"]), true), reindexing(set.clone())];
+        let plan = Plan::build(&batch);
+        assert_eq!(plan.steps[0], Step::Touch("s:1", 60_000));
+        // After a write that refreshed: the second write refreshes too, in mode 'i'.
+        let batch = vec![cmd("s:1", set.clone(), true), reindexing(set)];
+        let plan = Plan::build(&batch);
+        assert!(
+            matches!(plan.steps[1], Step::Write(_, 60_000)),
+            "{:?}",
+            plan.steps
+        );
     }
 
     #[test]
