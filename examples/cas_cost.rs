@@ -1,5 +1,10 @@
 //! What an atomic compare-and-set on one field of a session hash costs Redis, done two ways:
-//! the measurement behind a future `AsyncSession::update(key, |old| new)`.
+//! the measurement behind `AsyncSession::update(key, |old| new)` and `compare_and_set`, which
+//! chose the script (BENCHMARKS.md, section 8).
+//!
+//! Why this file is long: it is a whole benchmark tool in one file, as the other examples are:
+//! three mechanisms, the pool set-up, the counter check that nothing was lost, and the report
+//! from `INFO` deltas and latency histograms.
 //!
 //! ```sh
 //! taskset -c 1 cargo run --release --example cas_cost -- --redis-url redis://127.0.0.1:PORT \

@@ -5,6 +5,11 @@
 //! Sessions are bound with `Op::Bind` straight through the actor, and the index is looked at
 //! raw: a bound session is `session:{<tag>}:<32 hex>`, its user's index the sorted set
 //! `session:{<tag>}:u:<user>`, scored by expiry in Unix ms (see `src/backend/lua/index.lua`).
+//!
+//! Why this file is long: each of its four scenarios waits on real expiry and looks at the
+//! index raw at every step (ten thousand sessions in waves, a session that expires between two
+//! touches of each kind, a revoke racing writes, revoke_all behind hundreds of dead members),
+//! with the helpers they share.
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};

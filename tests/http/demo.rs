@@ -2,6 +2,10 @@
 //! `redis-server`, spoken to over real HTTP. It checks that the playground answers bad input
 //! with a 400 that says why, instead of the library's opaque 500, and drives the sessions-by-user
 //! routes from two browsers (two cookie jars).
+//!
+//! Why this file is long: the demo is a separate process, so the file carries its own small
+//! HTTP/1.1 client with a cookie jar per browser and the code that starts, waits for and stops
+//! the binary (about 200 lines); the tests themselves are the rest.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
