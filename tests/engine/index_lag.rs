@@ -13,19 +13,18 @@ use crate::support::RedisServer;
 
 const USER: &str = "lagging";
 
-fn zscore(server: &RedisServer, index: &str, member: &str) -> Option<f64> {
-    redis::cmd("ZSCORE")
-        .arg(index)
-        .arg(member)
-        .query(&mut server.connection())
-        .expect("ZSCORE")
-}
-
 fn redis_now_ms(server: &RedisServer) -> f64 {
     let (secs, micros): (u64, u64) = redis::cmd("TIME")
         .query(&mut server.connection())
         .expect("TIME");
     secs as f64 * 1000.0 + micros as f64 / 1000.0
+}
+
+fn list() -> Op {
+    Op::SessionsOf {
+        user: Arc::from(USER),
+        limit: 10,
+    }
 }
 
 #[actix_web::test]
@@ -48,7 +47,7 @@ async fn a_live_session_whose_score_passed_stays_listed_and_is_scored_again() {
         entries: Vec::new(),
     };
     client.ok(&session, Op::Bind(Box::new(binding)), None).await;
-    let scored = zscore(&server, &index, id).expect("listed at bind");
+    let scored = raw_zscore(&server, &index, id).expect("listed at bind");
     // A plain refresh (no index touch) within the 10 % window of the touch: the session now
     // lives up to 400 ms past its score, and the index's padded TTL covers that.
     actix_web::rt::time::sleep(Duration::from_millis(400)).await;
@@ -56,7 +55,11 @@ async fn a_live_session_whose_score_passed_stays_listed_and_is_scored_again() {
         client.ok(&session, Op::Touch, Some(ttl)).await,
         Reply::Bool(true)
     );
-    assert_eq!(zscore(&server, &index, id), Some(scored), "the score lags");
+    assert_eq!(
+        raw_zscore(&server, &index, id),
+        Some(scored),
+        "the score lags"
+    );
     assert!(raw_pttl(&server, &index) >= raw_pttl(&server, &session));
 
     // Wait until the score has passed while the session still lives.
@@ -68,22 +71,13 @@ async fn a_live_session_whose_score_passed_stays_listed_and_is_scored_again() {
         alive > 0,
         "the plain refresh kept the session alive past its score ({alive})"
     );
-    let listed = client
-        .ok(
-            &index_key,
-            Op::SessionsOf {
-                user: Arc::from(USER),
-                limit: 10,
-            },
-            None,
-        )
-        .await;
+    let listed = client.ok(&index_key, list(), None).await;
     let Reply::Sessions(listed) = listed else {
         panic!("{listed:?}")
     };
     assert_eq!(listed.len(), 1, "a live session is listed: {listed:?}");
     assert_eq!(listed[0].member, id);
-    let rescored = zscore(&server, &index, id).expect("still a member");
+    let rescored = raw_zscore(&server, &index, id).expect("still a member");
     assert!(rescored > scored, "scored again with its real expiry");
 
     // Once the session is really gone, the next touch of the index drops it, and the index
@@ -91,18 +85,9 @@ async fn a_live_session_whose_score_passed_stays_listed_and_is_scored_again() {
     while raw_exists(&server, &session) == 1 {
         actix_web::rt::time::sleep(Duration::from_millis(50)).await;
     }
-    let listed = client
-        .ok(
-            &index_key,
-            Op::SessionsOf {
-                user: Arc::from(USER),
-                limit: 10,
-            },
-            None,
-        )
-        .await;
+    let listed = client.ok(&index_key, list(), None).await;
     assert_eq!(listed, Reply::Sessions(Vec::new()));
-    assert_eq!(zscore(&server, &index, id), None, "pruned");
+    assert_eq!(raw_zscore(&server, &index, id), None, "pruned");
     assert_eq!(
         raw_exists(&server, &index),
         0,

@@ -110,14 +110,6 @@ fn look(server: &RedisServer, index: &str) -> Look {
     }
 }
 
-fn zscore(server: &RedisServer, index: &str, member: &str) -> Option<String> {
-    redis::cmd("ZSCORE")
-        .arg(index)
-        .arg(member)
-        .query(&mut server.connection())
-        .expect("ZSCORE")
-}
-
 fn unix_ms(t: std::time::SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .expect("after 1970")
@@ -331,12 +323,12 @@ async fn a_session_that_expires_on_its_own_leaves_no_member_after_the_next_touch
         assert_eq!(c.ok(&expiring, bind_op(user, short), None).await, bound());
         until_gone(&server, &expiring).await;
         assert!(
-            zscore(&server, &index, &member).is_some(),
+            raw_zscore(&server, &index, &member).is_some(),
             "nothing touched the index yet, so the member is still there"
         );
         c.call(touch).await.expect(what);
         assert_eq!(
-            zscore(&server, &index, &member),
+            raw_zscore(&server, &index, &member),
             None,
             "{what} pruned the expired member"
         );
@@ -440,7 +432,7 @@ async fn a_revoke_racing_writes_never_lets_the_session_come_back() {
         }
 
         assert_eq!(raw_exists(&server, &key), 0, "round {n}: the hash is gone");
-        assert_eq!(zscore(&server, &index, &member), None, "round {n}");
+        assert_eq!(raw_zscore(&server, &index, &member), None, "round {n}");
         assert_eq!(
             raw_exists(&server, &index),
             0,

@@ -167,6 +167,15 @@ pub fn raw_pttl(server: &RedisServer, key: &str) -> i64 {
         .expect("PTTL")
 }
 
+/// A member's score in a sorted set (a user's index), `None` when it is not a member.
+pub fn raw_zscore(server: &RedisServer, key: &str, member: &str) -> Option<f64> {
+    redis::cmd("ZSCORE")
+        .arg(key)
+        .arg(member)
+        .query(&mut server.connection())
+        .expect("ZSCORE")
+}
+
 pub fn raw_hget(server: &RedisServer, key: &str, field: &str) -> Option<String> {
     redis::cmd("HGET")
         .arg(key)
