@@ -41,9 +41,14 @@ impl State {
             }
         }
         for key in dead {
-            self.remove(&key);
+            if self.sessions.get(&key).is_some_and(|e| e.expires_at <= now) {
+                self.remove(&key);
+            }
             if let Some(members) = self.users.get_mut(index) {
                 members.remove(&key);
+                if members.is_empty() {
+                    self.users.remove(index);
+                }
             }
         }
         live.sort_by_key(|(_, seq)| *seq);
