@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use circumflex_session::testing::{Binding, Op, Reply};
+use circumflex_session::testing::{Op, Reply};
+
+use crate::users::bind_op;
 
 use crate::support::engine::*;
 use crate::support::RedisServer;
@@ -37,16 +39,7 @@ async fn a_live_session_whose_score_passed_stays_listed_and_is_scored_again() {
     let index = format!("session:{{{tag}}}:u:{USER}");
     let index_key: Arc<str> = Arc::from(index.as_str());
     let ttl = Duration::from_millis(5000);
-    let binding = Binding {
-        user: Arc::from(USER),
-        label: String::new(),
-        created: CREATED,
-        tti: ttl,
-        ttl,
-        max_sessions: 0,
-        entries: Vec::new(),
-    };
-    client.ok(&session, Op::Bind(Box::new(binding)), None).await;
+    client.ok(&session, bind_op(USER, ttl), None).await;
     let scored = raw_zscore(&server, &index, id).expect("listed at bind");
     // A plain refresh (no index touch) within the 10 % window of the touch: the session now
     // lives up to 400 ms past its score, and the index's padded TTL covers that.

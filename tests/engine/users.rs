@@ -45,7 +45,7 @@ fn bind(user: &str, n: u64, ttl: Duration) -> Command {
 }
 
 /// A bind to `user` with this TTL, with no cap and nothing carried over.
-fn bind_op(user: &str, ttl: Duration) -> Op {
+pub(crate) fn bind_op(user: &str, ttl: Duration) -> Op {
     let binding = Binding {
         user: Arc::from(user),
         label: String::new(),

@@ -165,16 +165,23 @@ async fn a_user_with_only_the_documented_permissions_passes_the_check_and_the_wh
     );
 }
 
-#[actix_web::test]
-async fn a_user_without_time_fails_the_check_by_name_and_cannot_log_in_as_a_user() {
-    let server = acl_server();
+/// A backend for the ACL user `user` (password `<user>-pw`) whose startup check failed, and
+/// the error it failed with.
+async fn failed_check(server: &RedisServer, user: &str) -> (RedisBackend, Error) {
     let config = RedisConfig::new(format!("redis://127.0.0.1:{}", server.port()))
-        .username("notime")
-        .password("notime-pw");
+        .username(user)
+        .password(format!("{user}-pw"));
     let backend = RedisBackend::connect(config)
         .await
         .expect("valid redis config");
     let err = backend.check().await.expect_err("the check must fail");
+    (backend, err)
+}
+
+#[actix_web::test]
+async fn a_user_without_time_fails_the_check_by_name_and_cannot_log_in_as_a_user() {
+    let server = acl_server();
+    let (backend, err) = failed_check(&server, "notime").await;
     assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
     // Redis 7.0 does not name the command a script was refused, so the message does.
     assert!(
@@ -293,13 +300,7 @@ async fn a_wrong_password_or_an_unknown_user_fails_the_check_by_name_and_hides_t
 #[actix_web::test]
 async fn a_user_without_scripting_fails_the_check_with_noperm_by_name() {
     let server = acl_server();
-    let config = RedisConfig::new(format!("redis://127.0.0.1:{}", server.port()))
-        .username("noscript")
-        .password("noscript-pw");
-    let backend = RedisBackend::connect(config)
-        .await
-        .expect("valid redis config");
-    let err = backend.check().await.expect_err("the check must fail");
+    let (backend, err) = failed_check(&server, "noscript").await;
     assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
     assert!(
         err.to_string()
