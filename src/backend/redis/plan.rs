@@ -2,8 +2,10 @@
 //! reads of one session fuse into one `HMGET` and refreshes into one `PEXPIRE`, and how the
 //! replies find their way back to each command.
 //!
-//! Why this file is long: a third of it is the unit tests of fusion and routing, which need the
-//! plan's private steps; the rest is one job.
+//! Why this file is long: about 130 of its lines are the unit tests of fusion and routing,
+//! which need the plan's private steps; the rest is one job (building the steps, and routing
+//! each step's answer back to its commands). The arguments of the script calls are in `args`,
+//! the reading of replies into `Reply`s in `replies`.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -11,10 +13,16 @@ use std::sync::atomic::Ordering::Relaxed;
 use redis::Value;
 
 use super::scripts::Scripts;
-use crate::actor::message::{Command, Listed, Op, Reply, WriteMode, META_PREFIX};
+use crate::actor::message::{Command, Op, Reply, WriteMode};
 use crate::backend::BatchReplies;
 use crate::error::Error;
 use crate::stats::Stats;
+
+mod args;
+mod replies;
+
+use args::{call_args, write_args};
+use replies::{bytes, entries, revoked_reply, server_error, sessions_reply, write_reply};
 
 /// Most fields in one `HMGET` that fuses the reads of one session: one Redis call stays short
 /// however many requests read one session at once.
@@ -428,246 +436,10 @@ fn refresh_step(command: &Command, ms: u64) -> Step<'_> {
     }
 }
 
-/// Appends a [`Step::Call`]: the script call of a bind or a per-user index op.
-fn call_args(pipe: &mut redis::Pipeline, command: &Command, scripts: &Scripts) {
-    let key = &*command.key;
-    match &command.op {
-        Op::Bind(b) => {
-            let index = crate::actor::message::index_key(key, &b.user);
-            pipe.cmd("EVALSHA")
-                .arg(scripts.bind.get_hash())
-                .arg(2)
-                .arg(key)
-                .arg(index)
-                .arg(b.created)
-                .arg(millis(b.ttl))
-                .arg(b.tti.as_secs())
-                .arg(&*b.user)
-                .arg(b.label.as_str())
-                .arg(b.max_sessions);
-            for (field, value) in &b.entries {
-                pipe.arg(field.as_str()).arg(value.as_slice());
-            }
-        }
-        Op::SessionsOf { user, limit } => {
-            pipe.cmd("EVALSHA")
-                .arg(scripts.sessions.get_hash())
-                .arg(1)
-                .arg(key)
-                .arg(&**user)
-                .arg(*limit);
-        }
-        Op::Revoke { user, member } => {
-            pipe.cmd("EVALSHA")
-                .arg(scripts.revoke.get_hash())
-                .arg(1)
-                .arg(key)
-                .arg(&**user)
-                .arg("one")
-                .arg(member.as_str());
-        }
-        Op::RevokeAll { user, keep, limit } => {
-            pipe.cmd("EVALSHA")
-                .arg(scripts.revoke.get_hash())
-                .arg(1)
-                .arg(key)
-                .arg(&**user)
-                .arg("all")
-                .arg(keep.as_deref().unwrap_or(""))
-                .arg(*limit);
-        }
-        // Every other op is a step of its own kind (see `Plan::build`).
-        _ => {}
-    }
-}
-
-fn text(value: &Value) -> Option<String> {
-    match value {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::Int(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-fn number(value: &Value) -> Option<u64> {
-    match value {
-        Value::Int(n) => u64::try_from(*n).ok(),
-        other => text(other)?.parse().ok(),
-    }
-}
-
-/// `{left, ids...}` (revoke) or `{1, ids...}` (bind, where nothing is left to revoke).
-fn revoked_reply(value: &Value) -> Result<Reply, Error> {
-    let unexpected = || Error::Server(format!("unexpected revoke reply {value:?}"));
-    let Value::Array(items) = value else {
-        return Err(unexpected());
-    };
-    let (first, members) = items.split_first().ok_or_else(unexpected)?;
-    let members = members.iter().map(text).collect::<Option<Vec<_>>>();
-    match (number(first), members) {
-        (Some(left), Some(members)) => Ok(Reply::Revoked { members, left }),
-        _ => Err(unexpected()),
-    }
-}
-
-/// Five values per session: id, expiry (ms), created (s), time to idle (s), label.
-fn sessions_reply(value: &Value) -> Result<Reply, Error> {
-    let unexpected = || Error::Server(format!("unexpected sessions reply {value:?}"));
-    let Value::Array(items) = value else {
-        return Err(unexpected());
-    };
-    items
-        .chunks(5)
-        .map(|s| match s {
-            [member, expires, created, tti, label] => Some(Listed {
-                member: text(member)?,
-                // Scores are whole milliseconds; RESP2 sends them as text.
-                expires_ms: text(expires)?.parse::<f64>().ok()? as u64,
-                created: number(created)?,
-                tti_secs: number(tti)?,
-                label: text(label)?,
-            }),
-            _ => None,
-        })
-        .collect::<Option<Vec<_>>>()
-        .map(Reply::Sessions)
-        .ok_or_else(unexpected)
-}
-
-/// Appends the write script's arguments to the pipeline's last command.
-fn write_args(cmd: &mut redis::Pipeline, command: &Command, refresh_ms: u64) {
-    let (mode, created, mut ttl_ms) = match command.op.write_mode() {
-        Some(WriteMode::Create { created, ttl }) => ("c", created, millis(ttl)),
-        _ if command.reindex && refresh_ms > 0 => ("i", 0, refresh_ms),
-        _ => ("e", 0, refresh_ms),
-    };
-    if let Op::SetTti { ttl, .. } = &command.op {
-        // Setting the time to idle always sets the TTL, whatever the batch refreshed before.
-        ttl_ms = millis(*ttl);
-    }
-    cmd.arg(mode)
-        .arg(created)
-        .arg(ttl_ms)
-        .arg(command.limits.max_keys)
-        .arg(command.limits.max_bytes);
-    match &command.op {
-        Op::Set(_, entries) => {
-            cmd.arg("s");
-            for (field, value) in entries {
-                cmd.arg(field.as_str()).arg(value.as_slice());
-            }
-        }
-        Op::Remove(fields) => {
-            cmd.arg("d").arg(fields.as_slice());
-        }
-        Op::Incr(_, field, by) => {
-            cmd.arg("i").arg(field.as_str()).arg(*by);
-        }
-        Op::SetIfAbsent(_, field, value) => {
-            cmd.arg("n").arg(field.as_str()).arg(value.as_slice());
-        }
-        Op::CompareAndSet(_, field, expected, value) => {
-            cmd.arg("x").arg(field.as_str()).arg(value.as_slice());
-            match expected {
-                Some(expected) => cmd.arg("1").arg(expected.as_slice()),
-                None => cmd.arg("0"),
-            };
-        }
-        Op::SetTti { tti, .. } => {
-            cmd.arg("t").arg(tti.as_secs());
-        }
-        _ => {}
-    }
-}
-
-fn write_reply(command: &Command, value: &Value) -> Result<Reply, Error> {
-    let unexpected = || Error::Server(format!("unexpected write reply {value:?}"));
-    let Value::Array(items) = value else {
-        return Err(unexpected());
-    };
-    match (items.first(), items.get(1), items.get(2)) {
-        (Some(Value::Int(0)), _, _) => Ok(Reply::Gone),
-        // A compare-and-set that found another value: the value it found.
-        (Some(Value::Int(1)), Some(Value::Int(0)), found)
-            if matches!(command.op, Op::CompareAndSet(..)) =>
-        {
-            Ok(Reply::Values(vec![found.cloned().and_then(bytes)]))
-        }
-        (Some(Value::Int(1)), Some(Value::Int(n)), _) => Ok(match command.op {
-            Op::Set(..) | Op::SetTti { .. } => Reply::Done,
-            Op::SetIfAbsent(..) | Op::CompareAndSet(..) => Reply::Bool(*n == 1),
-            _ => Reply::Int(*n),
-        }),
-        // An increment answers the counter as a string: exact beyond Lua's 2^53.
-        (Some(Value::Int(1)), Some(Value::BulkString(n)), _) => std::str::from_utf8(n)
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .map(Reply::Int)
-            .ok_or_else(unexpected),
-        (Some(Value::Int(2)), Some(Value::Int(keys)), Some(Value::Int(bytes))) => {
-            Err(command.limits.exceeded((*keys as u64, *bytes as u64)))
-        }
-        _ => Err(unexpected()),
-    }
-}
-
-fn server_error(command: &Command, e: &redis::ServerError) -> Error {
-    let text = match e.details() {
-        Some(details) => format!("{} {details}", e.code()),
-        None => e.code().to_owned(),
-    };
-    if let Op::Incr(_, field, _) = &command.op {
-        if text.contains("not an integer") || text.contains("overflow") {
-            return Error::NotAnInteger(field.clone());
-        }
-    }
-    // Redis 7 keeps the code of an error raised inside a script; Redis 6 wraps it in ERR.
-    if e.code() == "OOM" || text.contains("OOM command not allowed") {
-        return Error::StoreFull(text);
-    }
-    Error::Server(text)
-}
-
-fn bytes(value: Value) -> Option<Vec<u8>> {
-    match value {
-        Value::BulkString(b) => Some(b),
-        Value::SimpleString(s) => Some(s.into_bytes()),
-        Value::Int(n) => Some(n.to_string().into_bytes()),
-        _ => None,
-    }
-}
-
-fn entries(value: Value) -> Reply {
-    let pairs: Vec<(Value, Value)> = match value {
-        Value::Map(pairs) => pairs,
-        Value::Array(items) => {
-            let mut iter = items.into_iter();
-            let mut pairs = Vec::new();
-            while let (Some(k), Some(v)) = (iter.next(), iter.next()) {
-                pairs.push((k, v));
-            }
-            pairs
-        }
-        _ => Vec::new(),
-    };
-    let entries = pairs
-        .into_iter()
-        .filter_map(|(k, v)| {
-            let field = String::from_utf8(bytes(k)?).ok()?;
-            if field.as_bytes().first() == Some(&META_PREFIX) {
-                return None;
-            }
-            Some((field, bytes(v)?))
-        })
-        .collect();
-    Reply::Entries(entries)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actor::message::{Limits, META_CREATED};
+    use crate::actor::message::Limits;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -790,19 +562,5 @@ mod tests {
         let plan = Plan::build(&batch);
         let answers = plan.answer(&batch, vec![Value::Int(0), Value::Array(vec![Value::Nil])]);
         assert_eq!(answers[0].as_ref().unwrap(), &Reply::Gone);
-    }
-
-    #[test]
-    fn entries_hide_metadata() {
-        let reply = entries(Value::Array(vec![
-            Value::BulkString(META_CREATED.as_bytes().to_vec()),
-            Value::BulkString(b"17".to_vec()),
-            Value::BulkString(b"user".to_vec()),
-            Value::BulkString(b"\"ann\"".to_vec()),
-        ]));
-        assert_eq!(
-            reply,
-            Reply::Entries(vec![("user".into(), b"\"ann\"".to_vec())])
-        );
     }
 }
