@@ -3,8 +3,7 @@
 
 use actix_web::cookie::Key;
 use actix_web::http::StatusCode;
-use actix_web::test::init_service;
-use actix_web::{web, App, HttpResponse};
+use actix_web::{web, HttpResponse};
 use circumflex_session::{AsyncSession, SessionMiddleware};
 use futures::future::join_all;
 use serde::Deserialize;
@@ -44,13 +43,10 @@ async fn app(
     Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
     Error = actix_web::Error,
 > {
-    init_service(
-        App::new()
-            .wrap(middleware)
-            .route("/bump", web::get().to(bump))
-            .route("/swap", web::get().to(swap))
-            .configure(routes),
-    )
+    app_with(middleware, |cfg| {
+        cfg.route("/bump", web::get().to(bump))
+            .route("/swap", web::get().to(swap));
+    })
     .await
 }
 

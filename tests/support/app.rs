@@ -132,7 +132,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 pub async fn test_app(
     middleware: SessionMiddleware,
 ) -> impl Service<Request, Response = ServiceResponse<impl MessageBody>, Error = actix_web::Error> {
-    init_service(App::new().wrap(middleware).configure(routes)).await
+    app_with(middleware, |_| {}).await
+}
+
+/// `routes` and a test's own `extra` routes behind `middleware`.
+pub async fn app_with(
+    middleware: SessionMiddleware,
+    extra: impl FnOnce(&mut web::ServiceConfig),
+) -> impl Service<Request, Response = ServiceResponse<impl MessageBody>, Error = actix_web::Error> {
+    init_service(
+        App::new()
+            .wrap(middleware)
+            .configure(extra)
+            .configure(routes),
+    )
+    .await
 }
 
 /// A backend for `config` that passed its startup check (`RedisBackend::check`).

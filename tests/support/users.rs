@@ -6,8 +6,7 @@
 use std::time::Duration;
 
 use actix_web::cookie::Key;
-use actix_web::test::init_service;
-use actix_web::{web, App, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use circumflex_session::{AsyncSession, SessionEngine, SessionMiddleware};
 use serde::Deserialize;
 use serde_json::json;
@@ -58,9 +57,9 @@ pub fn user_routes(cfg: &mut web::ServiceConfig) {
         .route("/sessions", web::get().to(sessions))
         .route("/logout-everywhere", web::get().to(everywhere))
         .route("/remember-me", web::get().to(remember));
-    routes(cfg);
 }
 
+/// The app under test with the user routes.
 pub async fn user_app(
     middleware: SessionMiddleware,
 ) -> impl actix_web::dev::Service<
@@ -68,7 +67,7 @@ pub async fn user_app(
     Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
     Error = actix_web::Error,
 > {
-    init_service(App::new().wrap(middleware).configure(user_routes)).await
+    app_with(middleware, user_routes).await
 }
 
 pub fn ids(reply: &Reply) -> Vec<String> {
