@@ -57,6 +57,10 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, Script};
 use serde_json::json;
 
+#[path = "shared/redis_info.rs"]
+mod redis_info;
+use redis_info::RedisInfo;
+
 type Fallible<T> = Result<T, Box<dyn std::error::Error>>;
 
 /// Attempts after the first before an update gives up.
@@ -281,35 +285,14 @@ async fn run_task(
 // Redis INFO
 
 /// One `INFO commandstats stats cpu`: calls by command and the numeric fields.
-struct Info {
-    calls: BTreeMap<String, u64>,
-    fields: BTreeMap<String, f64>,
-}
-
-async fn info(conn: &mut MultiplexedConnection) -> Fallible<Info> {
+async fn info(conn: &mut MultiplexedConnection) -> Fallible<RedisInfo> {
     let text: String = redis::cmd("INFO")
         .arg("commandstats")
         .arg("stats")
         .arg("cpu")
         .query_async(conn)
         .await?;
-    let dict = redis::InfoDict::new(&text);
-    let mut info = Info {
-        calls: BTreeMap::new(),
-        fields: BTreeMap::new(),
-    };
-    for name in dict.keys() {
-        let value: String = dict.get(name).unwrap_or_default();
-        if let Some(cmd) = name.strip_prefix("cmdstat_") {
-            let calls = value.split(',').find_map(|kv| kv.strip_prefix("calls="));
-            if let Some(n) = calls.and_then(|s| s.parse().ok()) {
-                info.calls.insert(cmd.to_owned(), n);
-            }
-        } else if let Ok(x) = value.trim().parse() {
-            info.fields.insert(name.clone(), x);
-        }
-    }
-    Ok(info)
+    Ok(redis_info::parse(&text))
 }
 
 // ---------------------------------------------------------------------------------------------

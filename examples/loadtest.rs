@@ -57,6 +57,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 
+#[path = "shared/redis_info.rs"]
+mod redis_info;
+
 /// A closed-loop HTTP/1.1 load tool: virtual users with their own cookie jars, every answer
 /// verified. Exit status 0: no error; 1: errors counted; 2: bad command line or Redis.
 #[derive(Parser)]
@@ -657,26 +660,15 @@ async fn redis_info(con: &mut redis::aio::MultiplexedConnection) -> Result<InfoS
         .await
         .map_err(|_| "redis: INFO timed out".to_string())?
         .map_err(|e| format!("redis INFO: {e}"))?;
-    let info = redis::InfoDict::new(&text);
-    let mut snap = InfoSnapshot {
-        calls: BTreeMap::new(),
-        fields: BTreeMap::new(),
+    let info = redis_info::parse(&text);
+    let snap = InfoSnapshot {
+        calls: info.calls,
+        fields: info.fields,
         request_bytes: cmd.get_packed_command().len() as u64,
         // A bulk string: `$<len>\r\n<text>\r\n`.
         reply_bytes: (text.len() + text.len().to_string().len() + 5) as u64,
         servers: 1,
     };
-    for key in info.keys() {
-        let value: String = info.get(key).unwrap_or_default();
-        if let Some(cmd) = key.strip_prefix("cmdstat_") {
-            let calls = value.split(',').find_map(|kv| kv.strip_prefix("calls="));
-            if let Some(n) = calls.and_then(|s| s.parse().ok()) {
-                snap.calls.insert(cmd.to_string(), n);
-            }
-        } else if let Ok(x) = value.trim().parse() {
-            snap.fields.insert(key.clone(), x);
-        }
-    }
     Ok(snap)
 }
 
