@@ -135,9 +135,7 @@ impl Ticket {
             (payload, false, false)
         };
         let (id, created) = payload.split_once('.')?;
-        let hex_ok =
-            id.len() == ID_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        if !hex_ok || !digits(created) || tti == Some(0) {
+        if !is_id(id) || !digits(created) || tti == Some(0) {
             return None;
         }
         Some(Ticket {
@@ -148,6 +146,11 @@ impl Ticket {
             tti,
         })
     }
+}
+
+/// Whether `id` has the shape of a session id: [`ID_LEN`] lowercase hex characters.
+pub(crate) fn is_id(id: &str) -> bool {
+    id.len() == ID_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// The slot tag of a user's sessions and index: 16 bits of CRC16 of the user id (the hash

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::actor::message::{Command, Limits, Listed, Op, Reply, MEMBER_LEN};
 use crate::error::Error;
 use crate::events::{Events, SessionEventKind};
-use crate::ticket::{user_tag, ID_LEN, TAG_LEN};
+use crate::ticket::{is_id, user_tag, ID_LEN, TAG_LEN};
 
 /// Longest user id, in bytes.
 pub(crate) const MAX_USER_ID_BYTES: usize = 256;
@@ -140,8 +140,7 @@ impl UserIndex {
     /// other users' sessions have another tag). A string that is no session id at all is an
     /// error.
     pub(crate) fn member<'a>(&self, session_id: &'a str) -> Result<Option<&'a str>, Error> {
-        let hex = |b: u8| matches!(b, b'0'..=b'9' | b'a'..=b'f');
-        if session_id.len() != ID_LEN || !session_id.bytes().all(hex) {
+        if !is_id(session_id) {
             return Err(Error::InvalidArgument(format!(
                 "a session id is {ID_LEN} lowercase hex characters"
             )));

@@ -44,7 +44,7 @@ impl AsyncSession {
         check_label(label)?;
         let b = &self.inner.binding;
         let index = UserIndex::new(&b.key_prefix, user_id)?;
-        let old = self.lock().current(b);
+        let old = self.lock().resolve(b);
         let mut entries = Vec::new();
         if let Some((_, key)) = &old {
             if let Reply::Entries(e) = self.call_other(key.clone(), Op::Entries).await? {
@@ -102,7 +102,7 @@ impl AsyncSession {
     pub async fn user_id(&self) -> Result<Option<String>, Error> {
         let bound = self
             .lock()
-            .current(&self.inner.binding)
+            .resolve(&self.inner.binding)
             .is_some_and(|(t, _)| t.bound);
         if !bound {
             return Ok(None);
@@ -183,11 +183,11 @@ impl AsyncSession {
         let policy = &self.inner.binding.policy;
         let created = self
             .lock()
-            .current(&self.inner.binding)
+            .resolve(&self.inner.binding)
             .map_or_else(clock::unix_secs, |(t, _)| t.created);
         let ttl = policy.capped(created, tti).unwrap_or(tti);
         self.write(|mode| Op::SetTti { mode, tti, ttl }).await?;
-        let current = self.lock().current(&self.inner.binding);
+        let current = self.lock().resolve(&self.inner.binding);
         if let Some((_, key)) = current {
             self.lock().tti_set(&key, secs, ttl);
         }

@@ -193,11 +193,6 @@ impl State {
         })
     }
 
-    /// The current session's ticket and key, if any (checks the cookie once).
-    pub(super) fn current(&mut self, b: &Binding) -> Option<(Ticket, Arc<str>)> {
-        self.resolve(b)
-    }
-
     /// The session behind `key` turned out to be gone: from now on this request has none.
     /// Answers the session's id if a cookie had pointed at it (a "gone" event).
     pub(super) fn forget(&mut self, key: &Arc<str>) -> Option<Arc<str>> {
