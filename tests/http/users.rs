@@ -6,8 +6,10 @@ use std::time::Duration;
 use actix_web::cookie::Key;
 use std::sync::{Arc, Mutex};
 
+use circumflex_session::testing;
 use circumflex_session::{
-    MemoryBackend, SessionEngine, SessionEvent, SessionEventKind, SessionMiddleware,
+    ActorConfig, Error, MemoryBackend, RedisBackend, RedisConfig, SessionEngine, SessionEvent,
+    SessionEventKind, SessionMiddleware,
 };
 use serde_json::json;
 
@@ -151,4 +153,84 @@ async fn every_lifecycle_event_reaches_the_hook_and_a_panicking_hook_breaks_no_r
         "{panicked} panics counted for {} events",
         events.len()
     );
+}
+
+#[actix_web::test]
+async fn with_redis_down_every_user_call_is_a_503_and_they_work_again_after_it() {
+    let mut server = RedisServer::start();
+    // Short deadlines: a dead Redis answers nothing, and each call waits out its deadline.
+    let config = RedisConfig::new(server.url()).connect_timeout(Duration::from_millis(200));
+    let backend = RedisBackend::connect(config).await.unwrap();
+    let actor = ActorConfig {
+        deadline_ms: 500,
+        ..ActorConfig::default()
+    };
+    let engine = SessionEngine::with_config(backend, actor).unwrap();
+    let mw = SessionMiddleware::builder(engine.clone(), Key::generate())
+        .tti_bounds(Duration::from_secs(60), Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let app = user_app(mw).await;
+    let mut browser = Visitor::default();
+    assert_eq!(browser.get(&app, "/bind?user=eve").await.status, 200);
+
+    server.kill();
+    for uri in [
+        "/bind?user=eve",
+        "/sessions",
+        "/logout-everywhere",
+        "/remember-me?secs=600",
+        "/whoami",
+    ] {
+        let reply = browser.get(&app, uri).await;
+        assert_eq!(reply.status, 503, "{uri}: {}", reply.text());
+    }
+    for result in [
+        engine.sessions_of("eve").await.map(|_| ()),
+        engine.revoke_all("eve", None).await.map(|_| ()),
+    ] {
+        assert!(
+            matches!(result, Err(Error::Unavailable(_) | Error::Timeout(_))),
+            "{result:?}"
+        );
+    }
+
+    // A new, empty Redis on the same port: the old session is gone, a new login works.
+    server.restart();
+    let mut attempts = 0;
+    while browser.get(&app, "/bind?user=eve").await.status != 200 {
+        attempts += 1;
+        assert!(attempts < 50, "the engine never recovered");
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(engine.sessions_of("eve").await.unwrap().len(), 1);
+}
+
+#[actix_web::test]
+async fn bad_user_input_gets_a_clear_error_and_touches_nothing() {
+    let server = RedisServer::start();
+    let engine = redis_engine(&server).await;
+    let long = "u".repeat(257);
+    for user in ["", long.as_str()] {
+        let err = engine.sessions_of(user).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    }
+    let err = engine.revoke("ann", "not a session id").await.unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    // A well-formed id with another tag than ann's is not one of her sessions: left alone.
+    let tag = if testing::user_tag("ann") == "0000" {
+        "0001"
+    } else {
+        "0000"
+    };
+    let other = format!("{tag}{}", "0".repeat(32));
+    assert!(!engine.revoke("ann", &other).await.unwrap());
+
+    let mw = SessionMiddleware::new(engine.clone(), Key::generate());
+    let app = user_app(mw).await;
+    let mut browser = Visitor::default();
+    // An empty user id is the app's bug: a 500 (the demo shows how to answer it as a 400).
+    assert_eq!(browser.get(&app, "/bind?user=").await.status, 500);
+    assert_eq!(browser.get(&app, "/remember-me?secs=1").await.status, 500);
+    assert_eq!(engine.stats().redis_commands, 0, "nothing reached Redis");
 }
