@@ -3,10 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::cookie::Key;
 use actix_web::http::StatusCode;
 use circumflex_session::testing;
-use circumflex_session::SessionMiddleware;
 use futures::future::join_all;
 use serde_json::json;
 
@@ -80,7 +78,7 @@ async fn a_hundred_users_spread_over_all_three_primaries_and_a_batch_costs_a_pip
 {
     let cluster = RedisCluster::start(0, &[]);
     let engine = cluster_engine(&cluster).await;
-    let app = test_app(SessionMiddleware::new(engine.clone(), Key::generate())).await;
+    let app = app_on(engine.clone()).await;
 
     let logins = join_all((0..100).map(|i| {
         let uri = format!("/login?user=u{i}");

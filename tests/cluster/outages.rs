@@ -5,16 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::cookie::Key;
 use actix_web::http::StatusCode;
 use circumflex_session::testing::{self, Op, Reply};
-use circumflex_session::SessionMiddleware;
 use circumflex_session::{ActorConfig, Error, RedisBackend, RedisConfig, SessionEngine};
 use futures::future::join_all;
 use serde_json::json;
 
 use crate::load::*;
-use crate::support::app::{self, send, session_ids, session_key, test_app};
+use crate::support::app::{self, app_on, send, session_ids, session_key};
 use crate::support::engine::*;
 use crate::support::{unused_port, RedisCluster};
 
@@ -25,7 +23,7 @@ const PARTIAL_COVERAGE: [&str; 2] = ["--cluster-require-full-coverage", "no"];
 async fn a_slot_that_no_node_serves_gives_503_to_its_sessions_only() {
     let cluster = RedisCluster::start(0, &PARTIAL_COVERAGE);
     let engine = cluster_engine(&cluster).await;
-    let app = test_app(SessionMiddleware::new(engine.clone(), Key::generate())).await;
+    let app = app_on(engine.clone()).await;
     let mut cookies = Vec::new();
     for i in 0..12 {
         let uri = format!("/login?user=u{i}");

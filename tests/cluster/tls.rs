@@ -7,11 +7,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use actix_web::cookie::Key;
 use actix_web::http::StatusCode;
-use circumflex_session::{
-    testing, Error, RedisBackend, RedisConfig, SessionEngine, SessionMiddleware,
-};
+use circumflex_session::{testing, Error, RedisBackend, RedisConfig, SessionEngine};
 use futures::future::join_all;
 
 use crate::support::app::*;
@@ -42,7 +39,7 @@ async fn a_tls_only_cluster_known_by_one_seed_passes_the_check_and_serves_sessio
 
     // Thirty users: sessions on all three primaries, two of which the app learned of from the
     // seed's `CLUSTER SLOTS` only, so it reached them over TLS on the ports announced.
-    let app = test_app(SessionMiddleware::new(engine.clone(), Key::generate())).await;
+    let app = app_on(engine.clone()).await;
     let logins = join_all((0..30).map(|i| {
         let uri = format!("/login?user=u{i}");
         send(&app, get(&uri, None).to_request())
@@ -84,11 +81,7 @@ async fn a_client_that_does_not_trust_the_clusters_ca_fails_the_check_clearly_an
     assert!(message.contains("redis.tls.ca_file"), "{message}");
     assert!(message.contains("cluster node 127.0.0.1:"), "{message}");
 
-    let app = test_app(SessionMiddleware::new(
-        SessionEngine::new(backend),
-        Key::generate(),
-    ))
-    .await;
+    let app = app_on(SessionEngine::new(backend)).await;
     let reply = send(&app, get("/counter", None).to_request()).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
 }

@@ -127,7 +127,7 @@ async fn an_acl_user_in_the_url_serves_the_whole_flow_from_database_3() {
     )
     .await;
 
-    let app = test_app(SessionMiddleware::new(engine, Key::generate())).await;
+    let app = app_on(engine).await;
     let reply = send(&app, get("/login?user=ann", None).to_request()).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     assert_eq!(key_count(&server, 3), 1, "the session is in database 3");
@@ -217,11 +217,7 @@ async fn the_configured_user_password_and_database_override_those_of_the_url() {
         .username("app")
         .password(APP_PASSWORD)
         .db(3);
-    let app = test_app(SessionMiddleware::new(
-        checked_engine(config).await,
-        Key::generate(),
-    ))
-    .await;
+    let app = app_on(checked_engine(config).await).await;
     let mut visitor = Visitor::default();
     for expected in 1..=2 {
         let reply = visitor.get(&app, "/counter").await;
@@ -284,11 +280,7 @@ async fn a_wrong_password_or_an_unknown_user_fails_the_check_by_name_and_hides_t
             );
         }
 
-        let app = test_app(SessionMiddleware::new(
-            SessionEngine::new(backend),
-            Key::generate(),
-        ))
-        .await;
+        let app = app_on(SessionEngine::new(backend)).await;
         let reply = send(&app, get("/counter", None).to_request()).await;
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{label}");
     }
@@ -310,11 +302,7 @@ async fn a_user_without_scripting_fails_the_check_with_noperm_by_name() {
 
     // A request that writes fails the same way, as a 503 whose cause is logged.
     let (logs, _guard) = LogCapture::start();
-    let app = test_app(SessionMiddleware::new(
-        SessionEngine::new(backend),
-        Key::generate(),
-    ))
-    .await;
+    let app = app_on(SessionEngine::new(backend)).await;
     let reply = send(&app, get("/counter", None).to_request()).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     let errors = logs.lines_at("ERROR");

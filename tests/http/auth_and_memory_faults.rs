@@ -63,7 +63,7 @@ async fn a_wrong_password_is_a_503_and_never_reaches_the_logs() {
     let (logs, _guard) = LogCapture::start();
     let config = RedisConfig::new(format!("redis://app:{WRONG}@127.0.0.1:{}", server.port()));
     let engine = engine(config.clone().password(WRONG)).await;
-    let app = test_app(SessionMiddleware::new(engine.clone(), Key::generate())).await;
+    let app = app_on(engine.clone()).await;
     for _ in 0..3 {
         let reply = send(&app, get("/counter", None).to_request()).await;
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);

@@ -56,7 +56,7 @@ fn assert_opaque_503(reply: &Reply, port: u16) {
 async fn a_session_route_answers_an_opaque_503_when_nothing_listens_at_the_redis_port() {
     let port = crate::support::unused_port();
     let engine = engine_at(format!("redis://127.0.0.1:{port}")).await;
-    let app = test_app(SessionMiddleware::new(engine, Key::generate())).await;
+    let app = app_on(engine).await;
 
     let reply = send(&app, get("/counter", None).to_request()).await;
     assert_opaque_503(&reply, port);
@@ -79,7 +79,7 @@ async fn a_session_route_answers_an_opaque_503_when_nothing_listens_at_the_redis
 async fn a_first_write_that_fails_sends_no_cookie_for_the_session_it_could_not_store() {
     let port = crate::support::unused_port();
     let engine = engine_at(format!("redis://127.0.0.1:{port}")).await;
-    let app = test_app(SessionMiddleware::new(engine, Key::generate())).await;
+    let app = app_on(engine).await;
 
     for uri in ["/counter", "/login?user=ann", "/kv/set?key=a&value=b"] {
         let reply = send(&app, get(uri, None).to_request()).await;
@@ -94,7 +94,7 @@ async fn a_session_route_answers_an_opaque_503_when_redis_never_answers() {
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
     let engine = engine_at(format!("redis://127.0.0.1:{port}")).await;
-    let app = test_app(SessionMiddleware::new(engine.clone(), Key::generate())).await;
+    let app = app_on(engine.clone()).await;
 
     let reply = send(&app, get("/counter", None).to_request()).await;
     assert_opaque_503(&reply, port);

@@ -12,10 +12,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
-use actix_web::cookie::Key;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::StatusCode;
-use circumflex_session::{RedisBackend, SessionEngine, SessionMiddleware};
+use circumflex_session::{RedisBackend, SessionEngine};
 use futures::future::join_all;
 use serde_json::{json, Value};
 
@@ -41,11 +40,7 @@ async fn sentinel_app(
     let backend = RedisBackend::connect(group.config())
         .await
         .expect("a valid sentinel config");
-    test_app(SessionMiddleware::new(
-        SessionEngine::new(backend),
-        Key::generate(),
-    ))
-    .await
+    app_on(SessionEngine::new(backend)).await
 }
 
 #[actix_web::test]

@@ -4,11 +4,8 @@
 //! read; and Sentinel over TLS (sentinels and data nodes TLS-only). Built with either TLS
 //! feature; `scripts/test.sh` runs this module with both.
 
-use actix_web::cookie::Key;
 use actix_web::http::StatusCode;
-use circumflex_session::{
-    Config, Error, RedisBackend, RedisConfig, SessionEngine, SessionMiddleware,
-};
+use circumflex_session::{Config, Error, RedisBackend, RedisConfig, SessionEngine};
 use serde_json::json;
 
 use crate::demo::Demo;
@@ -35,11 +32,7 @@ async fn counter_status(config: RedisConfig) -> StatusCode {
         RedisBackend::connect(config.connect_timeout(std::time::Duration::from_millis(500)))
             .await
             .expect("valid redis config");
-    let app = test_app(SessionMiddleware::new(
-        SessionEngine::new(backend),
-        Key::generate(),
-    ))
-    .await;
+    let app = app_on(SessionEngine::new(backend)).await;
     send(&app, get("/counter", None).to_request()).await.status
 }
 
@@ -54,11 +47,7 @@ async fn the_whole_flow_works_over_tls_with_a_private_ca() {
 async fn mutual_tls_works_with_the_client_certificate_and_fails_clearly_without_it() {
     let server = TlsRedisServer::start_mutual();
     let backend = checked_backend(server.mutual_config()).await;
-    let app = test_app(SessionMiddleware::new(
-        SessionEngine::new(backend),
-        Key::generate(),
-    ))
-    .await;
+    let app = app_on(SessionEngine::new(backend)).await;
     let mut visitor = Visitor::default();
     for expected in 1..=2 {
         let reply = visitor.get(&app, "/counter").await;
@@ -128,11 +117,7 @@ async fn the_tls_table_of_a_toml_file_configures_mutual_tls() {
     let config = Config::from_toml(&toml).expect("the TOML loads");
     assert_eq!(config.redis.tls.ca_file, Some(certs.ca()));
     let backend = checked_backend(config.redis).await;
-    let app = test_app(SessionMiddleware::new(
-        SessionEngine::new(backend),
-        Key::generate(),
-    ))
-    .await;
+    let app = app_on(SessionEngine::new(backend)).await;
     let reply = send(&app, get("/counter", None).to_request()).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
 }

@@ -74,16 +74,8 @@ async fn two_instances_with_one_key_share_login_writes_renewal_and_logout() {
 #[actix_web::test]
 async fn an_instance_with_another_key_does_not_accept_the_others_cookie() {
     let server = RedisServer::start();
-    let one = test_app(SessionMiddleware::new(
-        redis_engine(&server).await,
-        Key::generate(),
-    ))
-    .await;
-    let other = test_app(SessionMiddleware::new(
-        redis_engine(&server).await,
-        Key::generate(),
-    ))
-    .await;
+    let one = app_on(redis_engine(&server).await).await;
+    let other = app_on(redis_engine(&server).await).await;
     let mut visitor = Visitor::default();
     assert_eq!(
         user_of(&visitor.get(&one, "/login?user=ann").await),

@@ -7,7 +7,7 @@
 
 use actix_http::Request;
 use actix_web::body::MessageBody;
-use actix_web::cookie::Cookie;
+use actix_web::cookie::{Cookie, Key};
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::header::{HeaderValue, COOKIE, SET_COOKIE};
 use actix_web::http::StatusCode;
@@ -133,6 +133,13 @@ pub async fn test_app(
     middleware: SessionMiddleware,
 ) -> impl Service<Request, Response = ServiceResponse<impl MessageBody>, Error = actix_web::Error> {
     app_with(middleware, |_| {}).await
+}
+
+/// The app under test with every default setting, on `engine` and a fresh key.
+pub async fn app_on(
+    engine: impl Into<SessionEngine>,
+) -> impl Service<Request, Response = ServiceResponse<impl MessageBody>, Error = actix_web::Error> {
+    test_app(SessionMiddleware::new(engine, Key::generate())).await
 }
 
 /// `routes` and a test's own `extra` routes behind `middleware`.

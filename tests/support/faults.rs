@@ -2,9 +2,8 @@
 //! (`CONFIG SET`, `CLIENT KILL`, a connection with a password), and a run of counter requests
 //! that must all succeed.
 
-use actix_web::cookie::Key;
 use actix_web::http::StatusCode;
-use circumflex_session::{RedisBackend, RedisConfig, SessionEngine, SessionMiddleware};
+use circumflex_session::{RedisBackend, RedisConfig, SessionEngine};
 
 use super::app::*;
 use super::RedisServer;
@@ -21,11 +20,7 @@ pub async fn default_app(
     Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
     Error = actix_web::Error,
 > {
-    test_app(SessionMiddleware::new(
-        engine(RedisConfig::new(server.url())).await,
-        Key::generate(),
-    ))
-    .await
+    app_on(engine(RedisConfig::new(server.url())).await).await
 }
 
 /// `redis://` with a password, for the test's own inspection connections.
