@@ -1,90 +1,21 @@
 //! # circumflex-session
 //!
-//! Asynchronous, on-demand sessions for actix-web, stored in Redis: one hash per session,
-//! per-key reads and writes, and a batching actor on each worker that sends the commands of all
-//! concurrent requests as pipelines.
-//!
-//! ```no_run
-//! use actix_web::{cookie::Key, get, web::Json, App, HttpServer, Result};
-//! use circumflex_session::{AsyncSession, RedisBackend, RedisConfig, SessionEngine, SessionMiddleware};
-//!
-//! #[get("/counter")]
-//! async fn counter(session: AsyncSession) -> Result<Json<i64>> {
-//!     Ok(Json(session.incr("counter", 1).await?))
-//! }
-//!
-//! #[actix_web::main]
-//! async fn main() -> std::io::Result<()> {
-//!     let backend = RedisBackend::connect(RedisConfig::new("redis://127.0.0.1:6379"))
-//!         .await
-//!         .expect("valid redis config");
-//!     let engine = SessionEngine::new(backend);
-//!     let key = Key::generate();
-//!     HttpServer::new(move || {
-//!         App::new()
-//!             .wrap(SessionMiddleware::new(engine.clone(), key.clone()))
-//!             .service(counter)
-//!     })
-//!     .bind(("127.0.0.1", 8080))?
-//!     .run()
-//!     .await
-//! }
-//! ```
+//! The guide below is the crate's documentation on docs.rs: quick start, migration from
+//! actix-session, guarantees, the cost of each call, the configuration reference and
+//! deployment. Its code runs as doctests on the memory backend; the examples that need a
+//! Redis server are `no_run`.
 //!
 //! The request path, one file each in `src/`: `middleware.rs` (when a cookie goes out) and
 //! `cookie.rs` (what it looks like) → `session.rs` ([`AsyncSession`], the handle) → `actor/`
 //! (queue, batch, flush) → `backend/` (Redis pipeline, a pipeline per cluster primary, or
 //! memory).
 //!
-//! # Backends
-//! [`RedisBackend`] for production (standalone Redis, from a URL or a `redis::Client` you
-//! built, a Redis Cluster from [`RedisConfig::cluster`], or the master that Redis Sentinel
-//! names, from [`RedisConfig::sentinel`]) and [`MemoryBackend`], with the same semantics
-//! including TTLs, for your own tests and for running without Redis. Both go through the same
-//! batching actor, so a test on the memory backend exercises the same code path as
-//! production. The [`Backend`] trait is sealed; its docs say why.
+#![doc = include_str!("../docs/guide.md")]
+#![doc = concat!("```toml\n", include_str!("../config/default.toml"), "```")]
 //!
-//! # Sessions by user
-//! [`AsyncSession::bind_user`] logs a session in as a user (a new id, listed in the user's
-//! index); [`AsyncSession::sessions`] and [`SessionEngine::sessions_of`] list a user's live
-//! sessions, [`AsyncSession::logout_everywhere`], [`SessionEngine::revoke`] and
-//! [`SessionEngine::revoke_all`] end them, and `max_sessions_per_user` caps them. The index
-//! is kept by the same scripts that change the sessions, and never outlives them (see the
-//! README's "Sessions by user"). [`AsyncSession::set_tti`] gives a session its own time to
-//! idle (remember-me); [`AsyncSession::update`] and [`AsyncSession::compare_and_set`] change
-//! one key atomically; [`SessionEngine::on_event`] reports each session's life to a hook.
-//!
-//! # Configuration
-//! Builders ([`SessionMiddleware::builder`], [`RedisConfig`], [`SessionEngine::with_config`]) or
-//! a TOML file ([`Config::load`], see `config/default.toml`); every default is documented on
-//! its setter and is the secure choice, and builders reject exactly what the file loader
-//! rejects.
-//!
-//! # Feature flags
-//! The crate always builds the Redis and memory backends, on Tokio (as actix-web does). TLS
-//! (`rediss://` URLs, [`TlsConfig`]) needs one of:
-//! - `tls-rustls`: rustls with the ring crypto provider. The first `rediss://` backend makes
-//!   ring rustls's process-wide provider, unless the application installed one before.
-//! - `tls-native-tls`: the platform's TLS library (OpenSSL on Linux: needs `libssl-dev` and
-//!   `pkg-config` to build). Client keys must be PKCS#8.
-//!
-//! Without either, a `rediss://` URL or a TLS file is an [`Error::Config`] at connect.
-//!
-//! # Errors
-//! Every fallible call returns [`Error`]. At the HTTP edge it becomes an opaque `503` (store
-//! overloaded, down, slow, refusing our credentials, or out of memory for writes) or `500` (a
-//! bug or misuse in the app), with the cause logged through `tracing`: a store outage once when
-//! it starts and once when it ends. A `503` after a command was sent may still have been
-//! applied; a command still queued at its deadline was never sent. The README's "Guarantees"
-//! section says what each fault does.
-//!
-//! # Limits
-//! A session holds at most `session.max_keys` keys (256) and `session.max_session_bytes` bytes
-//! of keys and values (256 KiB), checked atomically with each write ([`Error::SessionFull`]),
-//! so that no Redis call about one session is unbounded. Sessions that never logged in (were
-//! never [renewed](AsyncSession::renew)) idle out after `session.anonymous_tti_secs` (10 min)
-//! instead of `session.tti_secs` (30 min).
+#![doc = include_str!("../docs/deploy.md")]
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
