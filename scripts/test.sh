@@ -56,4 +56,5 @@ cargo build --example demo --features tls-native-tls
 cargo test --test http --test cluster --features tls-native-tls -- tls::
 echo "== cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --features tls-rustls
+./scripts/release_checks.sh
 echo "== all checks passed"
