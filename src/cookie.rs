@@ -1,20 +1,35 @@
-//! The session cookie, in one place: finding it among a request's cookies, verifying it
-//! (signature or AEAD tag through the `cookie` crate that actix-web re-exports), and writing
-//! the `Set-Cookie` a response needs.
+//! The session cookie, in one place: finding it among a request's cookies (or in the id
+//! header, when `cookie.header` enables one), verifying it (signature or AEAD tag through the
+//! `cookie` crate that actix-web re-exports), and writing the `Set-Cookie` (or the header) a
+//! response needs.
 //!
 //! Nothing from a cookie reaches a Redis key unless its signature (or AEAD tag) verified and
-//! its payload parsed strictly (see `ticket`). The middleware decides *when* a cookie goes out;
-//! this file decides what it looks like.
+//! its payload parsed strictly (see `ticket`). The id header carries exactly the cookie's value
+//! and is verified by the same code, with the same keys. The middleware decides *when* a value
+//! goes out; this file decides what it looks like.
+//!
+//! Why this file is long: about 270 of its lines are the unit tests of this parsing of
+//! untrusted input (tampering, garbage, rotation, which of cookie and header is read); the rest
+//! is under 200.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use actix_web::cookie::{time, Cookie, CookieJar, Key, SameSite as CookieSameSite};
-use actix_web::http::header::{HeaderMap, HeaderValue, COOKIE};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, COOKIE};
 
-use crate::config::{CookieConfig, CookieLifecycle, CookieSecurity, SameSite};
+use crate::config::{id_header, CookieConfig, CookieLifecycle, CookieSecurity, SameSite};
 use crate::ticket::Ticket;
+
+/// How a request carried its session value, and so how its response answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    /// The session cookie; answered with `Set-Cookie`.
+    Cookie,
+    /// The id header (`cookie.header`); answered in the same header, never with a cookie.
+    Header,
+}
 
 /// What the response must do with the cookie.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,28 +92,51 @@ impl VerifiedCookies {
     }
 }
 
-/// Signs, encrypts and verifies session cookies.
+/// Signs, encrypts and verifies session cookies (and the id header's values, which are the
+/// same).
 pub(crate) struct CookieCodec {
     /// The first key signs; every key verifies (rotation).
     keys: Vec<Key>,
     config: CookieConfig,
+    /// `cookie.header`, parsed: `None` when sessions travel only in the cookie.
+    header: Option<HeaderName>,
 }
 
 impl CookieCodec {
+    /// A codec for a validated `config` (an invalid `cookie.header` would be ignored).
     pub(crate) fn new(key: Key, old_keys: Vec<Key>, config: CookieConfig) -> Self {
         let mut keys = Vec::with_capacity(1 + old_keys.len());
         keys.push(key);
         keys.extend(old_keys);
-        Self { keys, config }
+        let header = config.header.as_deref().and_then(|h| id_header(h).ok());
+        Self {
+            keys,
+            config,
+            header,
+        }
     }
 
     pub(crate) fn config(&self) -> &CookieConfig {
         &self.config
     }
 
+    /// The raw session value of a request, unverified (see [`verify`](Self::verify)), and how
+    /// it came. A request that sends the id header (when one is enabled), even empty, chose
+    /// the header: its value is the session's, and the cookie is not even looked at.
+    pub(crate) fn find(&self, headers: &HeaderMap) -> (Transport, Option<String>) {
+        if let Some(name) = &self.header {
+            if let Some(value) = headers.get(name) {
+                // Bytes that are not visible ASCII are garbage like any other: no session.
+                let raw = value.to_str().unwrap_or_default().to_owned();
+                return (Transport::Header, Some(raw));
+            }
+        }
+        (Transport::Cookie, self.find_cookie(headers))
+    }
+
     /// The raw value of the session cookie in a request's headers, without parsing the other
-    /// cookies into a jar. Unverified: see [`verify`](Self::verify).
-    pub(crate) fn find(&self, headers: &HeaderMap) -> Option<String> {
+    /// cookies into a jar.
+    fn find_cookie(&self, headers: &HeaderMap) -> Option<String> {
         headers
             .get_all(COOKIE)
             .filter_map(|header| header.to_str().ok())
@@ -124,6 +162,26 @@ impl CookieCodec {
             Err(e) => {
                 // Unreachable with validated attributes and our own payload; never a panic.
                 tracing::error!(error = %e, "session cookie is not a valid header");
+                None
+            }
+        }
+    }
+
+    /// The id header for an update: the session's value (as its cookie would carry it) for
+    /// [`CookieUpdate::Set`], an empty value ("forget it") for [`CookieUpdate::Remove`]; `None`
+    /// for [`CookieUpdate::Keep`] or without an id header.
+    pub(crate) fn header(&self, update: &CookieUpdate) -> Option<(HeaderName, HeaderValue)> {
+        let name = self.header.as_ref()?;
+        let value = match update {
+            CookieUpdate::Keep => return None,
+            CookieUpdate::Set(ticket, _) => self.encode(ticket, None).value().to_owned(),
+            CookieUpdate::Remove => String::new(),
+        };
+        match HeaderValue::from_str(&value) {
+            Ok(value) => Some((name.clone(), value)),
+            Err(e) => {
+                // Unreachable: base64 and our own payload; never a panic, never the value logged.
+                tracing::error!(error = %e, "session id header is not a valid header value");
                 None
             }
         }
@@ -321,12 +379,71 @@ mod tests {
         let codec = codec(CookieSecurity::Signed);
         let mut headers = HeaderMap::new();
         headers.append(COOKIE, HeaderValue::from_static("a=1; sessionx=2"));
-        assert_eq!(codec.find(&headers), None);
+        assert_eq!(codec.find(&headers), (Transport::Cookie, None));
         headers.append(
             COOKIE,
             HeaderValue::from_static("b=3; session=\"v.1\"; c=4"),
         );
-        assert_eq!(codec.find(&headers).as_deref(), Some("v.1"));
+        assert_eq!(
+            codec.find(&headers),
+            (Transport::Cookie, Some("v.1".to_owned()))
+        );
+    }
+
+    #[test]
+    fn the_id_header_wins_over_the_cookie_only_when_enabled_and_sent() {
+        let mut headers = HeaderMap::new();
+        headers.append(COOKIE, HeaderValue::from_static("session=c.1"));
+        headers.append(
+            HeaderName::from_static("x-session-id"),
+            HeaderValue::from_static("h.1"),
+        );
+        let cookie_only = codec(CookieSecurity::Signed);
+        assert_eq!(
+            cookie_only.find(&headers),
+            (Transport::Cookie, Some("c.1".to_owned())),
+            "off by default: the header is ignored"
+        );
+        let config = CookieConfig {
+            header: Some("X-Session-Id".into()),
+            ..CookieConfig::default()
+        };
+        let both = CookieCodec::new(Key::generate(), Vec::new(), config);
+        assert_eq!(both.find(&headers), (Transport::Header, Some("h.1".into())));
+        headers.insert(
+            HeaderName::from_static("x-session-id"),
+            HeaderValue::from_static(""),
+        );
+        assert_eq!(
+            both.find(&headers),
+            (Transport::Header, Some(String::new())),
+            "an empty header opts in, with no session"
+        );
+        headers.remove("x-session-id");
+        assert_eq!(both.find(&headers), (Transport::Cookie, Some("c.1".into())));
+    }
+
+    #[test]
+    fn the_id_header_carries_exactly_the_cookie_value_and_an_empty_removal() {
+        for security in [CookieSecurity::Signed, CookieSecurity::Private] {
+            let config = CookieConfig {
+                header: Some("x-session-id".into()),
+                security,
+                ..CookieConfig::default()
+            };
+            let codec = CookieCodec::new(Key::generate(), Vec::new(), config);
+            let ticket = Ticket::generate(true);
+            let update = CookieUpdate::Set(ticket.clone(), Duration::from_secs(60));
+            let (name, value) = codec.header(&update).expect("a header for Set");
+            assert_eq!(name.as_str(), "x-session-id");
+            let raw = value.to_str().expect("visible ASCII");
+            assert_eq!(codec.decode(raw), Some(ticket), "{security:?}");
+            let (_, removal) = codec.header(&CookieUpdate::Remove).expect("a removal");
+            assert!(removal.is_empty());
+            assert_eq!(codec.header(&CookieUpdate::Keep), None);
+        }
+        let cookie_only = codec(CookieSecurity::Signed);
+        assert_eq!(cookie_only.header(&CookieUpdate::Remove), None);
     }
 
     #[test]

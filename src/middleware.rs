@@ -1,5 +1,9 @@
 //! `SessionMiddleware`: reads the session cookie on the way in, writes it on the way out.
 //!
+//! Why this file is long: about 170 of its lines are documentation (the cookie and id header
+//! rules below, and every builder setter's default, with runnable examples); the code is about
+//! 310.
+//!
 //! # Cookie rules
 //! `cookie.rs` finds, verifies and writes the cookie; this file decides when.
 //! - **In.** The middleware only leaves this worker's session context in the request. The
@@ -13,6 +17,37 @@
 //! - **Distrust.** A tampered, garbage or unknown cookie, or one whose session expired, is no
 //!   session; a write then creates a new session under a new id. A client-presented id is never
 //!   adopted.
+//!
+//! # The id header
+//! Off by default; [`SessionMiddlewareBuilder::id_header`] (or `cookie.header` in the
+//! configuration file) names a request header, say `x-session-id`, for API and mobile clients
+//! that keep no cookie jar. It carries exactly the value the cookie would carry, and all of the
+//! rules above hold for it unchanged: the same signing or encryption and keys (an `old_key`
+//! verifies it, and it is re-sent signed with the current key), the same distrust, the same
+//! lazy verification.
+//! - **Who uses it.** A request that sends the header, even empty (a client's first call, to
+//!   opt in), uses the header for the whole request: its cookie is not read, and its response
+//!   never has a `Set-Cookie`. A request without the header is a cookie request, exactly as
+//!   when the header is off. A browser sends no such header on its own (a cross-origin script
+//!   needs the app's CORS preflight to allow it), so a page is never switched to the header by
+//!   accident, and a request that sends both never mixes two sessions up: the header wins.
+//! - **Out.** The response answers in the same header when the cookie would have changed: the
+//!   new value when the request issued a session, renewed it (`renew`, `bind_user`), gave it
+//!   its own time to idle or re-signed it after a key rotation; an empty value when
+//!   `invalidate` ended one ("forget your value"). A header absent from a response means
+//!   "keep what you have". `Max-Age` has no equivalent: a persistent cookie is re-sent when its
+//!   idle timer is pushed back, the header is not. A response that sends the header is marked
+//!   `Cache-Control: no-store`, replacing what the handler set: unlike `Set-Cookie`, a custom
+//!   header does not stop a shared cache from keeping the response, and handing one client's
+//!   session to the next.
+//! - **The trade-off.** The cookie's `HttpOnly` has no equivalent: the client's code holds the
+//!   value, so a script injected into a browser client can read it, and a mobile client must
+//!   keep it in the platform's secure storage and out of its logs (this crate never logs it).
+//!   In exchange nothing sends it automatically, so a request with the header cannot be forged
+//!   cross-site (no CSRF), unlike one with a cookie. Browser clients on another origin read it
+//!   only if the app's CORS policy lists it in `Access-Control-Expose-Headers` (and allows it
+//!   in `Access-Control-Allow-Headers`). Without the cookie's `Secure`, nothing stops a client
+//!   from sending it over plain HTTP: serve the API over TLS only.
 
 use std::future::{ready, Ready};
 use std::rc::Rc;
@@ -22,14 +57,14 @@ use std::time::Duration;
 use actix_web::body::MessageBody;
 use actix_web::cookie::Key;
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
-use actix_web::http::header::SET_COOKIE;
+use actix_web::http::header::{HeaderValue, CACHE_CONTROL, SET_COOKIE};
 use actix_web::HttpMessage;
 use futures::future::LocalBoxFuture;
 
 use crate::config::{
     Config, CookieConfig, CookieLifecycle, CookieSecurity, SameSite, SessionConfig, TtlRefresh,
 };
-use crate::cookie::{CookieCodec, VerifiedCookies};
+use crate::cookie::{CookieCodec, Transport, VerifiedCookies};
 use crate::engine::SessionEngine;
 use crate::error::Error;
 use crate::session::{AsyncSession, Binding, Bound, Policy, RefreshLimiter, INDEX_SLACK_PERCENT};
@@ -186,6 +221,59 @@ impl SessionMiddlewareBuilder {
         self
     }
 
+    /// A request header that may carry the session instead of the cookie, for API and mobile
+    /// clients that keep no cookie jar (`cookie.header` in the configuration file). Default
+    /// none: off, the header is ignored. A valid header name, compared without regard to case;
+    /// not one a browser script may not set (`cookie`, `set-cookie`, `host`, `origin`,
+    /// `sec-*`, `proxy-*`, ...), nor `authorization`, which other layers read.
+    ///
+    /// A request that sends the header, even empty, uses it for the whole request: it carries
+    /// exactly the cookie's value (same signing, keys and rules), the cookie is not read, and
+    /// the response answers in the same header (the new value, or an empty one after
+    /// `invalidate`, with `Cache-Control: no-store`) instead of with a `Set-Cookie`. A request
+    /// without it is a cookie request.
+    /// The module docs of `middleware.rs` and the README's "Sessions over a header" say more.
+    ///
+    /// **Security trade-off.** Unlike an `HttpOnly` cookie, the value is readable by the
+    /// client's code (a script injected into a browser client can steal it), and a mobile
+    /// client must store it safely (platform secure storage, never in logs). In exchange it is
+    /// never sent automatically, so requests with it are not exposed to CSRF. Browser clients
+    /// on another origin need it in the app's `Access-Control-Expose-Headers` and
+    /// `Access-Control-Allow-Headers`. Nothing stops a client from sending it over plain HTTP
+    /// as `Secure` does for the cookie: serve it over TLS only.
+    ///
+    /// ```
+    /// use actix_web::{cookie::Key, http::header::HeaderValue, test, web, App, HttpResponse};
+    /// use circumflex_session::{AsyncSession, MemoryBackend, SessionMiddleware};
+    ///
+    /// async fn count(session: AsyncSession) -> actix_web::Result<HttpResponse> {
+    ///     Ok(HttpResponse::Ok().json(session.incr("n", 1).await?))
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let middleware = SessionMiddleware::builder(MemoryBackend::new(), Key::generate())
+    ///     .id_header("x-session-id")
+    ///     .build()
+    ///     .unwrap();
+    /// let app = App::new().wrap(middleware).route("/", web::get().to(count));
+    /// let app = test::init_service(app).await;
+    ///
+    /// // The first call opts in with an empty header and gets the session's value back in it.
+    /// let first = test::TestRequest::get().insert_header(("x-session-id", ""));
+    /// let response = test::call_service(&app, first.to_request()).await;
+    /// assert!(response.headers().get("set-cookie").is_none());
+    /// let value: HeaderValue = response.headers().get("x-session-id").unwrap().clone();
+    ///
+    /// let next = test::TestRequest::get().insert_header(("x-session-id", value));
+    /// let body: i64 = test::call_and_read_body_json(&app, next.to_request()).await;
+    /// assert_eq!(body, 2);
+    /// # });
+    /// ```
+    pub fn id_header(mut self, name: impl Into<String>) -> Self {
+        self.cookie.header = Some(name.into());
+        self
+    }
+
     /// A previous key that still verifies cookies (key rotation). New cookies are signed with
     /// the key given to `builder`. Default: none.
     pub fn old_key(mut self, key: Key) -> Self {
@@ -286,9 +374,9 @@ impl SessionMiddlewareBuilder {
     /// ```
     ///
     /// # Errors
-    /// [`Error::Config`] naming the first setting out of range (a cookie name, path or domain,
-    /// a zero time to idle, `max_session_bytes` below `max_value_bytes`, ...): exactly the
-    /// checks [`Config::load`] makes on a file.
+    /// [`Error::Config`] naming the first setting out of range (a cookie name, path, domain or
+    /// id header, a zero time to idle, `max_session_bytes` below `max_value_bytes`, ...):
+    /// exactly the checks [`Config::load`] makes on a file.
     pub fn build(self) -> Result<SessionMiddleware, Error> {
         self.cookie.validate()?;
         self.session.validate()?;
@@ -377,8 +465,23 @@ where
             let Some(session) = session else {
                 return Ok(response);
             };
-            if let Some(value) = binding.codec.set_cookie(&session.cookie_update()) {
-                response.headers_mut().append(SET_COOKIE, value);
+            let codec = &binding.codec;
+            match session.cookie_update() {
+                (Transport::Cookie, update) => {
+                    if let Some(value) = codec.set_cookie(&update) {
+                        response.headers_mut().append(SET_COOKIE, value);
+                    }
+                }
+                (Transport::Header, update) => {
+                    if let Some((name, value)) = codec.header(&update) {
+                        let headers = response.headers_mut();
+                        headers.insert(name, value);
+                        // A custom header does not keep a shared cache from storing the
+                        // response, as `Set-Cookie` usually does: never let it hand one
+                        // client's session to another.
+                        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                    }
+                }
             }
             Ok(response)
         })

@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::actor::message::{Command, Op, Reply, WriteMode};
-use crate::cookie::CookieUpdate;
+use crate::cookie::{CookieUpdate, Transport};
 use crate::error::Error;
 use crate::events::SessionEventKind;
 
@@ -117,11 +117,11 @@ impl std::fmt::Debug for AsyncSession {
 }
 
 impl AsyncSession {
-    pub(crate) fn new(binding: Arc<Binding>, cookie: Option<String>) -> Self {
+    pub(crate) fn new(binding: Arc<Binding>, cookie: Option<String>, transport: Transport) -> Self {
         AsyncSession {
             inner: Arc::new(Shared {
                 binding,
-                state: Mutex::new(State::new(cookie)),
+                state: Mutex::new(State::new(cookie, transport)),
             }),
         }
     }
@@ -504,13 +504,17 @@ impl AsyncSession {
         Some(ticket.id.to_string())
     }
 
-    /// What the response must do with the cookie (read by the middleware).
-    pub(crate) fn cookie_update(&self) -> CookieUpdate {
-        self.lock().cookie().clone()
+    /// What the response must do with the cookie, and whether it answers with the cookie or
+    /// the id header (read by the middleware).
+    pub(crate) fn cookie_update(&self) -> (Transport, CookieUpdate) {
+        let state = self.lock();
+        let (transport, update) = state.cookie();
+        (transport, update.clone())
     }
 
-    /// The request's session: made (from the cookie, not yet verified) on the first call and
-    /// shared by every later one, so that the middleware sees what the handlers did.
+    /// The request's session: made (from the cookie or the id header, not yet verified) on the
+    /// first call and shared by every later one, so that the middleware sees what the handlers
+    /// did.
     fn of(req: &HttpRequest) -> Result<Self, Error> {
         if let Some(session) = req.extensions().get::<AsyncSession>() {
             return Ok(session.clone());
@@ -519,8 +523,8 @@ impl AsyncSession {
             tracing::error!(path = %req.path(), "AsyncSession extracted without SessionMiddleware");
             return Err(Error::MiddlewareMissing);
         };
-        let raw = binding.codec.find(req.headers());
-        let session = AsyncSession::new(binding, raw);
+        let (transport, raw) = binding.codec.find(req.headers());
+        let session = AsyncSession::new(binding, raw, transport);
         req.extensions_mut().insert(session.clone());
         Ok(session)
     }

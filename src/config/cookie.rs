@@ -1,5 +1,6 @@
-//! The session cookie's attributes.
+//! The session cookie's attributes, and the request header that may carry its value instead.
 
+use actix_web::http::header::HeaderName;
 use serde::{Deserialize, Serialize};
 
 use super::DEFAULT_COOKIE_NAME;
@@ -62,6 +63,10 @@ pub struct CookieConfig {
     pub security: CookieSecurity,
     /// Browser-session or persistent cookie. Default `browser_session`.
     pub lifecycle: CookieLifecycle,
+    /// A request header that may carry the cookie's value instead, for API and mobile
+    /// clients (for example `x-session-id`). Default none: the cookie only. See
+    /// [`SessionMiddlewareBuilder::id_header`](crate::SessionMiddlewareBuilder::id_header).
+    pub header: Option<String>,
 }
 
 impl Default for CookieConfig {
@@ -75,12 +80,64 @@ impl Default for CookieConfig {
             domain: None,
             security: CookieSecurity::Signed,
             lifecycle: CookieLifecycle::BrowserSession,
+            header: None,
         }
     }
 }
 
+/// Names `cookie.header` may not take: the headers a browser script may not set (the Fetch
+/// standard's forbidden request-header names, whose `proxy-` and `sec-` prefixes
+/// [`RESERVED_HEADER_PREFIXES`] lists), and `authorization`, whose scheme syntax and
+/// credentials belong to other layers (HTTP authentication, `actix-web-httpauth`).
+const RESERVED_HEADERS: &[&str] = &[
+    "accept-charset",
+    "accept-encoding",
+    "access-control-request-headers",
+    "access-control-request-method",
+    "authorization",
+    "connection",
+    "content-length",
+    "cookie",
+    "cookie2",
+    "date",
+    "dnt",
+    "expect",
+    "host",
+    "keep-alive",
+    "origin",
+    "referer",
+    "set-cookie",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "via",
+];
+
+/// Prefixes of the header names a browser script may not set (see [`RESERVED_HEADERS`]).
+const RESERVED_HEADER_PREFIXES: &[&str] = &["proxy-", "sec-"];
+
+/// The header that `cookie.header` names, checked: a valid header name (compared without
+/// regard to case, as HTTP does), none of the reserved ones.
+pub(crate) fn id_header(name: &str) -> Result<HeaderName, Error> {
+    let header = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| Error::Config(format!("cookie.header {name:?} is not a valid header name")))?;
+    let lower = header.as_str();
+    let reserved = RESERVED_HEADERS.contains(&lower)
+        || RESERVED_HEADER_PREFIXES
+            .iter()
+            .any(|p| lower.starts_with(p));
+    if reserved {
+        return Err(Error::Config(format!(
+            "cookie.header {name:?} is reserved: browsers do not let scripts set it, or \
+             another layer reads it; choose a name of your own such as \"x-session-id\""
+        )));
+    }
+    Ok(header)
+}
+
 impl CookieConfig {
-    /// Checks the name, path and domain.
+    /// Checks the name, path, domain and header.
     ///
     /// # Errors
     /// [`Error::Config`] naming the first attribute that is not valid.
@@ -112,6 +169,9 @@ impl CookieConfig {
                     "cookie.domain {domain:?} is not a valid domain"
                 )));
             }
+        }
+        if let Some(header) = &self.header {
+            id_header(header)?;
         }
         Ok(())
     }

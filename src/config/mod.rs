@@ -16,6 +16,7 @@ mod cookie;
 mod redis;
 mod session;
 
+pub(crate) use self::cookie::id_header;
 pub use self::cookie::{CookieConfig, CookieLifecycle, CookieSecurity, SameSite};
 pub(crate) use self::redis::{redact_url, Topology};
 pub use self::redis::{RedisConfig, SentinelConfig, TlsConfig};
@@ -195,6 +196,35 @@ mod tests {
         assert!(err.to_string().contains("cookie.path"), "{err}");
         let err = Config::from_toml("[cookie]\ndomain = \"a.com; Secure\"\n").unwrap_err();
         assert!(err.to_string().contains("cookie.domain"), "{err}");
+    }
+
+    #[test]
+    fn the_id_header_is_off_by_default_and_takes_any_case() {
+        assert_eq!(Config::default().cookie.header, None);
+        let config = Config::from_toml("[cookie]\nheader = \"X-Session-Id\"\n").unwrap();
+        assert_eq!(config.cookie.header.as_deref(), Some("X-Session-Id"));
+    }
+
+    #[test]
+    fn an_invalid_or_reserved_id_header_is_a_config_error_naming_the_setting() {
+        for name in [
+            "",
+            "x session",
+            "x:id",
+            "é",
+            "cookie",
+            "Set-Cookie",
+            "AUTHORIZATION",
+            "host",
+            "origin",
+            "sec-session",
+            "Proxy-Session",
+        ] {
+            let toml = format!("[cookie]\nheader = {name:?}\n");
+            let err = Config::from_toml(&toml).unwrap_err();
+            assert!(matches!(err, Error::Config(_)), "{name:?}: {err:?}");
+            assert!(err.to_string().contains("cookie.header"), "{name:?}: {err}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Who a request's session is, and what its response must do with the cookie: the identity
-//! state machine behind [`AsyncSession`](crate::AsyncSession).
+//! Who a request's session is, and what its response must do with the cookie (or the id
+//! header, for a request that came with it): the identity state machine behind
+//! [`AsyncSession`](crate::AsyncSession).
 //!
 //! ```text
 //! Unverified(cookie) --first use--> Stored (signature good, lifetime left)
@@ -18,7 +19,7 @@ use std::time::Duration;
 use super::worker::Binding;
 use crate::actor::message::WriteMode;
 use crate::config::{CookieLifecycle, TtlRefresh};
-use crate::cookie::CookieUpdate;
+use crate::cookie::{CookieUpdate, Transport};
 use crate::ticket::Ticket;
 
 /// Who the session is, as far as this request knows.
@@ -44,8 +45,10 @@ pub(super) enum Purpose {
 /// A request's session state.
 pub(super) struct State {
     identity: Identity,
-    /// Whether the request carried a session cookie at all.
+    /// Whether the request carried a session value (cookie or id header) at all.
     had_cookie: bool,
+    /// How it carried it: the response answers the same way.
+    transport: Transport,
     /// The TTL was already refreshed in this request.
     refreshed: bool,
     /// `renew` was called without a session: the session this request creates is a logged-in
@@ -97,9 +100,10 @@ fn reindex(b: &Binding, ticket: &Ticket, key: &Arc<str>, refresh: Option<Duratio
 }
 
 impl State {
-    pub(super) fn new(cookie: Option<String>) -> Self {
+    pub(super) fn new(cookie: Option<String>, transport: Transport) -> Self {
         Self {
             had_cookie: cookie.is_some(),
+            transport,
             identity: cookie.map_or(Identity::Anonymous, Identity::Unverified),
             refreshed: false,
             renew_pending: false,
@@ -117,9 +121,10 @@ impl State {
         }
     }
 
-    /// What the response must do with the cookie.
-    pub(super) fn cookie(&self) -> &CookieUpdate {
-        &self.cookie
+    /// What the response must do with the cookie, and whether it is the cookie or the id
+    /// header.
+    pub(super) fn cookie(&self) -> (Transport, &CookieUpdate) {
+        (self.transport, &self.cookie)
     }
 
     /// Checks the cookie (once) and returns the current ticket and key, if any.
@@ -170,9 +175,11 @@ impl State {
         }
         if let Identity::Stored(..) = self.identity {
             // A persistent cookie's Max-Age follows the server-side TTL (a session with its own
-            // time to idle has a persistent cookie whatever the lifecycle: remember-me).
+            // time to idle has a persistent cookie whatever the lifecycle: remember-me). The id
+            // header has no Max-Age: its client keeps the value until told otherwise.
             let persistent =
                 b.codec.config().lifecycle == CookieLifecycle::Persistent || ticket.tti.is_some();
+            let persistent = persistent && self.transport == Transport::Cookie;
             if self.cookie == CookieUpdate::Keep && persistent {
                 self.cookie = CookieUpdate::Set(ticket.clone(), ttl);
             }

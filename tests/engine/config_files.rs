@@ -161,7 +161,7 @@ fn builders_reject_exactly_what_the_file_loader_rejects() {
     type Builder = circumflex_session::SessionMiddlewareBuilder;
     /// A file that sets one value, the setting it names, and the builder call that sets it.
     type Case = (&'static str, &'static str, fn(Builder) -> Builder);
-    let middleware: [Case; 9] = [
+    let middleware: [Case; 11] = [
         ("[session]\ntti_secs = 0", "session.tti_secs", |b| {
             b.tti(Duration::ZERO)
         }),
@@ -198,6 +198,12 @@ fn builders_reject_exactly_what_the_file_loader_rejects() {
         }),
         ("[cookie]\npath = \"app\"", "cookie.path", |b| {
             b.cookie_path("app")
+        }),
+        ("[cookie]\nheader = \"x session\"", "cookie.header", |b| {
+            b.id_header("x session")
+        }),
+        ("[cookie]\nheader = \"Cookie\"", "cookie.header", |b| {
+            b.id_header("Cookie")
         }),
     ];
     for (toml, setting, set) in middleware {

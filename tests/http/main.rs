@@ -17,6 +17,7 @@ mod cookies;
 mod demo;
 mod errors;
 mod expiry;
+mod header;
 mod limits;
 mod sentinel;
 #[cfg(any(feature = "tls-rustls", feature = "tls-native-tls"))]

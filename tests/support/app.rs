@@ -9,7 +9,7 @@ use actix_http::Request;
 use actix_web::body::MessageBody;
 use actix_web::cookie::{Cookie, Key};
 use actix_web::dev::{Service, ServiceResponse};
-use actix_web::http::header::{HeaderValue, COOKIE, SET_COOKIE};
+use actix_web::http::header::{HeaderMap, HeaderValue, COOKIE, SET_COOKIE};
 use actix_web::http::StatusCode;
 use actix_web::test::{call_service, init_service, read_body, TestRequest};
 use actix_web::web::{self, Bytes};
@@ -183,6 +183,8 @@ pub struct Reply {
     pub raw_set_cookies: Vec<String>,
     /// The same, parsed as the actix test client parses them.
     pub cookies: Vec<Cookie<'static>>,
+    /// Every response header.
+    pub headers: HeaderMap,
     pub body: Bytes,
 }
 
@@ -213,6 +215,13 @@ impl Reply {
         self.cookies[0].clone()
     }
 
+    /// The value of the response header `name`, if it was sent.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().expect("a visible ASCII header").to_owned())
+    }
+
     pub fn assert_no_cookie(&self, context: &str) {
         assert!(
             self.raw_set_cookies.is_empty(),
@@ -239,11 +248,13 @@ where
         .cookies()
         .map(Cookie::into_owned)
         .collect();
+    let headers = response.headers().clone();
     let body = read_body(response).await;
     Reply {
         status,
         raw_set_cookies,
         cookies,
+        headers,
         body,
     }
 }
