@@ -347,6 +347,7 @@ impl SessionEngine {
     /// let stats = engine.stats();
     /// assert_eq!(stats.commands, 1); // the write
     /// assert_eq!(stats.pipelines, 1);
+    /// assert_eq!(stats.average_batch(), 1.0);
     /// assert_eq!(stats.errors_timeout + stats.errors_unavailable, 0);
     /// # });
     /// ```

@@ -23,6 +23,7 @@ use actix_web::{http::StatusCode, HttpResponse, ResponseError};
 ///
 /// let slow = Error::Timeout(Duration::from_secs(2));
 /// assert_eq!(slow.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+/// assert_eq!(slow.kind(), "timeout"); // for logs and metrics
 /// let bug = Error::Server("WRONGTYPE Operation against a key holding the wrong kind".into());
 /// assert_eq!(bug.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
 /// // The client learns nothing of the cause:
@@ -195,13 +196,8 @@ impl Error {
         }
     }
 
-    /// A short, stable name for the kind of error, used in stats and logs.
-    ///
-    /// ```
-    /// use circumflex_session::Error;
-    /// let error = Error::TooManyKeys { asked: 300, max: 256 };
-    /// assert_eq!(error.kind(), "too_many_keys");
-    /// ```
+    /// A short, stable name for the kind of error, used in stats and logs (see the example on
+    /// [`Error`]).
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Overloaded(_) => "overloaded",

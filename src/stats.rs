@@ -106,13 +106,8 @@ pub struct StatsSnapshot {
 }
 
 impl StatsSnapshot {
-    /// Average commands per pipeline; 0 before the first.
-    ///
-    /// ```
-    /// use circumflex_session::{MemoryBackend, SessionEngine};
-    /// let engine = SessionEngine::new(MemoryBackend::new());
-    /// assert_eq!(engine.stats().average_batch(), 0.0); // not NaN
-    /// ```
+    /// Average commands per pipeline; 0 before the first (see the example on
+    /// [`SessionEngine::stats`](crate::SessionEngine::stats)).
     pub fn average_batch(&self) -> f64 {
         if self.pipelines == 0 {
             0.0
