@@ -80,10 +80,15 @@ impl SessionEngine {
     /// An engine with explicit actor settings.
     ///
     /// ```
-    /// use circumflex_session::{ActorConfig, MemoryBackend, SessionEngine};
+    /// use circumflex_session::{ActorConfig, Error, MemoryBackend, SessionEngine};
+    ///
     /// let config = ActorConfig { deadline_ms: 500, ..ActorConfig::default() };
-    /// let engine = SessionEngine::with_config(MemoryBackend::new(), config).unwrap();
+    /// let engine = SessionEngine::with_config(MemoryBackend::new(), config)?;
     /// # let _ = engine;
+    /// let no_queue = ActorConfig { queue_depth: 0, ..ActorConfig::default() };
+    /// let refused = SessionEngine::with_config(MemoryBackend::new(), no_queue);
+    /// assert!(matches!(refused, Err(Error::Config(_))));
+    /// # Ok::<(), Error>(())
     /// ```
     ///
     /// # Errors
@@ -113,13 +118,33 @@ impl SessionEngine {
     /// Replaces any listener set before; call it before cloning the engine into workers.
     ///
     /// ```
-    /// use circumflex_session::{MemoryBackend, SessionEngine, SessionEventKind};
-    /// let engine = SessionEngine::new(MemoryBackend::new()).on_event(|event| {
-    ///     if event.kind == SessionEventKind::Revoked {
-    ///         println!("session of {:?} revoked", event.user_id);
+    /// use std::sync::mpsc;
+    /// use std::time::Duration;
+    /// use actix_web::{cookie::Key, test, web, App};
+    /// use circumflex_session::{AsyncSession, Error, MemoryBackend, SessionEngine};
+    /// use circumflex_session::{SessionEventKind, SessionMiddleware};
+    ///
+    /// async fn login(session: AsyncSession) -> Result<(), Error> {
+    ///     session.bind_user("ann").await
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// // An audit log; here a channel the example reads.
+    /// let (audit, log) = mpsc::channel();
+    /// let engine = SessionEngine::new(MemoryBackend::new()).on_event(move |event| {
+    ///     if event.kind == SessionEventKind::Bound {
+    ///         let _ = audit.send(event.user_id.clone());
     ///     }
     /// });
-    /// # let _ = engine;
+    /// let app = App::new()
+    ///     .wrap(SessionMiddleware::new(engine, Key::generate()))
+    ///     .route("/login", web::post().to(login));
+    /// let app = test::init_service(app).await;
+    /// test::call_service(&app, test::TestRequest::post().uri("/login").to_request()).await;
+    /// // The listener runs on its own thread, soon after the request:
+    /// let logged_in = log.recv_timeout(Duration::from_secs(10));
+    /// assert_eq!(logged_in, Ok(Some("ann".to_owned())));
+    /// # });
     /// ```
     #[must_use]
     pub fn on_event(self, listener: impl Fn(&SessionEvent) + Send + Sync + 'static) -> Self {
@@ -168,11 +193,31 @@ impl SessionEngine {
     /// at most 1000. Works from any Tokio context: a handler, a CLI, an admin job.
     ///
     /// ```
-    /// use circumflex_session::{MemoryBackend, SessionEngine};
-    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use actix_web::{cookie::Key, test, web, App};
+    /// use circumflex_session::{AsyncSession, Error, MemoryBackend};
+    /// use circumflex_session::{SessionEngine, SessionMiddleware};
+    ///
+    /// async fn login(session: AsyncSession) -> Result<(), Error> {
+    ///     session.bind_user_labelled("ann", "Firefox on Linux").await
+    /// }
+    ///
     /// let engine = SessionEngine::new(MemoryBackend::new());
-    /// assert!(engine.sessions_of("ann").await.unwrap().is_empty());
-    /// # });
+    /// actix_web::rt::System::new().block_on(async {
+    ///     let app = App::new()
+    ///         .wrap(SessionMiddleware::new(engine.clone(), Key::generate()))
+    ///         .route("/login", web::post().to(login));
+    ///     let app = test::init_service(app).await;
+    ///     test::call_service(&app, test::TestRequest::post().uri("/login").to_request()).await;
+    /// });
+    ///
+    /// // An admin job on the same engine, outside actix-web:
+    /// let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    /// let sessions = runtime.block_on(engine.sessions_of("ann"))?;
+    /// assert_eq!(sessions.len(), 1);
+    /// assert_eq!(sessions[0].label.as_deref(), Some("Firefox on Linux"));
+    /// assert!(sessions[0].expires > sessions[0].last_refresh);
+    /// assert!(runtime.block_on(engine.sessions_of("bob"))?.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
     /// Redis: one `EVALSHA` of the listing script on the user's index (`ZREVRANGEBYSCORE`, an
@@ -190,6 +235,40 @@ impl SessionEngine {
     /// Answers whether it was there; an id that is not one of the user's sessions is left
     /// alone (`false`).
     ///
+    /// ```
+    /// use actix_web::{cookie::Key, test, web, App};
+    /// use circumflex_session::{AsyncSession, Error, MemoryBackend};
+    /// use circumflex_session::{SessionEngine, SessionMiddleware};
+    ///
+    /// async fn login(session: AsyncSession) -> Result<(), Error> {
+    ///     session.bind_user("ann").await
+    /// }
+    ///
+    /// async fn whoami(session: AsyncSession) -> Result<String, Error> {
+    ///     Ok(session.user_id().await?.unwrap_or_default())
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let engine = SessionEngine::new(MemoryBackend::new());
+    /// let app = App::new()
+    ///     .wrap(SessionMiddleware::new(engine.clone(), Key::generate()))
+    ///     .route("/login", web::post().to(login))
+    ///     .route("/whoami", web::get().to(whoami));
+    /// let app = test::init_service(app).await;
+    /// let request = test::TestRequest::post().uri("/login").to_request();
+    /// let response = test::call_service(&app, request).await;
+    /// let cookie = response.response().cookies().next().unwrap().into_owned();
+    ///
+    /// let id = engine.sessions_of("ann").await?[0].id.clone();
+    /// assert!(engine.revoke("ann", &id).await?);
+    /// assert!(!engine.revoke("ann", &id).await?); // already gone
+    /// // The browser still holds the cookie, but it finds no session:
+    /// let request = test::TestRequest::get().uri("/whoami").cookie(cookie);
+    /// assert_eq!(test::call_and_read_body(&app, request.to_request()).await, "");
+    /// # Ok::<(), Error>(())
+    /// # }).unwrap();
+    /// ```
+    ///
     /// Redis: one `EVALSHA` of the revoke script (`HGET`, `UNLINK`, `ZREM`).
     ///
     /// # Errors
@@ -205,6 +284,35 @@ impl SessionEngine {
     /// Revokes every session of a user, except `except` (a session id, for example the
     /// caller's own). Answers how many were revoked.
     ///
+    /// ```
+    /// use actix_web::{cookie::Key, test, web, App};
+    /// use circumflex_session::{AsyncSession, Error, MemoryBackend};
+    /// use circumflex_session::{SessionEngine, SessionMiddleware};
+    ///
+    /// async fn login(session: AsyncSession) -> Result<(), Error> {
+    ///     session.bind_user("ann").await
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let engine = SessionEngine::new(MemoryBackend::new());
+    /// let app = App::new()
+    ///     .wrap(SessionMiddleware::new(engine.clone(), Key::generate()))
+    ///     .route("/login", web::post().to(login));
+    /// let app = test::init_service(app).await;
+    /// for _device in 0..3 {
+    ///     test::call_service(&app, test::TestRequest::post().uri("/login").to_request()).await;
+    /// }
+    /// let keep = engine.sessions_of("ann").await?[0].id.clone();
+    ///
+    /// assert_eq!(engine.revoke_all("ann", Some(&keep)).await?, 2);
+    /// let left = engine.sessions_of("ann").await?;
+    /// assert_eq!(left.len(), 1);
+    /// assert_eq!(left[0].id, keep);
+    /// assert_eq!(engine.revoke_all("ann", None).await?, 1);
+    /// # Ok::<(), Error>(())
+    /// # }).unwrap();
+    /// ```
+    ///
     /// Redis: the revoke script, each call deleting at most 256 sessions (`UNLINK` and `ZREM`
     /// each), called again while some are left, so that Redis serves others in between.
     ///
@@ -218,6 +326,31 @@ impl SessionEngine {
     }
 
     /// A copy of the counters of every actor of this engine.
+    ///
+    /// ```
+    /// use actix_web::{cookie::Key, test, web, App};
+    /// use circumflex_session::{AsyncSession, Error, MemoryBackend};
+    /// use circumflex_session::{SessionEngine, SessionMiddleware};
+    ///
+    /// async fn visit(session: AsyncSession) -> Result<(), Error> {
+    ///     session.set("seen", &true).await
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let engine = SessionEngine::new(MemoryBackend::new());
+    /// let app = App::new()
+    ///     .wrap(SessionMiddleware::new(engine.clone(), Key::generate()))
+    ///     .route("/", web::post().to(visit));
+    /// let app = test::init_service(app).await;
+    /// test::call_service(&app, test::TestRequest::post().to_request()).await;
+    ///
+    /// let stats = engine.stats();
+    /// assert_eq!(stats.commands, 1); // the write
+    /// assert_eq!(stats.pipelines, 1);
+    /// assert_eq!(stats.average_batch(), 1.0);
+    /// assert_eq!(stats.errors_timeout + stats.errors_unavailable, 0);
+    /// # });
+    /// ```
     pub fn stats(&self) -> StatsSnapshot {
         StatsSnapshot {
             events_dropped: self.inner.events.dropped(),

@@ -15,6 +15,21 @@ use actix_web::{http::StatusCode, HttpResponse, ResponseError};
 /// A 503 for [`Timeout`](Error::Timeout) or [`Unavailable`](Error::Unavailable) does not say
 /// that nothing happened: a write that had already been sent to Redis may have been applied.
 /// A command that was still queued when its deadline passed was never sent.
+///
+/// ```
+/// use std::time::Duration;
+/// use actix_web::{body::MessageBody, http::StatusCode, ResponseError};
+/// use circumflex_session::Error;
+///
+/// let slow = Error::Timeout(Duration::from_secs(2));
+/// assert_eq!(slow.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+/// assert_eq!(slow.kind(), "timeout"); // for logs and metrics
+/// let bug = Error::Server("WRONGTYPE Operation against a key holding the wrong kind".into());
+/// assert_eq!(bug.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
+/// // The client learns nothing of the cause:
+/// let body = bug.error_response().into_body().try_into_bytes().unwrap();
+/// assert_eq!(body, "Internal Server Error");
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -181,7 +196,8 @@ impl Error {
         }
     }
 
-    /// A short, stable name for the kind of error, used in stats and logs.
+    /// A short, stable name for the kind of error, used in stats and logs (see the example on
+    /// [`Error`]).
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Overloaded(_) => "overloaded",

@@ -1,8 +1,9 @@
 //! `SessionMiddleware`: reads the session cookie on the way in, writes it on the way out.
 //!
-//! Why this file is long: about 170 of its lines are documentation (the cookie and id header
-//! rules below, and every builder setter's default, with runnable examples); the code is about
-//! 310.
+//! Why this file is long: most of it is the public API's documentation: the cookie and id
+//! header rules below, and every builder setter's default with a runnable example of what it
+//! does to the cookie and to the sessions (secure defaults, no cookie before the first write,
+//! key rotation, the id header, the per-user cap). The code is about 310 lines.
 //!
 //! # Cookie rules
 //! `cookie.rs` finds, verifies and writes the cookie; this file decides when.
@@ -71,12 +72,35 @@ use crate::session::{AsyncSession, Binding, Bound, Policy, RefreshLimiter, INDEX
 
 /// Redis-backed, on-demand sessions for an actix-web `App`.
 ///
-/// ```no_run
-/// use actix_web::{cookie::Key, App};
-/// use circumflex_session::{MemoryBackend, SessionMiddleware};
+/// A visitor gets a cookie only once a handler writes to the session:
 ///
+/// ```
+/// use actix_web::{cookie::Key, test, web, App};
+/// use circumflex_session::{AsyncSession, Error, MemoryBackend, SessionMiddleware};
+///
+/// async fn read(session: AsyncSession) -> Result<String, Error> {
+///     Ok(session.get::<String>("theme").await?.unwrap_or_default())
+/// }
+///
+/// async fn write(session: AsyncSession) -> Result<(), Error> {
+///     session.set("theme", "dark").await
+/// }
+///
+/// # actix_web::rt::System::new().block_on(async {
 /// let key = Key::generate(); // load a stable 64-byte key in production
-/// let app = App::new().wrap(SessionMiddleware::new(MemoryBackend::new(), key));
+/// let app = App::new()
+///     .wrap(SessionMiddleware::new(MemoryBackend::new(), key))
+///     .route("/read", web::get().to(read))
+///     .route("/write", web::post().to(write));
+/// let app = test::init_service(app).await;
+///
+/// let request = test::TestRequest::get().uri("/read").to_request();
+/// let response = test::call_service(&app, request).await;
+/// assert_eq!(response.response().cookies().count(), 0);
+/// let request = test::TestRequest::post().uri("/write").to_request();
+/// let response = test::call_service(&app, request).await;
+/// assert_eq!(response.response().cookies().count(), 1);
+/// # });
 /// ```
 #[derive(Clone)]
 pub struct SessionMiddleware {
@@ -99,6 +123,29 @@ impl SessionMiddleware {
     /// Secure defaults: a signed, `Secure`, `HttpOnly`, `SameSite=Lax` browser-session cookie
     /// named `session`, 30 minutes time to idle refreshed on use. The same as
     /// `SessionMiddleware::builder(engine, key).build()`, which cannot fail with the defaults.
+    ///
+    /// ```
+    /// use actix_web::cookie::{Key, SameSite};
+    /// use actix_web::{test, web, App};
+    /// use circumflex_session::{AsyncSession, Error, MemoryBackend, SessionMiddleware};
+    ///
+    /// async fn handler(session: AsyncSession) -> Result<(), Error> {
+    ///     session.set("theme", "dark").await
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let middleware = SessionMiddleware::new(MemoryBackend::new(), Key::generate());
+    /// let app = App::new().wrap(middleware).route("/", web::post().to(handler));
+    /// let app = test::init_service(app).await;
+    /// let response = test::call_service(&app, test::TestRequest::post().to_request()).await;
+    /// let cookie = response.response().cookies().next().unwrap();
+    /// assert_eq!(cookie.name(), "session");
+    /// assert_eq!(cookie.secure(), Some(true));
+    /// assert_eq!(cookie.http_only(), Some(true));
+    /// assert_eq!(cookie.same_site(), Some(SameSite::Lax));
+    /// assert_eq!(cookie.max_age(), None); // the browser forgets it when it closes
+    /// # });
+    /// ```
     pub fn new(engine: impl Into<SessionEngine>, key: Key) -> Self {
         let builder = Self::builder(engine, key);
         Self::assemble(
@@ -111,6 +158,37 @@ impl SessionMiddleware {
     }
 
     /// A builder to change any of the defaults.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use actix_web::cookie::{time, Key};
+    /// use actix_web::{test, web, App};
+    /// use circumflex_session::{AsyncSession, CookieLifecycle, Error};
+    /// use circumflex_session::{MemoryBackend, SessionMiddleware};
+    ///
+    /// async fn handler(session: AsyncSession) -> Result<(), Error> {
+    ///     session.set("theme", "dark").await
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let middleware = SessionMiddleware::builder(MemoryBackend::new(), Key::generate())
+    ///     .cookie_name("sid")
+    ///     .cookie_path("/app")
+    ///     .cookie_lifecycle(CookieLifecycle::Persistent)
+    ///     .tti(Duration::from_secs(3600))
+    ///     .anonymous_tti(Duration::from_secs(300))
+    ///     .build()?;
+    /// let app = App::new().wrap(middleware).route("/app", web::post().to(handler));
+    /// let app = test::init_service(app).await;
+    /// let request = test::TestRequest::post().uri("/app").to_request();
+    /// let response = test::call_service(&app, request).await;
+    /// let cookie = response.response().cookies().next().unwrap();
+    /// assert_eq!((cookie.name(), cookie.path()), ("sid", Some("/app")));
+    /// // Not logged in yet, so the anonymous time to idle:
+    /// assert_eq!(cookie.max_age(), Some(time::Duration::seconds(300)));
+    /// # Ok::<(), Error>(())
+    /// # }).unwrap();
+    /// ```
     pub fn builder(engine: impl Into<SessionEngine>, key: Key) -> SessionMiddlewareBuilder {
         SessionMiddlewareBuilder {
             engine: engine.into(),
@@ -122,6 +200,21 @@ impl SessionMiddleware {
     }
 
     /// Builds the middleware from the `[cookie]` and `[session]` sections of a [`Config`].
+    ///
+    /// ```
+    /// use actix_web::cookie::Key;
+    /// use circumflex_session::{Config, Error, MemoryBackend, SessionEngine, SessionMiddleware};
+    ///
+    /// let mut config = Config::from_toml("[cookie]\nname = \"sid\"\n")?;
+    /// let engine = SessionEngine::with_config(MemoryBackend::new(), config.actor.clone())?;
+    /// let middleware = SessionMiddleware::from_config(engine.clone(), Key::generate(), &config)?;
+    /// # let _ = middleware;
+    ///
+    /// config.session.max_keys = 0; // the fields are public, so checked again here
+    /// let refused = SessionMiddleware::from_config(engine, Key::generate(), &config);
+    /// assert!(matches!(refused, Err(Error::Config(_))));
+    /// # Ok::<(), Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::Config`] naming the first setting out of range: the same checks as
@@ -276,6 +369,43 @@ impl SessionMiddlewareBuilder {
 
     /// A previous key that still verifies cookies (key rotation). New cookies are signed with
     /// the key given to `builder`. Default: none.
+    ///
+    /// ```
+    /// use actix_web::{cookie::Key, test, web, App};
+    /// use circumflex_session::{AsyncSession, Error, SessionEngine, SessionMiddleware};
+    ///
+    /// async fn login(session: AsyncSession) -> Result<(), Error> {
+    ///     session.set("user", "ann").await
+    /// }
+    ///
+    /// async fn whoami(session: AsyncSession) -> Result<String, Error> {
+    ///     Ok(session.get::<String>("user").await?.unwrap_or_default())
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let engine = SessionEngine::new(circumflex_session::MemoryBackend::new());
+    /// let (old, new) = (Key::generate(), Key::generate());
+    /// // Before the rotation: cookies signed with the old key.
+    /// let before = App::new()
+    ///     .wrap(SessionMiddleware::new(engine.clone(), old.clone()))
+    ///     .route("/login", web::post().to(login));
+    /// let before = test::init_service(before).await;
+    /// let request = test::TestRequest::post().uri("/login").to_request();
+    /// let response = test::call_service(&before, request).await;
+    /// let cookie = response.response().cookies().next().unwrap().into_owned();
+    ///
+    /// // After it: the old key still verifies, and the cookie goes back re-signed.
+    /// let middleware = SessionMiddleware::builder(engine, new).old_key(old).build()?;
+    /// let after = App::new().wrap(middleware).route("/whoami", web::get().to(whoami));
+    /// let after = test::init_service(after).await;
+    /// let request = test::TestRequest::get().uri("/whoami").cookie(cookie.clone());
+    /// let response = test::call_service(&after, request.to_request()).await;
+    /// let resigned = response.response().cookies().next().unwrap().into_owned();
+    /// assert_ne!(resigned.value(), cookie.value());
+    /// assert_eq!(test::read_body(response).await, "ann");
+    /// # Ok::<(), Error>(())
+    /// # }).unwrap();
+    /// ```
     pub fn old_key(mut self, key: Key) -> Self {
         self.old_keys.push(key);
         self
@@ -345,6 +475,42 @@ impl SessionMiddlewareBuilder {
     /// Most sessions one user may have at once: [`bind_user`](crate::AsyncSession::bind_user)
     /// past it revokes the user's oldest sessions (first bound first), atomically with the
     /// bind. `max_sessions_per_user(1)` is "one session per user". Default: no cap. At least 1.
+    ///
+    /// ```
+    /// use actix_web::{cookie::Key, test, web, App};
+    /// use circumflex_session::{AsyncSession, Error, MemoryBackend, SessionMiddleware};
+    ///
+    /// async fn login(session: AsyncSession) -> Result<(), Error> {
+    ///     session.bind_user("ann").await
+    /// }
+    ///
+    /// async fn whoami(session: AsyncSession) -> Result<String, Error> {
+    ///     Ok(session.user_id().await?.unwrap_or_default())
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let middleware = SessionMiddleware::builder(MemoryBackend::new(), Key::generate())
+    ///     .max_sessions_per_user(1)
+    ///     .build()?;
+    /// let app = App::new()
+    ///     .wrap(middleware)
+    ///     .route("/login", web::post().to(login))
+    ///     .route("/whoami", web::get().to(whoami));
+    /// let app = test::init_service(app).await;
+    /// let mut cookies = Vec::new();
+    /// for _device in ["laptop", "phone"] {
+    ///     let request = test::TestRequest::post().uri("/login").to_request();
+    ///     let response = test::call_service(&app, request).await;
+    ///     cookies.push(response.response().cookies().next().unwrap().into_owned());
+    /// }
+    /// // Logging in on the phone logged the laptop out:
+    /// let request = test::TestRequest::get().uri("/whoami").cookie(cookies[0].clone());
+    /// assert_eq!(test::call_and_read_body(&app, request.to_request()).await, "");
+    /// let request = test::TestRequest::get().uri("/whoami").cookie(cookies[1].clone());
+    /// assert_eq!(test::call_and_read_body(&app, request.to_request()).await, "ann");
+    /// # Ok::<(), Error>(())
+    /// # }).unwrap();
+    /// ```
     pub fn max_sessions_per_user(mut self, max: u32) -> Self {
         self.session.max_sessions_per_user = Some(max);
         self

@@ -1,8 +1,8 @@
 //! `AsyncSession`: the handle a handler gets, and its extractor.
 //!
-//! Why this file is long: about 170 of its lines are the public API's documentation (each
-//! method's Redis cost and errors, and a runnable tour of the whole handle); the rest is about
-//! 370.
+//! Why this file is long: about 500 of its lines are the public API's documentation (each
+//! method's Redis cost and errors, a runnable example of each method and a tour of the whole
+//! handle, on the memory backend); the rest is about 370.
 //!
 //! The handle turns each call into commands for the worker's actor; `state` keeps who the
 //! session is and what the response must do with the cookie; `policy` decides how long a
@@ -53,7 +53,7 @@ pub use values::MAX_KEY_BYTES;
 /// unreachable, or refusing our credentials) and [`Error::StoreFull`] (for writes, Redis over
 /// `maxmemory`). A `503` after a command was sent does not prove it did not run.
 ///
-/// ```no_run
+/// ```
 /// use actix_web::{get, web::Json, Result};
 /// use circumflex_session::AsyncSession;
 ///
@@ -61,6 +61,18 @@ pub use values::MAX_KEY_BYTES;
 /// async fn counter(session: AsyncSession) -> Result<Json<i64>> {
 ///     Ok(Json(session.incr("counter", 1).await?))
 /// }
+/// # actix_web::rt::System::new().block_on(async {
+/// # use actix_web::{cookie::Key, test, App};
+/// # use circumflex_session::{MemoryBackend, SessionMiddleware};
+/// # let middleware = SessionMiddleware::new(MemoryBackend::new(), Key::generate());
+/// # let app = test::init_service(App::new().wrap(middleware).service(counter)).await;
+/// # let request = test::TestRequest::get().uri("/counter").to_request();
+/// # let first = test::call_service(&app, request).await;
+/// # let cookie = first.response().cookies().next().unwrap().into_owned();
+/// # assert_eq!(test::read_body(first).await, "1");
+/// # let again = test::TestRequest::get().uri("/counter").cookie(cookie).to_request();
+/// # assert_eq!(test::call_and_read_body(&app, again).await, "2");
+/// # });
 /// ```
 ///
 /// The whole API in one handler, run on the memory backend (same semantics as Redis):
@@ -214,6 +226,31 @@ impl AsyncSession {
 
     /// Reads one value.
     ///
+    /// ```
+    /// use circumflex_session::{AsyncSession, Error, MAX_KEY_BYTES};
+    ///
+    /// async fn handler(session: AsyncSession) -> Result<(), Error> {
+    ///     assert_eq!(session.get::<String>("user").await?, None); // no session: no store traffic
+    ///     session.set("user", "ann").await?;
+    ///     assert_eq!(session.get::<String>("user").await?.as_deref(), Some("ann"));
+    ///     // A stored value of another type, or a key too long, is an error, not a panic:
+    ///     let wrong_type = session.get::<u32>("user").await;
+    ///     assert!(matches!(wrong_type, Err(Error::Serialization { .. })));
+    ///     let long_key = "k".repeat(MAX_KEY_BYTES + 1);
+    ///     assert!(matches!(session.get::<u32>(&long_key).await, Err(Error::InvalidKey(_))));
+    ///     Ok(())
+    /// }
+    /// # actix_web::rt::System::new().block_on(async {
+    /// # use actix_web::{cookie::Key, test, web, App};
+    /// # use circumflex_session::{MemoryBackend, SessionMiddleware};
+    /// # let middleware = SessionMiddleware::new(MemoryBackend::new(), Key::generate());
+    /// # let app = App::new().wrap(middleware).route("/", web::get().to(handler));
+    /// # let app = test::init_service(app).await;
+    /// # let response = test::call_service(&app, test::TestRequest::get().to_request()).await;
+    /// # assert!(response.status().is_success());
+    /// # });
+    /// ```
+    ///
     /// Redis: one `HMGET` (fused with other reads of this session in the same batch), plus the
     /// request's TTL refresh (`PEXPIRE`) if it is the first use. No session: no Redis at all.
     ///
@@ -226,6 +263,26 @@ impl AsyncSession {
     }
 
     /// Reads several values, in order.
+    ///
+    /// ```
+    /// use circumflex_session::{AsyncSession, Error};
+    ///
+    /// async fn handler(session: AsyncSession) -> Result<(), Error> {
+    ///     session.set_many([("theme", "dark"), ("lang", "en")]).await?;
+    ///     let values: Vec<Option<String>> = session.mget(&["lang", "font", "theme"]).await?;
+    ///     assert_eq!(values, [Some("en".to_owned()), None, Some("dark".to_owned())]);
+    ///     Ok(())
+    /// }
+    /// # actix_web::rt::System::new().block_on(async {
+    /// # use actix_web::{cookie::Key, test, web, App};
+    /// # use circumflex_session::{MemoryBackend, SessionMiddleware};
+    /// # let middleware = SessionMiddleware::new(MemoryBackend::new(), Key::generate());
+    /// # let app = App::new().wrap(middleware).route("/", web::get().to(handler));
+    /// # let app = test::init_service(app).await;
+    /// # let response = test::call_service(&app, test::TestRequest::get().to_request()).await;
+    /// # assert!(response.status().is_success());
+    /// # });
+    /// ```
     ///
     /// Redis: one `HMGET` for all keys, plus the request's TTL refresh if it is the first use.
     ///
@@ -250,6 +307,29 @@ impl AsyncSession {
 
     /// Every key and value of the session.
     ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use circumflex_session::{AsyncSession, Error};
+    ///
+    /// async fn handler(session: AsyncSession) -> Result<(), Error> {
+    ///     assert!(session.entries::<String>().await?.is_empty()); // no session yet
+    ///     session.set_many([("theme", "dark"), ("lang", "en")]).await?;
+    ///     let entries: HashMap<String, String> = session.entries().await?;
+    ///     assert_eq!(entries.len(), 2);
+    ///     assert_eq!(entries["theme"], "dark");
+    ///     Ok(())
+    /// }
+    /// # actix_web::rt::System::new().block_on(async {
+    /// # use actix_web::{cookie::Key, test, web, App};
+    /// # use circumflex_session::{MemoryBackend, SessionMiddleware};
+    /// # let middleware = SessionMiddleware::new(MemoryBackend::new(), Key::generate());
+    /// # let app = App::new().wrap(middleware).route("/", web::get().to(handler));
+    /// # let app = test::init_service(app).await;
+    /// # let response = test::call_service(&app, test::TestRequest::get().to_request()).await;
+    /// # assert!(response.status().is_success());
+    /// # });
+    /// ```
+    ///
     /// Redis: one `HGETALL`, plus the request's TTL refresh if it is the first use.
     ///
     /// # Errors
@@ -267,6 +347,36 @@ impl AsyncSession {
     }
 
     /// Stores one value, creating the session (and its cookie) if there is none.
+    ///
+    /// Values are anything `serde` can serialise to JSON; the first write's response carries
+    /// the new session's cookie:
+    ///
+    /// ```
+    /// use actix_web::{cookie::Key, test, web, App};
+    /// use circumflex_session::{AsyncSession, Error, MemoryBackend, SessionMiddleware};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Cart {
+    ///     items: Vec<String>,
+    /// }
+    ///
+    /// async fn add_apple(session: AsyncSession) -> Result<(), Error> {
+    ///     session.set("cart", &Cart { items: vec!["apple".to_owned()] }).await?;
+    ///     let cart: Option<Cart> = session.get("cart").await?;
+    ///     assert_eq!(cart.map(|cart| cart.items), Some(vec!["apple".to_owned()]));
+    ///     Ok(())
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let middleware = SessionMiddleware::new(MemoryBackend::new(), Key::generate());
+    /// let app = App::new().wrap(middleware).route("/", web::post().to(add_apple));
+    /// let app = test::init_service(app).await;
+    /// let response = test::call_service(&app, test::TestRequest::post().to_request()).await;
+    /// assert!(response.status().is_success());
+    /// assert!(response.response().cookies().any(|cookie| cookie.name() == "session"));
+    /// # });
+    /// ```
     ///
     /// Redis: one `EVALSHA` of the write script (`HMGET` of the existence stamp, size and old
     /// value, then `HSET` and `PEXPIRE` inside).
@@ -287,6 +397,26 @@ impl AsyncSession {
     }
 
     /// Stores several values at once.
+    ///
+    /// ```
+    /// use circumflex_session::{AsyncSession, Error};
+    ///
+    /// async fn handler(session: AsyncSession) -> Result<(), Error> {
+    ///     session.set_many([("theme", "dark"), ("lang", "en"), ("theme", "light")]).await?;
+    ///     let values: Vec<Option<String>> = session.mget(&["theme", "lang"]).await?;
+    ///     assert_eq!(values, [Some("light".to_owned()), Some("en".to_owned())]); // the last wins
+    ///     Ok(())
+    /// }
+    /// # actix_web::rt::System::new().block_on(async {
+    /// # use actix_web::{cookie::Key, test, web, App};
+    /// # use circumflex_session::{MemoryBackend, SessionMiddleware};
+    /// # let middleware = SessionMiddleware::new(MemoryBackend::new(), Key::generate());
+    /// # let app = App::new().wrap(middleware).route("/", web::get().to(handler));
+    /// # let app = test::init_service(app).await;
+    /// # let response = test::call_service(&app, test::TestRequest::get().to_request()).await;
+    /// # assert!(response.status().is_success());
+    /// # });
+    /// ```
     ///
     /// Redis: one `EVALSHA` of the write script, whatever the number of keys.
     ///
@@ -330,6 +460,27 @@ impl AsyncSession {
 
     /// Removes one key; answers whether it was there.
     ///
+    /// ```
+    /// use circumflex_session::{AsyncSession, Error};
+    ///
+    /// async fn handler(session: AsyncSession) -> Result<(), Error> {
+    ///     session.set("flash", "Saved!").await?;
+    ///     assert!(session.remove("flash").await?);
+    ///     assert!(!session.remove("flash").await?); // already gone
+    ///     assert_eq!(session.get::<String>("flash").await?, None);
+    ///     Ok(())
+    /// }
+    /// # actix_web::rt::System::new().block_on(async {
+    /// # use actix_web::{cookie::Key, test, web, App};
+    /// # use circumflex_session::{MemoryBackend, SessionMiddleware};
+    /// # let middleware = SessionMiddleware::new(MemoryBackend::new(), Key::generate());
+    /// # let app = App::new().wrap(middleware).route("/", web::get().to(handler));
+    /// # let app = test::init_service(app).await;
+    /// # let response = test::call_service(&app, test::TestRequest::get().to_request()).await;
+    /// # assert!(response.status().is_success());
+    /// # });
+    /// ```
+    ///
     /// Redis: one `EVALSHA` of the write script (`HDEL` inside). No session: no Redis.
     ///
     /// # Errors
@@ -339,6 +490,27 @@ impl AsyncSession {
     }
 
     /// Removes several keys; answers how many were there.
+    ///
+    /// ```
+    /// use circumflex_session::{AsyncSession, Error};
+    ///
+    /// async fn handler(session: AsyncSession) -> Result<(), Error> {
+    ///     session.set_many([("a", 1), ("b", 2)]).await?;
+    ///     assert_eq!(session.remove_many(&["a", "b", "c"]).await?, 2); // "c" was never there
+    ///     assert!(session.entries::<i32>().await?.is_empty());
+    ///     assert!(session.touch().await?); // the empty session is still there
+    ///     Ok(())
+    /// }
+    /// # actix_web::rt::System::new().block_on(async {
+    /// # use actix_web::{cookie::Key, test, web, App};
+    /// # use circumflex_session::{MemoryBackend, SessionMiddleware};
+    /// # let middleware = SessionMiddleware::new(MemoryBackend::new(), Key::generate());
+    /// # let app = App::new().wrap(middleware).route("/", web::get().to(handler));
+    /// # let app = test::init_service(app).await;
+    /// # let response = test::call_service(&app, test::TestRequest::get().to_request()).await;
+    /// # assert!(response.status().is_success());
+    /// # });
+    /// ```
     ///
     /// Redis: one `EVALSHA` of the write script, whatever the number of keys. Removing every
     /// key keeps the (empty) session; use [`invalidate`](Self::invalidate) to end it.
@@ -367,6 +539,29 @@ impl AsyncSession {
     /// Adds `by` to an integer value atomically (a missing key counts as 0) and answers the new
     /// value. Creates the session if there is none.
     ///
+    /// ```
+    /// use circumflex_session::{AsyncSession, Error};
+    ///
+    /// async fn handler(session: AsyncSession) -> Result<(), Error> {
+    ///     assert_eq!(session.incr("visits", 1).await?, 1); // a missing key counts as 0
+    ///     assert_eq!(session.incr("visits", 10).await?, 11);
+    ///     assert_eq!(session.incr("visits", -20).await?, -9);
+    ///     assert_eq!(session.get::<i64>("visits").await?, Some(-9));
+    ///     session.set("name", "ann").await?;
+    ///     assert!(matches!(session.incr("name", 1).await, Err(Error::NotAnInteger(_))));
+    ///     Ok(())
+    /// }
+    /// # actix_web::rt::System::new().block_on(async {
+    /// # use actix_web::{cookie::Key, test, web, App};
+    /// # use circumflex_session::{MemoryBackend, SessionMiddleware};
+    /// # let middleware = SessionMiddleware::new(MemoryBackend::new(), Key::generate());
+    /// # let app = App::new().wrap(middleware).route("/", web::get().to(handler));
+    /// # let app = test::init_service(app).await;
+    /// # let response = test::call_service(&app, test::TestRequest::get().to_request()).await;
+    /// # assert!(response.status().is_success());
+    /// # });
+    /// ```
+    ///
     /// Redis: one `EVALSHA` of the write script (`HINCRBY` inside): no read-modify-write race.
     ///
     /// # Errors
@@ -386,6 +581,27 @@ impl AsyncSession {
     }
 
     /// Stores a value only if the key is absent; answers whether it stored it.
+    ///
+    /// ```
+    /// use circumflex_session::{AsyncSession, Error};
+    ///
+    /// async fn handler(session: AsyncSession) -> Result<(), Error> {
+    ///     assert!(session.set_if_absent("landing_page", "/pricing").await?);
+    ///     assert!(!session.set_if_absent("landing_page", "/blog").await?);
+    ///     let page = session.get::<String>("landing_page").await?;
+    ///     assert_eq!(page.as_deref(), Some("/pricing")); // the first one stays
+    ///     Ok(())
+    /// }
+    /// # actix_web::rt::System::new().block_on(async {
+    /// # use actix_web::{cookie::Key, test, web, App};
+    /// # use circumflex_session::{MemoryBackend, SessionMiddleware};
+    /// # let middleware = SessionMiddleware::new(MemoryBackend::new(), Key::generate());
+    /// # let app = App::new().wrap(middleware).route("/", web::get().to(handler));
+    /// # let app = test::init_service(app).await;
+    /// # let response = test::call_service(&app, test::TestRequest::get().to_request()).await;
+    /// # assert!(response.status().is_success());
+    /// # });
+    /// ```
     ///
     /// Redis: one `EVALSHA` of the write script (`HSET` inside, only if the key is absent).
     ///
@@ -409,6 +625,26 @@ impl AsyncSession {
 
     /// Pushes the idle timer back; answers whether the session exists.
     ///
+    /// ```
+    /// use circumflex_session::{AsyncSession, Error};
+    ///
+    /// async fn handler(session: AsyncSession) -> Result<(), Error> {
+    ///     assert!(!session.touch().await?); // no session: nothing to keep alive
+    ///     session.set("user", "ann").await?;
+    ///     assert!(session.touch().await?);
+    ///     Ok(())
+    /// }
+    /// # actix_web::rt::System::new().block_on(async {
+    /// # use actix_web::{cookie::Key, test, web, App};
+    /// # use circumflex_session::{MemoryBackend, SessionMiddleware};
+    /// # let middleware = SessionMiddleware::new(MemoryBackend::new(), Key::generate());
+    /// # let app = App::new().wrap(middleware).route("/", web::get().to(handler));
+    /// # let app = test::init_service(app).await;
+    /// # let response = test::call_service(&app, test::TestRequest::get().to_request()).await;
+    /// # assert!(response.status().is_success());
+    /// # });
+    /// ```
+    ///
     /// Redis: one `PEXPIRE` (none when there is no session).
     ///
     /// # Errors
@@ -428,6 +664,46 @@ impl AsyncSession {
     }
 
     /// Deletes the session and removes its cookie (same path and domain).
+    ///
+    /// ```
+    /// use actix_web::{cookie::Key, test, web, App};
+    /// use circumflex_session::{AsyncSession, Error, MemoryBackend, SessionMiddleware};
+    ///
+    /// async fn login(session: AsyncSession) -> Result<(), Error> {
+    ///     session.set("user", "ann").await
+    /// }
+    ///
+    /// async fn logout(session: AsyncSession) -> Result<(), Error> {
+    ///     session.invalidate().await?;
+    ///     assert_eq!(session.id(), None);
+    ///     Ok(())
+    /// }
+    ///
+    /// async fn whoami(session: AsyncSession) -> Result<String, Error> {
+    ///     Ok(session.get::<String>("user").await?.unwrap_or_default())
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let app = App::new()
+    ///     .wrap(SessionMiddleware::new(MemoryBackend::new(), Key::generate()))
+    ///     .route("/login", web::post().to(login))
+    ///     .route("/logout", web::post().to(logout))
+    ///     .route("/whoami", web::get().to(whoami));
+    /// let app = test::init_service(app).await;
+    /// let request = test::TestRequest::post().uri("/login").to_request();
+    /// let response = test::call_service(&app, request).await;
+    /// let cookie = response.response().cookies().next().unwrap().into_owned();
+    ///
+    /// let request = test::TestRequest::post().uri("/logout").cookie(cookie.clone());
+    /// let response = test::call_service(&app, request.to_request()).await;
+    /// let removal = response.response().cookies().next().unwrap();
+    /// assert_eq!((removal.name(), removal.value()), ("session", "")); // the browser drops it
+    ///
+    /// // A copy of the old cookie finds nothing:
+    /// let request = test::TestRequest::get().uri("/whoami").cookie(cookie);
+    /// assert_eq!(test::call_and_read_body(&app, request.to_request()).await, "");
+    /// # });
+    /// ```
     ///
     /// Redis: one `EVALSHA` of a short script (`HGET` of the user, `UNLINK`, and for a bound
     /// session `ZREM` from its user's index; none when there is no session); never refused
@@ -454,6 +730,29 @@ impl AsyncSession {
     /// logged in: it gets `session.tti_secs` instead of the shorter `anonymous_tti_secs`.
     /// Without a session it sends nothing, and the session the next write creates is a
     /// logged-in one under a fresh id.
+    ///
+    /// ```
+    /// use circumflex_session::{AsyncSession, Error};
+    ///
+    /// async fn handler(session: AsyncSession) -> Result<(), Error> {
+    ///     session.set("cart", &["apple"]).await?;
+    ///     let before = session.id();
+    ///     session.renew().await?; // at login, after checking the password
+    ///     assert_ne!(session.id(), before); // the new id goes out in the response's cookie
+    ///     let cart = session.get::<Vec<String>>("cart").await?;
+    ///     assert_eq!(cart, Some(vec!["apple".to_owned()])); // the data moved with it
+    ///     Ok(())
+    /// }
+    /// # actix_web::rt::System::new().block_on(async {
+    /// # use actix_web::{cookie::Key, test, web, App};
+    /// # use circumflex_session::{MemoryBackend, SessionMiddleware};
+    /// # let middleware = SessionMiddleware::new(MemoryBackend::new(), Key::generate());
+    /// # let app = App::new().wrap(middleware).route("/", web::get().to(handler));
+    /// # let app = test::init_service(app).await;
+    /// # let response = test::call_service(&app, test::TestRequest::get().to_request()).await;
+    /// # assert!(response.status().is_success());
+    /// # });
+    /// ```
     ///
     /// Redis: one `EVALSHA` of the renew script (`RENAME` and `PEXPIRE` inside): O(1) whatever
     /// the session's size, and no moment at which neither id holds the data.
@@ -499,6 +798,29 @@ impl AsyncSession {
 
     /// The session id, if this request has a session (checks the cookie, no Redis). A session
     /// from a cookie may have expired in the store since; reads then find nothing.
+    ///
+    /// ```
+    /// use circumflex_session::{AsyncSession, Error};
+    ///
+    /// async fn handler(session: AsyncSession) -> Result<(), Error> {
+    ///     assert_eq!(session.id(), None); // no cookie came, nothing was written
+    ///     session.set("user", "ann").await?;
+    ///     let id = session.id();
+    ///     assert!(id.is_some());
+    ///     session.set("theme", "dark").await?;
+    ///     assert_eq!(session.id(), id); // the same session for the rest of the request
+    ///     Ok(())
+    /// }
+    /// # actix_web::rt::System::new().block_on(async {
+    /// # use actix_web::{cookie::Key, test, web, App};
+    /// # use circumflex_session::{MemoryBackend, SessionMiddleware};
+    /// # let middleware = SessionMiddleware::new(MemoryBackend::new(), Key::generate());
+    /// # let app = App::new().wrap(middleware).route("/", web::get().to(handler));
+    /// # let app = test::init_service(app).await;
+    /// # let response = test::call_service(&app, test::TestRequest::get().to_request()).await;
+    /// # assert!(response.status().is_success());
+    /// # });
+    /// ```
     pub fn id(&self) -> Option<String> {
         let (ticket, _) = self.lock().resolve(&self.inner.binding)?;
         Some(ticket.id.to_string())

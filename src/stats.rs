@@ -106,7 +106,8 @@ pub struct StatsSnapshot {
 }
 
 impl StatsSnapshot {
-    /// Average commands per pipeline.
+    /// Average commands per pipeline; 0 before the first (see the example on
+    /// [`SessionEngine::stats`](crate::SessionEngine::stats)).
     pub fn average_batch(&self) -> f64 {
         if self.pipelines == 0 {
             0.0

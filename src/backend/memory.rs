@@ -4,6 +4,11 @@
 //! one map behind a mutex and vanish with the process; expired entries are removed when
 //! touched and by a sweep at most once a second. Expiry reads Tokio's clock, so a test that
 //! pauses it (`tokio::time::pause`) moves every session's idle timer with `advance`.
+//!
+//! Why this file is long: the runnable example on [`MemoryBackend`] (a session idling out on a
+//! paused clock) takes it past 425 lines; without it the file is about 420, most of them the
+//! store's answer to each command, which must match the Redis scripts'
+//! (`tests/engine/differential.rs` compares them).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -26,10 +31,34 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Sessions in this process's memory.
 ///
+/// Idle timers run on Tokio's clock, so a test can pause it (Tokio's `test-util` feature) and
+/// let a session idle out without waiting:
+///
 /// ```
-/// use circumflex_session::MemoryBackend;
+/// use std::time::Duration;
+/// use actix_web::{cookie::Key, test, web, App};
+/// use circumflex_session::{AsyncSession, Error, MemoryBackend, SessionMiddleware};
+///
+/// async fn visit(session: AsyncSession) -> Result<String, Error> {
+///     Ok(session.incr("visits", 1).await?.to_string())
+/// }
+///
+/// # actix_web::rt::System::new().block_on(async {
+/// tokio::time::pause();
 /// let backend = MemoryBackend::new();
-/// assert_eq!(backend.len(), 0);
+/// assert!(backend.is_empty());
+/// let middleware = SessionMiddleware::new(backend, Key::generate());
+/// let app = App::new().wrap(middleware).route("/", web::post().to(visit));
+/// let app = test::init_service(app).await;
+/// let response = test::call_service(&app, test::TestRequest::post().to_request()).await;
+/// let cookie = response.response().cookies().next().unwrap().into_owned();
+/// let again = || test::TestRequest::post().cookie(cookie.clone()).to_request();
+/// assert_eq!(test::call_and_read_body(&app, again()).await, "2");
+///
+/// // Ten minutes idle end a session that never logged in: the next visit starts a new one.
+/// tokio::time::advance(Duration::from_secs(10 * 60 + 1)).await;
+/// assert_eq!(test::call_and_read_body(&app, again()).await, "1");
+/// # });
 /// ```
 #[derive(Debug)]
 pub struct MemoryBackend {

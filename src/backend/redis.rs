@@ -184,6 +184,18 @@ impl RedisBackend {
     /// first loads the slot map and checks that every slot has a primary, then sends the same
     /// five commands to every primary, on probe keys of a slot that primary owns.
     ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), circumflex_session::Error> {
+    /// use circumflex_session::{RedisBackend, RedisConfig};
+    /// let config = RedisConfig::new("redis://app:secret@10.0.0.5:6379");
+    /// let backend = RedisBackend::connect(config).await?;
+    /// if let Err(error) = backend.check().await {
+    ///     eprintln!("sessions cannot use Redis: {error}"); // for example a wrong password
+    ///     std::process::exit(1);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Unavailable`], whose message names the cause (and never a password).
     pub async fn check(&self) -> Result<(), Error> {

@@ -43,7 +43,19 @@ pub enum CookieLifecycle {
     Persistent,
 }
 
-/// Session cookie attributes.
+/// Session cookie attributes: the `[cookie]` section of [`Config`](crate::Config), also set
+/// through [`SessionMiddleware::builder`](crate::SessionMiddleware::builder).
+///
+/// ```
+/// use circumflex_session::{CookieConfig, CookieSecurity};
+///
+/// let config = CookieConfig::default();
+/// assert!(config.secure && config.http_only);
+/// assert_eq!(config.security, CookieSecurity::Signed);
+/// // A setting cannot smuggle in another attribute:
+/// let injected = CookieConfig { path: "/; Domain=evil.example".into(), ..config };
+/// assert!(injected.validate().is_err());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CookieConfig {

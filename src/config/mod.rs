@@ -88,6 +88,17 @@ impl Config {
     /// ([`RedisConfig::apply_env`]: `REDIS_URL`, `REDIS_CLUSTER_NODES`, `REDIS_SENTINEL`, the
     /// `REDIS_TLS_*` files) and validates the result.
     ///
+    /// ```
+    /// use circumflex_session::{Config, CookieConfig, SessionConfig};
+    ///
+    /// // The crate's own file, whose values are the defaults:
+    /// let config = Config::load("config/default.toml")?;
+    /// assert_eq!(config.session, SessionConfig::default());
+    /// assert_eq!(config.cookie, CookieConfig::default());
+    /// assert!(Config::load("no/such/file.toml").is_err());
+    /// # Ok::<(), circumflex_session::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Config`] if the file cannot be read, or as [`from_toml`](Self::from_toml).
     pub fn load(path: impl AsRef<std::path::Path>) -> Result<Self, Error> {
@@ -100,7 +111,18 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks every section.
+    /// Checks every section. The fields are public, so a config changed in code should be
+    /// checked again.
+    ///
+    /// ```
+    /// use circumflex_session::{Config, Error};
+    ///
+    /// let mut config = Config::default();
+    /// assert!(config.validate().is_ok());
+    /// config.session.max_value_bytes = 1024 * 1024; // more than a session may hold
+    /// let error = config.validate().unwrap_err();
+    /// assert!(error.to_string().contains("session.max_session_bytes"));
+    /// ```
     ///
     /// # Errors
     /// [`Error::Config`] naming the first setting out of range.
@@ -116,6 +138,16 @@ impl Config {
 ///
 /// One actor runs on each actix-web worker and keeps one batch in flight; both were chosen by
 /// measurement and are not settings (see the `actor` module docs).
+///
+/// ```
+/// use std::time::Duration;
+/// use circumflex_session::ActorConfig;
+///
+/// let config = ActorConfig { deadline_ms: 500, ..ActorConfig::default() };
+/// assert_eq!(config.deadline(), Duration::from_millis(500));
+/// assert_eq!(config.max_batch, 1024);
+/// assert!(ActorConfig { max_batch: 0, ..config }.validate().is_err());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ActorConfig {

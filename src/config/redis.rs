@@ -21,6 +21,23 @@ use crate::error::Error;
 ///
 /// Set at most one of `url`, `cluster_nodes` and `sentinel`; with none, the URL defaults to
 /// `redis://127.0.0.1:6379`. `Debug` hides every password, in URLs too.
+///
+/// ```
+/// use std::time::Duration;
+/// use circumflex_session::{Error, RedisConfig};
+///
+/// let config = RedisConfig::new("redis://app:secret@10.0.0.5:6379")
+///     .db(2)
+///     .key_prefix("shop")
+///     .response_timeout(Duration::from_millis(500));
+/// config.validate()?;
+/// assert!(!format!("{config:?}").contains("secret"));
+///
+/// // A cluster has only database 0:
+/// let cluster = RedisConfig::cluster(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]).db(2);
+/// assert!(matches!(cluster.validate(), Err(Error::Config(_))));
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
@@ -82,6 +99,22 @@ pub struct RedisConfig {
 /// native-tls they trust the system's roots alone. So `redis.tls` files with `redis.sentinel`
 /// and only `tls-native-tls` are a configuration error, while TLS with certificates the
 /// system trusts works with either feature.
+///
+/// ```
+/// use circumflex_session::Config;
+///
+/// let config = Config::from_toml(
+///     r#"
+///     [redis]
+///     username = "app"
+///     sentinel = { master_name = "main", nodes = ["redis://:sentinel-pw@10.0.0.1:26379"] }
+///     "#,
+/// )?;
+/// let sentinel = config.redis.sentinel.as_ref().expect("configured");
+/// assert_eq!(sentinel.master_name, "main");
+/// assert!(!format!("{sentinel:?}").contains("sentinel-pw"));
+/// # Ok::<(), circumflex_session::Error>(())
+/// ```
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SentinelConfig {
@@ -110,6 +143,23 @@ impl std::fmt::Debug for SentinelConfig {
 /// certificate must be signed by a trusted CA and name the URL's host (for
 /// `rediss://127.0.0.1:6380`, an IP address entry `127.0.0.1` in its subject alternative
 /// names). The files are read, and the key checked, when the backend is created.
+///
+/// ```
+/// use circumflex_session::{Config, Error};
+///
+/// let config = Config::from_toml(
+///     r#"
+///     [redis]
+///     url = "rediss://redis.internal:6380"
+///     tls = { ca_file = "ca.pem", client_cert_file = "me.pem", client_key_file = "me.key" }
+///     "#,
+/// )?;
+/// assert!(config.redis.tls.is_set());
+/// // A certificate without its key is refused when the configuration is read:
+/// let half = Config::from_toml("[redis]\ntls = { client_cert_file = \"client.pem\" }\n");
+/// assert!(matches!(half, Err(Error::Config(_))));
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
@@ -343,6 +393,19 @@ impl RedisConfig {
     /// `rediss+sentinel://` for TLS) replace whichever of `url`, `cluster_nodes` and
     /// `sentinel` the file set; `REDIS_TLS_CA`, `REDIS_TLS_CERT` and `REDIS_TLS_KEY` set the
     /// TLS files. Empty variables count as unset.
+    ///
+    /// ```
+    /// use circumflex_session::{Error, RedisConfig};
+    ///
+    /// std::env::set_var("REDIS_SENTINEL", "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/main");
+    /// let mut config = RedisConfig::new("redis://127.0.0.1:6379"); // as read from a file
+    /// config.apply_env()?;
+    /// assert_eq!(config.url, None); // replaced
+    /// let sentinel = config.sentinel.expect("REDIS_SENTINEL is set");
+    /// assert_eq!(sentinel.master_name, "main");
+    /// assert_eq!(sentinel.nodes.len(), 2);
+    /// # Ok::<(), Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::Config`] if more than one of the three topology variables is set, or

@@ -22,7 +22,20 @@ pub enum TtlRefresh {
     OnWrite,
 }
 
-/// Session lifetime and limits.
+/// Session lifetime and limits: the `[session]` section of [`Config`](crate::Config), also set
+/// through [`SessionMiddleware::builder`](crate::SessionMiddleware::builder).
+///
+/// ```
+/// use std::time::Duration;
+/// use circumflex_session::SessionConfig;
+///
+/// let config = SessionConfig { tti_secs: 300, ..SessionConfig::default() };
+/// assert_eq!(config.tti(), Duration::from_secs(300));
+/// // Anonymous sessions never live longer than logged-in ones:
+/// assert_eq!(config.anonymous_tti(), Duration::from_secs(300));
+/// assert_eq!(SessionConfig::default().anonymous_tti(), Duration::from_secs(600));
+/// assert!(SessionConfig { tti_secs: 0, ..config }.validate().is_err());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionConfig {

@@ -35,6 +35,27 @@ impl AsyncSession {
     /// `expected`'s JSON, byte for byte, so use it with types that serialise the same way every
     /// time (not a `HashMap`, whose order varies). Creates the session if there is none.
     ///
+    /// ```
+    /// use circumflex_session::{AsyncSession, Error};
+    ///
+    /// async fn handler(session: AsyncSession) -> Result<(), Error> {
+    ///     assert!(session.compare_and_set("step", None, &1).await?); // it was absent
+    ///     assert!(session.compare_and_set("step", Some(&1), &2).await?);
+    ///     assert!(!session.compare_and_set("step", Some(&1), &3).await?); // it holds 2 now
+    ///     assert_eq!(session.get::<i32>("step").await?, Some(2));
+    ///     Ok(())
+    /// }
+    /// # actix_web::rt::System::new().block_on(async {
+    /// # use actix_web::{cookie::Key, test, web, App};
+    /// # use circumflex_session::{MemoryBackend, SessionMiddleware};
+    /// # let middleware = SessionMiddleware::new(MemoryBackend::new(), Key::generate());
+    /// # let app = App::new().wrap(middleware).route("/", web::get().to(handler));
+    /// # let app = test::init_service(app).await;
+    /// # let response = test::call_service(&app, test::TestRequest::get().to_request()).await;
+    /// # assert!(response.status().is_success());
+    /// # });
+    /// ```
+    ///
     /// Redis: one `EVALSHA` of the write script (compare, then `HSET` inside).
     ///
     /// # Errors
@@ -60,16 +81,30 @@ impl AsyncSession {
     /// [`incr`](Self::incr) is cheaper. Creates the session if there is none.
     ///
     /// ```
-    /// # use circumflex_session::AsyncSession;
-    /// # async fn handler(session: AsyncSession) -> Result<(), circumflex_session::Error> {
-    /// let cart: Vec<String> = session
-    ///     .update("cart", |cart: Option<Vec<String>>| {
-    ///         let mut cart = cart.unwrap_or_default();
-    ///         cart.push("apple".to_owned());
-    ///         cart
-    ///     })
-    ///     .await?;
-    /// # let _ = cart; Ok(()) }
+    /// use circumflex_session::{AsyncSession, Error};
+    ///
+    /// async fn handler(session: AsyncSession) -> Result<(), Error> {
+    ///     session.set("cart", &["apple"]).await?;
+    ///     let cart: Vec<String> = session
+    ///         .update("cart", |cart: Option<Vec<String>>| {
+    ///             let mut cart = cart.unwrap_or_default();
+    ///             cart.push("pear".to_owned());
+    ///             cart
+    ///         })
+    ///         .await?;
+    ///     assert_eq!(cart, ["apple", "pear"]); // the value stored
+    ///     assert_eq!(session.get::<Vec<String>>("cart").await?, Some(cart));
+    ///     Ok(())
+    /// }
+    /// # actix_web::rt::System::new().block_on(async {
+    /// # use actix_web::{cookie::Key, test, web, App};
+    /// # use circumflex_session::{MemoryBackend, SessionMiddleware};
+    /// # let middleware = SessionMiddleware::new(MemoryBackend::new(), Key::generate());
+    /// # let app = App::new().wrap(middleware).route("/", web::get().to(handler));
+    /// # let app = test::init_service(app).await;
+    /// # let response = test::call_service(&app, test::TestRequest::get().to_request()).await;
+    /// # assert!(response.status().is_success());
+    /// # });
     /// ```
     ///
     /// Redis: one `HMGET` (fused with other reads of the session), then one `EVALSHA` of the

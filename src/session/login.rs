@@ -19,6 +19,32 @@ impl AsyncSession {
     /// and the revoke calls find it. What the session held before login is kept. If the user
     /// already has `max_sessions_per_user` sessions, the oldest are revoked in the same step.
     ///
+    /// ```
+    /// use circumflex_session::{AsyncSession, Error};
+    ///
+    /// async fn handler(session: AsyncSession) -> Result<(), Error> {
+    ///     session.set("cart", &["apple"]).await?; // shopping before login
+    ///     let anonymous = session.id();
+    ///     // ... check the password, then:
+    ///     session.bind_user("ann").await?;
+    ///     assert_ne!(session.id(), anonymous);
+    ///     assert_eq!(session.user_id().await?.as_deref(), Some("ann"));
+    ///     let cart = session.get::<Vec<String>>("cart").await?;
+    ///     assert_eq!(cart, Some(vec!["apple".to_owned()])); // kept
+    ///     assert_eq!(session.sessions().await?.len(), 1); // ann's only session
+    ///     Ok(())
+    /// }
+    /// # actix_web::rt::System::new().block_on(async {
+    /// # use actix_web::{cookie::Key, test, web, App};
+    /// # use circumflex_session::{MemoryBackend, SessionMiddleware};
+    /// # let middleware = SessionMiddleware::new(MemoryBackend::new(), Key::generate());
+    /// # let app = App::new().wrap(middleware).route("/", web::get().to(handler));
+    /// # let app = test::init_service(app).await;
+    /// # let response = test::call_service(&app, test::TestRequest::get().to_request()).await;
+    /// # assert!(response.status().is_success());
+    /// # });
+    /// ```
+    ///
     /// Redis: an `HGETALL` of the session before login (if there is one), one `EVALSHA` of the
     /// bind script (`HSET`, `PEXPIRE`, `ZADD` to the user's index, pruning, and the cap), then
     /// the invalidate script on the old id. Three round trips, once per login. On a cluster
@@ -36,6 +62,31 @@ impl AsyncSession {
 
     /// [`bind_user`](Self::bind_user), with a label listed with the session (for example the
     /// client's `User-Agent`, at most 256 bytes; empty for none).
+    ///
+    /// ```
+    /// use actix_web::{http::header::USER_AGENT, HttpRequest};
+    /// use circumflex_session::{AsyncSession, Error};
+    ///
+    /// async fn login(session: AsyncSession, request: HttpRequest) -> Result<(), Error> {
+    ///     let agent = request.headers().get(USER_AGENT).and_then(|v| v.to_str().ok());
+    ///     // 64 characters are at most 256 bytes.
+    ///     let label: String = agent.unwrap_or("").chars().take(64).collect();
+    ///     session.bind_user_labelled("ann", &label).await?;
+    ///     let sessions = session.sessions().await?;
+    ///     assert_eq!(sessions[0].label.as_deref(), Some("Firefox"));
+    ///     Ok(())
+    /// }
+    /// # actix_web::rt::System::new().block_on(async {
+    /// # use actix_web::{cookie::Key, test, web, App};
+    /// # use circumflex_session::{MemoryBackend, SessionMiddleware};
+    /// # let middleware = SessionMiddleware::new(MemoryBackend::new(), Key::generate());
+    /// # let app = App::new().wrap(middleware).route("/", web::post().to(login));
+    /// # let app = test::init_service(app).await;
+    /// # let request = test::TestRequest::post().insert_header((USER_AGENT, "Firefox"));
+    /// # let response = test::call_service(&app, request.to_request()).await;
+    /// # assert!(response.status().is_success());
+    /// # });
+    /// ```
     ///
     /// # Errors
     /// As [`bind_user`](Self::bind_user); [`Error::InvalidArgument`] for a label over 256
@@ -94,6 +145,27 @@ impl AsyncSession {
 
     /// The user this session is bound to, if any.
     ///
+    /// ```
+    /// use circumflex_session::{AsyncSession, Error};
+    ///
+    /// async fn handler(session: AsyncSession) -> Result<(), Error> {
+    ///     session.set("theme", "dark").await?;
+    ///     assert_eq!(session.user_id().await?, None); // a session, but anonymous
+    ///     session.bind_user("ann").await?;
+    ///     assert_eq!(session.user_id().await?.as_deref(), Some("ann"));
+    ///     Ok(())
+    /// }
+    /// # actix_web::rt::System::new().block_on(async {
+    /// # use actix_web::{cookie::Key, test, web, App};
+    /// # use circumflex_session::{MemoryBackend, SessionMiddleware};
+    /// # let middleware = SessionMiddleware::new(MemoryBackend::new(), Key::generate());
+    /// # let app = App::new().wrap(middleware).route("/", web::get().to(handler));
+    /// # let app = test::init_service(app).await;
+    /// # let response = test::call_service(&app, test::TestRequest::get().to_request()).await;
+    /// # assert!(response.status().is_success());
+    /// # });
+    /// ```
+    ///
     /// Redis: one `HMGET` (fused with other reads of the session), plus the request's TTL
     /// refresh if it is the first use; none for a session that was never bound.
     ///
@@ -120,6 +192,40 @@ impl AsyncSession {
     /// The live sessions of this session's user, most recently used first (at most 1000);
     /// empty when the session is not bound.
     ///
+    /// A "your devices" page, after ann logged in on a laptop and then on a phone:
+    ///
+    /// ```
+    /// use actix_web::{cookie::Key, test, web, App};
+    /// use circumflex_session::{AsyncSession, Error, MemoryBackend, SessionMiddleware};
+    ///
+    /// async fn login(session: AsyncSession) -> Result<(), Error> {
+    ///     session.bind_user("ann").await
+    /// }
+    ///
+    /// async fn devices(session: AsyncSession) -> Result<String, Error> {
+    ///     let sessions = session.sessions().await?;
+    ///     let this_one = session.id();
+    ///     assert!(sessions.iter().any(|s| Some(&s.id) == this_one.as_ref()));
+    ///     Ok(sessions.len().to_string())
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let app = App::new()
+    ///     .wrap(SessionMiddleware::new(MemoryBackend::new(), Key::generate()))
+    ///     .route("/login", web::post().to(login))
+    ///     .route("/devices", web::get().to(devices));
+    /// let app = test::init_service(app).await;
+    /// let mut cookies = Vec::new();
+    /// for _device in ["laptop", "phone"] {
+    ///     let request = test::TestRequest::post().uri("/login").to_request();
+    ///     let response = test::call_service(&app, request).await;
+    ///     cookies.push(response.response().cookies().next().unwrap().into_owned());
+    /// }
+    /// let request = test::TestRequest::get().uri("/devices").cookie(cookies[1].clone());
+    /// assert_eq!(test::call_and_read_body(&app, request.to_request()).await, "2");
+    /// # });
+    /// ```
+    ///
     /// Redis: [`user_id`](Self::user_id), then one `EVALSHA` of the listing script on the
     /// user's index (`ZREVRANGEBYSCORE` and an `HMGET` per session, pruning what expired).
     ///
@@ -137,6 +243,49 @@ impl AsyncSession {
     /// Logs this session's user out everywhere: revokes every other session of the user, and
     /// this one too when `this_one` is true (its cookie is then removed). Answers how many
     /// sessions were revoked, this one included. Nothing happens without a bound session.
+    ///
+    /// A "log out my other devices" button, after ann logged in on a laptop and then on a
+    /// phone:
+    ///
+    /// ```
+    /// use actix_web::{cookie::Key, test, web, App};
+    /// use circumflex_session::{AsyncSession, Error, MemoryBackend, SessionMiddleware};
+    ///
+    /// async fn login(session: AsyncSession) -> Result<(), Error> {
+    ///     session.bind_user("ann").await
+    /// }
+    ///
+    /// async fn log_out_others(session: AsyncSession) -> Result<String, Error> {
+    ///     Ok(session.logout_everywhere(false).await?.to_string())
+    /// }
+    ///
+    /// async fn whoami(session: AsyncSession) -> Result<String, Error> {
+    ///     Ok(session.user_id().await?.unwrap_or_default())
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let app = App::new()
+    ///     .wrap(SessionMiddleware::new(MemoryBackend::new(), Key::generate()))
+    ///     .route("/login", web::post().to(login))
+    ///     .route("/log-out-others", web::post().to(log_out_others))
+    ///     .route("/whoami", web::get().to(whoami));
+    /// let app = test::init_service(app).await;
+    /// let mut cookies = Vec::new();
+    /// for _device in ["laptop", "phone"] {
+    ///     let request = test::TestRequest::post().uri("/login").to_request();
+    ///     let response = test::call_service(&app, request).await;
+    ///     cookies.push(response.response().cookies().next().unwrap().into_owned());
+    /// }
+    /// let (laptop, phone) = (cookies[0].clone(), cookies[1].clone());
+    ///
+    /// let request = test::TestRequest::post().uri("/log-out-others").cookie(phone.clone());
+    /// assert_eq!(test::call_and_read_body(&app, request.to_request()).await, "1");
+    /// let request = test::TestRequest::get().uri("/whoami").cookie(laptop);
+    /// assert_eq!(test::call_and_read_body(&app, request.to_request()).await, "");
+    /// let request = test::TestRequest::get().uri("/whoami").cookie(phone);
+    /// assert_eq!(test::call_and_read_body(&app, request.to_request()).await, "ann");
+    /// # });
+    /// ```
     ///
     /// Redis: [`user_id`](Self::user_id), then the revoke script on the user's index (`UNLINK`
     /// and `ZREM` per session, at most 256 per call, called again while some are left).
@@ -163,6 +312,32 @@ impl AsyncSession {
     /// Gives this session its own time to idle (remember-me), stored with it so that every
     /// later refresh uses it, and pushes its TTL to `tti` now. The session's cookie becomes
     /// persistent, its `Max-Age` following the TTL. Creates the session if there is none.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use actix_web::{cookie::Key, test, web, App};
+    /// use circumflex_session::{AsyncSession, Error, MemoryBackend, SessionMiddleware};
+    ///
+    /// async fn login_remember_me(session: AsyncSession) -> Result<(), Error> {
+    ///     session.bind_user("ann").await?;
+    ///     session.set_tti(Duration::from_secs(30 * 24 * 3600)).await?; // 30 days
+    ///     // Outside session.min_tti_secs..=session.max_tti_secs (1 min to 30 days by default):
+    ///     let too_short = session.set_tti(Duration::from_secs(1)).await;
+    ///     assert!(matches!(too_short, Err(Error::InvalidArgument(_))));
+    ///     Ok(())
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let app = App::new()
+    ///     .wrap(SessionMiddleware::new(MemoryBackend::new(), Key::generate()))
+    ///     .route("/login", web::post().to(login_remember_me));
+    /// let app = test::init_service(app).await;
+    /// let request = test::TestRequest::post().uri("/login").to_request();
+    /// let response = test::call_service(&app, request).await;
+    /// let cookie = response.response().cookies().next().unwrap();
+    /// assert_eq!(cookie.max_age(), Some(actix_web::cookie::time::Duration::days(30)));
+    /// # });
+    /// ```
     ///
     /// Redis: one `EVALSHA` of the write script (`HSET` of the time to idle, `PEXPIRE`, and for
     /// a bound session the index's `ZADD`).
