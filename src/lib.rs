@@ -70,6 +70,11 @@
 //!
 //! Without either, a `rediss://` URL or a TLS file is an [`Error::Config`] at connect.
 //!
+//! And:
+//! - `actix-session`: `ActixSessionStore`, a `SessionStore` for actix-session's own
+//!   `SessionMiddleware`, so that an app keeps its handlers and gets our Redis layout, batching
+//!   and guarded writes (the README's "Migrating from actix-session").
+//!
 //! # Errors
 //! Every fallible call returns [`Error`]. At the HTTP edge it becomes an opaque `503` (store
 //! overloaded, down, slow, refusing our credentials, or out of memory for writes) or `500` (a
@@ -87,8 +92,11 @@
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod actor;
+#[cfg(feature = "actix-session")]
+mod adapter;
 mod backend;
 mod clock;
 mod config;
@@ -106,6 +114,9 @@ pub mod testing;
 mod ticket;
 mod users;
 
+#[cfg(feature = "actix-session")]
+#[cfg_attr(docsrs, doc(cfg(feature = "actix-session")))]
+pub use adapter::ActixSessionStore;
 pub use backend::{memory::MemoryBackend, redis::RedisBackend, Backend};
 pub use config::{
     ActorConfig, Config, CookieConfig, CookieLifecycle, CookieSecurity, RedisConfig, SameSite,
