@@ -3,9 +3,10 @@
 # integration tests; libssl-dev and pkg-config for the tls-native-tls build), then runs
 # formatting, lints, tests (examples and benches compiled too) and docs with warnings denied.
 #
-# The main run has the tls-rustls feature, so that the TLS tests (tests/http/tls.rs,
-# tests/cluster/tls.rs) run; the default feature set (no TLS) is linted; the TLS tests run once
-# more with tls-native-tls.
+# The main run has the tls-rustls and actix-session features, so that the TLS tests
+# (tests/http/tls.rs, tests/cluster/tls.rs) and the adapter's (tests/http/actix_session.rs) run;
+# the default feature set (no TLS, no adapter) is linted; the TLS tests run once more with
+# tls-native-tls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,21 +41,21 @@ echo "== layout (no mutual imports, no long file without a reason)"
 python3 scripts/check_layout.py
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy: default features (no TLS), tls-rustls, tls-native-tls"
+echo "== cargo clippy: default features (no TLS, no adapter), tls-rustls with actix-session, tls-native-tls"
 cargo clippy --all-targets -- -D warnings
-cargo clippy --all-targets --features tls-rustls -- -D warnings
+cargo clippy --all-targets --features tls-rustls,actix-session -- -D warnings
 cargo clippy --lib --test http --test cluster --features tls-native-tls -- -D warnings
 # The demo tests (tests/http/demo.rs, tls.rs) run target/debug/examples/demo, which `cargo
 # test` does not build (it builds examples as test harnesses): build it from this source before
 # each run, with that run's TLS library.
-echo "== cargo test --features tls-rustls"
-cargo build --example demo --features tls-rustls
-cargo test --all-targets --features tls-rustls
-cargo test --doc --features tls-rustls
+echo "== cargo test --features tls-rustls,actix-session"
+cargo build --example demo --features tls-rustls,actix-session
+cargo test --all-targets --features tls-rustls,actix-session
+cargo test --doc --features tls-rustls,actix-session
 echo "== the TLS tests again, with --features tls-native-tls"
 cargo build --example demo --features tls-native-tls
 cargo test --test http --test cluster --features tls-native-tls -- tls::
 echo "== cargo doc"
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --features tls-rustls
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --features tls-rustls,actix-session
 ./scripts/release_checks.sh
 echo "== all checks passed"

@@ -14,12 +14,13 @@
 #![doc = concat!("```toml\n", include_str!("../config/default.toml"), "```")]
 //!
 #![doc = include_str!("../docs/deploy.md")]
-
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod actor;
+#[cfg(feature = "actix-session")]
+mod adapter;
 mod backend;
 mod clock;
 mod config;
@@ -37,6 +38,9 @@ pub mod testing;
 mod ticket;
 mod users;
 
+#[cfg(feature = "actix-session")]
+#[cfg_attr(docsrs, doc(cfg(feature = "actix-session")))]
+pub use adapter::ActixSessionStore;
 pub use backend::{memory::MemoryBackend, redis::RedisBackend, Backend};
 pub use config::{
     ActorConfig, Config, CookieConfig, CookieLifecycle, CookieSecurity, RedisConfig, SameSite,

@@ -86,6 +86,12 @@ impl Ticket {
         &self.id[TAG_LEN..]
     }
 
+    /// The store key of this session: `<prefix>:{<tag>}:<rest of id>`. Redis Cluster hashes
+    /// only the part in braces, which `renew` keeps.
+    pub(crate) fn store_key(&self, prefix: &str) -> Arc<str> {
+        Arc::from(format!("{prefix}:{{{}}}:{}", self.tag(), self.rest()))
+    }
+
     fn with_tag(tag: &str, created: u64, renewed: bool) -> Self {
         let mut bytes = [0u8; ID_BYTES];
         rand::rng().fill_bytes(&mut bytes);

@@ -25,15 +25,9 @@ pub(crate) struct Binding {
 }
 
 impl Binding {
-    /// The store key of a session: `<prefix>:{<tag>}:<rest of id>`. Redis Cluster hashes only
-    /// the part in braces, which `renew` keeps (see the `ticket` module).
+    /// The store key of a session: `<prefix>:{<tag>}:<rest of id>` (see the `ticket` module).
     pub(crate) fn key_for(&self, ticket: &Ticket) -> Arc<str> {
-        Arc::from(format!(
-            "{}:{{{}}}:{}",
-            self.key_prefix,
-            ticket.tag(),
-            ticket.rest()
-        ))
+        ticket.store_key(&self.key_prefix)
     }
 }
 

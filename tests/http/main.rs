@@ -9,6 +9,8 @@
 mod support;
 
 mod acl;
+#[cfg(feature = "actix-session")]
+mod actix_session;
 mod api;
 mod auth_and_memory_faults;
 mod concurrency;
