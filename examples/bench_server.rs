@@ -12,7 +12,9 @@
 //! - `actix-session`: actix-session 0.11 with its `RedisSessionStore`.
 //! - `circumflex`: this crate (`AsyncSession` over its per-worker actor and `RedisBackend`).
 //!   `--max-batch N` tunes the actor; `--bind-user` makes every login a user's (`bind_user`,
-//!   one user per login), so that reads and writes run on sessions listed in a user index.
+//!   one user per login), so that reads and writes run on sessions listed in a user index;
+//!   `--metrics` installs a Prometheus recorder (`metrics-exporter-prometheus`, as the demo
+//!   does), so that the engine's metrics cost what they cost in production.
 //!
 //! Routes (all `GET`, all answering JSON):
 //! - `/login?filler=N`: creates the session with `a` = "alpha", `b` = "beta", `counter` = 0 and
@@ -93,6 +95,10 @@ struct Config {
     /// that `/read` and `/incr` run on bound sessions
     #[arg(long)]
     bind_user: bool,
+    /// circumflex: install a Prometheus recorder for the engine's metrics (the `metrics`
+    /// feature records into it; without a recorder the metrics cost almost nothing)
+    #[arg(long)]
+    metrics: bool,
 }
 
 #[derive(Deserialize)]
@@ -340,6 +346,16 @@ mod circ {
 }
 
 async fn serve_circumflex(cfg: &Config) -> std::io::Result<()> {
+    if cfg.metrics {
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .map_err(std::io::Error::other)?;
+        // Histogram samples pile up until upkeep drains them: run it as a scraper would.
+        std::thread::spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            handle.run_upkeep();
+        });
+    }
     let actor = ActorConfig {
         max_batch: cfg.max_batch,
         ..ActorConfig::default()

@@ -13,6 +13,8 @@
 #              circumflex-memory (memory backend: the layer's own cost, no Redis),
 #              circumflex-bound (every login binds a user of its own: reads and writes on bound
 #              sessions, whose refreshes keep the user's index),
+#              circumflex-metrics (a Prometheus recorder installed: what the metrics feature
+#              costs when it records),
 #              circumflex-cluster (a private 3-master Redis Cluster on the server's core instead
 #              of the standalone Redis; loadtest sums INFO over the three masters)
 #   SERVER_ARGS extra bench_server arguments (e.g. "--max-batch 64")
@@ -188,6 +190,7 @@ for run in $(seq 1 "$RUNS"); do
             circumflex-batch16) mode=circumflex; extra="--max-batch 16" ;;
             circumflex-memory) mode=circumflex; extra="--backend memory" ;;
             circumflex-bound) mode=circumflex; extra="--bind-user" ;;
+            circumflex-metrics) mode=circumflex; extra="--metrics" ;;
             circumflex-cluster) mode=circumflex; extra="--redis-cluster-nodes $CLUSTER_URLS" ;;
             *) mode=$name; extra="" ;;
         esac
