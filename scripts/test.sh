@@ -40,8 +40,9 @@ echo "== layout (no mutual imports, no long file without a reason)"
 python3 scripts/check_layout.py
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy: default features (no TLS), tls-rustls, tls-native-tls"
+echo "== cargo clippy: default features (no TLS), tls-rustls, tls-native-tls; no metrics"
 cargo clippy --all-targets -- -D warnings
+cargo clippy --all-targets --no-default-features -- -D warnings
 cargo clippy --all-targets --features tls-rustls -- -D warnings
 cargo clippy --lib --test http --test cluster --features tls-native-tls -- -D warnings
 # The demo tests (tests/http/demo.rs, tls.rs) run target/debug/examples/demo, which `cargo

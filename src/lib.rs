@@ -70,6 +70,12 @@
 //!
 //! Without either, a `rediss://` URL or a TLS file is an [`Error::Config`] at connect.
 //!
+//! - `metrics` (default): batch sizes, flush times, queue depth, commands by operation, errors
+//!   by kind, round trips and session events through the [`metrics`](https://docs.rs/metrics)
+//!   facade, to whichever recorder the application installs before it builds the engine (the
+//!   README's "Metrics and tracing" lists them). Without a recorder each costs nothing but a
+//!   check; `default-features = false` leaves the `metrics` crate out.
+//!
 //! # Errors
 //! Every fallible call returns [`Error`]. At the HTTP edge it becomes an opaque `503` (store
 //! overloaded, down, slow, refusing our credentials, or out of memory for writes) or `500` (a
@@ -98,6 +104,7 @@ mod error;
 mod events;
 #[cfg(test)]
 mod fuzz;
+mod metrics;
 mod middleware;
 mod session;
 mod stats;

@@ -14,6 +14,8 @@ mod config_files;
 mod differential;
 mod expiry;
 mod index_lag;
+#[cfg(feature = "metrics")]
+mod observed_metrics;
 mod outages;
 mod scripts;
 mod sentinel;

@@ -14,6 +14,7 @@ pub mod engine;
 pub mod faults;
 pub mod flow;
 pub mod logs;
+pub mod prometheus;
 mod redis_cluster;
 pub mod redis_sentinel;
 mod redis_server;
