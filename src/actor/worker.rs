@@ -140,7 +140,16 @@ async fn run_batch(
         .map(|e| e.deadline)
         .min()
         .unwrap_or_else(|| clock::now() + deadline);
-    let span = tracing::debug_span!("session_batch", commands = batch.len());
+    // At debug, so that nothing is recorded per batch at info. What the flush cost and how it
+    // ended are known only once the backend answered.
+    let span = tracing::debug_span!(
+        "session_batch",
+        backend = backend.name(),
+        commands = batch.len(),
+        round_trips = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+        failed = tracing::field::Empty,
+    );
     for envelope in &batch {
         span.follows_from(&envelope.span);
     }
@@ -153,9 +162,13 @@ async fn run_batch(
     // Counted for this batch alone: other actors add to `stats` at the same time.
     let tally = Tally::default();
     let run = backend.execute(&commands, &tally);
-    let outcome = tokio::time::timeout_at(until, run).instrument(span).await;
+    let outcome = tokio::time::timeout_at(until, run)
+        .instrument(span.clone())
+        .await;
     stats.metrics.flushed(flush);
-    stats.add(&tally);
+    span.record("round_trips", stats.add(&tally));
+    // No await below: what is logged from here on is logged in the batch's span.
+    let _in_span = span.enter();
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(_) => Err(Error::Timeout(deadline)),
@@ -165,7 +178,7 @@ async fn run_batch(
             // Counted before any caller is answered, so that a caller that reads the stats
             // after its reply finds its own command counted.
             let mut failures = Failures::default();
-            let mut gone = 0;
+            let (mut failed, mut gone) = (0, 0);
             let mut unavailable = None;
             let mut refused_for_memory = None;
             let mut wrote = false;
@@ -184,7 +197,10 @@ async fn run_batch(
                     Ok(_) if command.op.is_write() => wrote = true,
                     _ => {}
                 }
+                failed += u64::from(result.is_err());
             }
+            span.record("outcome", "ok");
+            span.record("failed", failed);
             stats.failed(failures);
             if gone > 0 {
                 stats.gone.fetch_add(gone, Relaxed);
@@ -223,6 +239,8 @@ async fn run_batch(
             }
         }
         Err(error) => {
+            span.record("outcome", error.kind());
+            span.record("failed", replies.len());
             // Timeouts are counted where callers see them (`Handle::call`).
             if !matches!(error, Error::Timeout(_)) {
                 stats.failed(Failures {

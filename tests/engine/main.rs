@@ -20,4 +20,5 @@ mod outages;
 mod scripts;
 mod sentinel;
 mod server_errors;
+mod spans;
 mod users;
