@@ -23,9 +23,11 @@
 //! | `/logout-everywhere` | revokes the user's other sessions (`?all=1`: this one too); answers how many |
 //! | `/remember-me?days=30` | gives the session its own time to idle (`set_tti`): a persistent cookie |
 //! | `/logout` | invalidates the session |
+//! | `/metrics` | the engine's metrics in the Prometheus text format (batch sizes, flush times, commands by operation, errors by kind, round trips, session events) |
 //!
 //! Every session event (created, renewed, bound, invalidated, revoked, gone) is logged at INFO
-//! with its kind and user, never the session id.
+//! with its kind and user, never the session id. The metrics recorder is installed before the
+//! engine is built, as it must be (see the README's "Metrics and tracing").
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -37,6 +39,7 @@ use circumflex_session::{
     AsyncSession, Config, Error, MemoryBackend, RedisBackend, RedisConfig, SessionEngine,
     SessionEvent, SessionMiddleware,
 };
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -63,8 +66,9 @@ const PAGE: &str = r#"<!doctype html>
 <li><a href="/remember-me">/remember-me</a> (<code>?days=</code>, default 30) keeps this session
     for that long without use, in a persistent cookie</li>
 <li><a href="/logout">/logout</a> invalidates the session</li>
+<li><a href="/metrics">/metrics</a> shows the engine's metrics, in the Prometheus text format</li>
 </ul>
-<p>This page never touches the session: no Redis command, no cookie.</p>
+<p>This page never touches the session: no Redis command, no cookie. Nor does /metrics.</p>
 </body></html>"#;
 
 /// Session errors for this app, a playground where the client chooses keys and values: a bad
@@ -254,6 +258,53 @@ async fn logout(session: AsyncSession) -> Answer {
     Ok(HttpResponse::Ok().json(json!({ "ok": true })))
 }
 
+/// The engine's metrics, for a Prometheus scrape. No session: no Redis command, no cookie.
+#[get("/metrics")]
+async fn metrics(scrape: web::Data<PrometheusHandle>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(scrape.render())
+}
+
+/// Bucket bounds of the two histograms, so that Prometheus can add them up across instances
+/// (without buckets the exporter renders summaries, whose quantiles cannot be added): batch
+/// sizes up to the default `max_batch` of 1024, flush times from 100 µs to 2 s (the default
+/// deadline).
+const BATCH_SIZE_BUCKETS: [f64; 11] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+const FLUSH_SECONDS_BUCKETS: [f64; 11] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.0,
+];
+
+/// Installs the Prometheus recorder, before any engine is built (an engine registers its
+/// metrics with the recorder installed when it is built), and drains its histograms every
+/// five seconds, so that samples do not pile up between scrapes.
+fn install_metrics() -> std::io::Result<PrometheusHandle> {
+    let scrape = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("circumflex_session_batch_size".to_owned()),
+            &BATCH_SIZE_BUCKETS,
+        )
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("circumflex_session_flush_duration_seconds".to_owned()),
+                &FLUSH_SECONDS_BUCKETS,
+            )
+        })
+        .and_then(PrometheusBuilder::install_recorder)
+        .map_err(std::io::Error::other)?;
+    let upkeep = scrape.clone();
+    actix_web::rt::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(scrape)
+}
+
 #[actix_web::main]
 async fn main() -> std::process::ExitCode {
     match run().await {
@@ -272,6 +323,7 @@ async fn run() -> std::io::Result<()> {
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::INFO)
         .init();
+    let scrape = install_metrics()?;
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml");
     let config = Config::load(path).map_err(std::io::Error::other)?;
     let port: u16 = match std::env::var("PORT") {
@@ -325,8 +377,10 @@ async fn run() -> std::io::Result<()> {
     let key = Key::generate();
     let middleware =
         SessionMiddleware::from_config(engine, key, &config).map_err(std::io::Error::other)?;
+    let scrape = web::Data::new(scrape);
     let server = HttpServer::new(move || {
         App::new()
+            .app_data(scrape.clone())
             .wrap(middleware.clone())
             .service(index)
             .service(login)
@@ -338,6 +392,7 @@ async fn run() -> std::io::Result<()> {
             .service(logout_everywhere)
             .service(remember_me)
             .service(logout)
+            .service(metrics)
     })
     .bind(("127.0.0.1", port))?;
     println!("listening on http://127.0.0.1:{port}");

@@ -10,7 +10,7 @@ use crate::backend::Backend;
 use crate::config::ActorConfig;
 use crate::error::Error;
 use crate::events::{Events, SessionEvent};
-use crate::stats::{Stats, StatsSnapshot};
+use crate::stats::{Stats, StatsSnapshot, Tally};
 use crate::users::{SessionInfo, UserIndex};
 
 /// A session store with its batching settings and counters. Cheap to clone; clones share
@@ -99,12 +99,17 @@ impl SessionEngine {
     }
 
     fn build(backend: impl Backend, config: ActorConfig) -> Self {
+        // With the recorder installed now: see `metrics` for why once, and why here.
+        let (metrics, session_metrics) = crate::metrics::register(backend.name());
         Self {
             inner: Arc::new(Inner {
                 backend: Arc::new(backend),
-                stats: Arc::new(Stats::default()),
+                stats: Arc::new(Stats {
+                    metrics,
+                    ..Stats::default()
+                }),
                 config,
-                events: Events::default(),
+                events: Events::counted(session_metrics),
             }),
         }
     }
@@ -152,14 +157,14 @@ impl SessionEngine {
             backend,
             stats,
             config,
-            ..
+            events,
         } = &*self.inner;
         Self {
             inner: Arc::new(Inner {
                 backend: backend.clone(),
                 stats: stats.clone(),
                 config: config.clone(),
-                events: Events::new(Arc::new(listener)),
+                events: events.clone().with_listener(Arc::new(listener)),
             }),
         }
     }
@@ -179,9 +184,10 @@ impl SessionEngine {
             ..
         } = &*self.inner;
         let batch = std::slice::from_ref(&command);
-        let replies = tokio::time::timeout(config.deadline(), backend.execute(batch, stats))
-            .await
-            .map_err(|_| Error::Timeout(config.deadline()))??;
+        let tally = Tally::default();
+        let replies = tokio::time::timeout(config.deadline(), backend.execute(batch, &tally)).await;
+        stats.add(&tally);
+        let replies = replies.map_err(|_| Error::Timeout(config.deadline()))??;
         replies
             .into_iter()
             .next()

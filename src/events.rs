@@ -17,14 +17,14 @@
 //! [`SessionEvent::session_id`] is the id inside the signed cookie: of no use for forging a
 //! cookie without the cookie key, but still the identifier of someone's session.
 
-// Until the engine takes a listener, only the tests below use the dispatcher.
-
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Instant;
+
+use crate::metrics::SessionMetrics;
 
 /// What happened to a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,11 +71,13 @@ const QUEUE_CAPACITY: usize = 4096;
 /// otherwise log once per request.
 const WARN_EVERY_MS: u64 = 1000;
 
-/// Hands events to the listener's thread. Cloning is cheap; the thread ends when the last clone
-/// is dropped. The default has no listener, and `emit` on it does nothing.
+/// Counts events in the engine's metrics and hands them to the listener's thread. Cloning is
+/// cheap; the thread ends when the last clone is dropped. The default counts nowhere and has no
+/// listener: `emit` on it does nothing.
 #[derive(Clone, Default)]
 pub(crate) struct Events {
     inner: Option<Arc<Inner>>,
+    metrics: SessionMetrics,
 }
 
 struct Inner {
@@ -93,8 +95,24 @@ struct Counts {
 }
 
 impl Events {
+    /// Events that are counted in `metrics`, with no listener.
+    pub(crate) fn counted(metrics: SessionMetrics) -> Self {
+        Self {
+            inner: None,
+            metrics,
+        }
+    }
+
+    /// The same counters, with `listener` (instead of any before) on a thread of its own.
+    pub(crate) fn with_listener(self, listener: Listener) -> Self {
+        Self {
+            metrics: self.metrics,
+            ..Self::new(listener)
+        }
+    }
+
     /// Starts the listener's thread.
-    pub(crate) fn new(listener: Listener) -> Self {
+    fn new(listener: Listener) -> Self {
         let (queue, events) = mpsc::sync_channel(QUEUE_CAPACITY);
         let counts = Arc::new(Counts::default());
         let thread_counts = Arc::clone(&counts);
@@ -112,6 +130,7 @@ impl Events {
                 started: Instant::now(),
                 next_warn_ms: AtomicU64::new(0),
             })),
+            ..Self::default()
         }
     }
 
@@ -120,9 +139,11 @@ impl Events {
         self.inner.is_some()
     }
 
-    /// Queues an event for the listener, or drops and counts it if the queue is full. Never
-    /// waits and never panics; without a listener it returns before allocating anything.
+    /// Counts an event and queues it for the listener, or drops and counts it if the queue is
+    /// full. Never waits and never panics; without a listener it returns before allocating
+    /// anything.
     pub(crate) fn emit(&self, kind: SessionEventKind, session_id: &str, user_id: Option<&str>) {
+        self.count(kind, 1);
         let Some(inner) = &self.inner else { return };
         let event = SessionEvent {
             kind,
@@ -138,6 +159,20 @@ impl Events {
         let now_ms = inner.started.elapsed().as_millis() as u64;
         if warn_is_due(&inner.next_warn_ms, now_ms) {
             tracing::warn!(dropped, "session events dropped: {why}");
+        }
+    }
+
+    /// Counts `n` events of one kind in the metrics; [`emit`](Self::emit) counts its own.
+    /// For events that need no listener's attention (see `UserIndex::revoked`).
+    pub(crate) fn count(&self, kind: SessionEventKind, n: u64) {
+        let metrics = &self.metrics;
+        match kind {
+            SessionEventKind::Created => metrics.created(n),
+            SessionEventKind::Renewed => metrics.renewed(n),
+            SessionEventKind::Bound => metrics.bound(n),
+            SessionEventKind::Invalidated => metrics.invalidated(n),
+            SessionEventKind::Revoked => metrics.revoked(n),
+            SessionEventKind::Gone => metrics.gone(n),
         }
     }
 

@@ -30,6 +30,7 @@ mod error;
 mod events;
 #[cfg(test)]
 mod fuzz;
+mod metrics;
 mod middleware;
 mod session;
 mod stats;

@@ -7,9 +7,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::clock;
+use crate::metrics::{EngineMetrics, Failures};
 
 /// Live counters of one [`SessionEngine`](crate::SessionEngine), shared by all its actors;
-/// read through [`SessionEngine::stats`](crate::SessionEngine::stats).
+/// read through [`SessionEngine::stats`](crate::SessionEngine::stats). Each change is also
+/// reported to the engine's metrics (see `metrics`), from the same call.
 #[derive(Debug, Default)]
 pub struct Stats {
     pub(crate) commands: AtomicU64,
@@ -34,6 +36,45 @@ pub struct Stats {
     /// When a batch last found the store unavailable for some of its commands only (a cluster
     /// primary down): such an outage ends only after [`PARTIAL_OUTAGE_QUIET`] without one.
     pub(crate) partial_outage_at: Mutex<Option<Instant>>,
+    /// The engine's handles into the `metrics` recorder (nothing without the feature).
+    pub(crate) metrics: EngineMetrics,
+}
+
+/// What one call of a backend cost, counted by the backend as it runs: the round trips it
+/// reports on the batch's span, and what [`Stats::add`] then adds to the engine's counters and
+/// metrics, once per batch. The engine's [`Stats`] are shared by every actor, so their change
+/// over a batch would mix in the batches of other workers; a tally belongs to one batch.
+/// Atomics only because the backend's future must be `Send`: nothing else touches them.
+#[derive(Debug, Default)]
+pub struct Tally {
+    redis_commands: AtomicU64,
+    round_trips: AtomicU64,
+    redirects: AtomicU64,
+    fused_reads: AtomicU64,
+    fused_refreshes: AtomicU64,
+}
+
+impl Tally {
+    /// Commands sent to Redis (after fusion), counting those sent again.
+    pub(crate) fn redis_commands(&self, n: u64) {
+        self.redis_commands.fetch_add(n, Relaxed);
+    }
+
+    /// Pipelines sent to Redis (see [`StatsSnapshot::round_trips`]).
+    pub(crate) fn round_trips(&self, n: u64) {
+        self.round_trips.fetch_add(n, Relaxed);
+    }
+
+    /// A command a cluster node redirected.
+    pub(crate) fn redirect(&self) {
+        self.redirects.fetch_add(1, Relaxed);
+    }
+
+    /// Reads merged into another read, and refreshes dropped as already done in the batch.
+    pub(crate) fn fused(&self, reads: u64, refreshes: u64) {
+        self.fused_reads.fetch_add(reads, Relaxed);
+        self.fused_refreshes.fetch_add(refreshes, Relaxed);
+    }
 }
 
 /// How long batches must go without an `Unavailable` command before a partial outage (some
@@ -163,6 +204,52 @@ impl Stats {
         self.commands.fetch_add(size as u64, Relaxed);
         self.max_batch.fetch_max(size as u64, Relaxed);
     }
+
+    /// Adds what one backend call cost; answers its round trips.
+    pub(crate) fn add(&self, tally: &Tally) -> u64 {
+        let add = |counter: &AtomicU64, from: &AtomicU64| {
+            let n = from.load(Relaxed);
+            if n > 0 {
+                counter.fetch_add(n, Relaxed);
+            }
+            n
+        };
+        let redis_commands = add(&self.redis_commands, &tally.redis_commands);
+        let round_trips = add(&self.round_trips, &tally.round_trips);
+        let redirects = add(&self.redirects, &tally.redirects);
+        add(&self.fused_reads, &tally.fused_reads);
+        add(&self.fused_refreshes, &tally.fused_refreshes);
+        self.metrics.backend(round_trips, redis_commands, redirects);
+        round_trips
+    }
+
+    /// Counts failed commands, by kind.
+    pub(crate) fn failed(&self, failures: Failures) {
+        let Failures {
+            overloaded,
+            timeout,
+            unavailable,
+            server,
+            store_full,
+        } = failures;
+        for (counter, n) in [
+            (&self.errors_overloaded, overloaded),
+            (&self.errors_timeout, timeout),
+            (&self.errors_unavailable, unavailable),
+            (&self.errors_server, server),
+            (&self.errors_store_full, store_full),
+        ] {
+            if n > 0 {
+                counter.fetch_add(n, Relaxed);
+            }
+        }
+        self.metrics.failed(failures);
+    }
+
+    /// Reports the queue depth to the metrics, which sample it (see `metrics`).
+    pub(crate) fn sample_queue_depth(&self) {
+        self.metrics.queue_depth(self.queue_depth.load(Relaxed));
+    }
 }
 
 /// Holds one unit of queue depth; releases it when dropped, whether the command was answered or
@@ -175,7 +262,10 @@ impl DepthGuard {
         let before = stats.queue_depth.fetch_add(1, Relaxed);
         if before >= limit {
             stats.queue_depth.fetch_sub(1, Relaxed);
-            stats.errors_overloaded.fetch_add(1, Relaxed);
+            stats.failed(Failures {
+                overloaded: 1,
+                ..Failures::default()
+            });
             return Err(before);
         }
         Ok(DepthGuard(stats.clone()))

@@ -220,6 +220,9 @@ impl UserIndex {
                     Some(&self.user),
                 );
             }
+        } else {
+            // The ids are made only for a listener; the metrics need the count alone.
+            events.count(SessionEventKind::Revoked, members.len() as u64);
         }
         Ok((members.len() as u64, left))
     }

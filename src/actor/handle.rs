@@ -1,6 +1,5 @@
 //! The handle requests use to reach their worker's actor: tower's `Buffer`, for actix.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use super::message::{Command, Envelope, Reply};
 use super::worker::SessionActor;
 use crate::clock;
 use crate::error::Error;
+use crate::metrics::Failures;
 use crate::stats::{DepthGuard, Stats, StatsSnapshot};
 
 /// A cloneable way into one `SessionActor`: everything a command needs on its way in (the
@@ -70,7 +70,10 @@ impl Handle {
         // stopped actor drops the reply channel.
         let result = answer.await.unwrap_or(Err(Error::ActorClosed));
         if let Err(Error::Timeout(_)) = result {
-            self.stats.errors_timeout.fetch_add(1, Relaxed);
+            self.stats.failed(Failures {
+                timeout: 1,
+                ..Failures::default()
+            });
         }
         result
     }

@@ -26,10 +26,15 @@
 //! not sent: there is nobody to answer, and a write nobody waits for is one the client never
 //! learns about anyway.
 //!
-//! # Tracing
-//! Each command carries its caller's span. A batch runs in a `session_batch` span that
-//! `follows_from` the span of every command in it, so a slow or failed flush can be traced back
-//! to the requests it served.
+//! # Tracing and metrics
+//! Each command carries its caller's span. A batch runs in a `session_batch` span (at DEBUG:
+//! nothing is recorded per request or per batch at INFO) that `follows_from` the span of every
+//! command in it, so a slow or failed flush can be traced back to the requests it served. The
+//! span carries the backend, the batch's `commands`, and once the backend answered, its
+//! `round_trips` (counted for this batch alone: the engine's stats are shared by every actor),
+//! its `outcome` (`ok`, or the kind of error that failed the whole batch) and how many commands
+//! `failed`. The same flush reports its size, duration and commands by operation to the
+//! engine's metrics once per batch, never once per command (see `metrics`).
 //!
 //! # Failures
 //! A per-command server error fails only that command. A batch-wide failure (connection lost,

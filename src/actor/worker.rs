@@ -1,6 +1,7 @@
 //! The actor itself: its queue, when it flushes, and how a batch's replies reach the callers
 //! (the why is in the module docs of `actor`).
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +11,8 @@ use tracing::Instrument as _;
 use crate::backend::Backend;
 use crate::clock::{self, Instant};
 use crate::error::Error;
-use crate::stats::Stats;
+use crate::metrics::Failures;
+use crate::stats::{Stats, Tally};
 
 use super::message::{self, Envelope};
 
@@ -138,7 +140,16 @@ async fn run_batch(
         .map(|e| e.deadline)
         .min()
         .unwrap_or_else(|| clock::now() + deadline);
-    let span = tracing::debug_span!("session_batch", commands = batch.len());
+    // At debug, so that nothing is recorded per batch at info. What the flush cost and how it
+    // ended are known only once the backend answered.
+    let span = tracing::debug_span!(
+        "session_batch",
+        backend = backend.name(),
+        commands = batch.len(),
+        round_trips = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+        failed = tracing::field::Empty,
+    );
     for envelope in &batch {
         span.follows_from(&envelope.span);
     }
@@ -147,21 +158,55 @@ async fn run_batch(
         .map(|e| (e.command, (e.reply, e.depth)))
         .unzip();
     stats.record_batch(commands.len());
-    let run = backend.execute(&commands, &stats);
-    let outcome = tokio::time::timeout_at(until, run).instrument(span).await;
+    let flush = stats.metrics.batch(&commands);
+    // Counted for this batch alone: other actors add to `stats` at the same time.
+    let tally = Tally::default();
+    let run = backend.execute(&commands, &tally);
+    let outcome = tokio::time::timeout_at(until, run)
+        .instrument(span.clone())
+        .await;
+    stats.metrics.flushed(flush);
+    span.record("round_trips", stats.add(&tally));
+    // No await below: what is logged from here on is logged in the batch's span.
+    let _in_span = span.enter();
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(_) => Err(Error::Timeout(deadline)),
     };
-    use std::sync::atomic::Ordering::Relaxed;
     match outcome {
         Ok(results) => {
+            // Counted before any caller is answered, so that a caller that reads the stats
+            // after its reply finds its own command counted.
+            let mut failures = Failures::default();
+            let (mut failed, mut gone) = (0, 0);
+            let mut unavailable = None;
+            let mut refused_for_memory = None;
+            let mut wrote = false;
+            for (result, command) in results.iter().zip(&commands) {
+                match result {
+                    Err(Error::Server(_)) | Err(Error::NotAnInteger(_)) => failures.server += 1,
+                    Err(error @ Error::Unavailable(_)) => {
+                        failures.unavailable += 1;
+                        unavailable = Some(error);
+                    }
+                    Err(error @ Error::StoreFull(_)) => {
+                        failures.store_full += 1;
+                        refused_for_memory = Some(error);
+                    }
+                    Ok(message::Reply::Gone) => gone += 1,
+                    Ok(_) if command.op.is_write() => wrote = true,
+                    _ => {}
+                }
+                failed += u64::from(result.is_err());
+            }
+            span.record("outcome", "ok");
+            span.record("failed", failed);
+            stats.failed(failures);
+            if gone > 0 {
+                stats.gone.fetch_add(gone, Relaxed);
+            }
             // Some commands may find the store unavailable while the rest succeed: a cluster
             // node that is down, or writes that were in flight on a lost connection.
-            let unavailable = results.iter().find_map(|r| match r {
-                Err(e @ Error::Unavailable(_)) => Some(e),
-                _ => None,
-            });
             match unavailable {
                 None if stats.partial_outage_quiet() && stats.outage.end() => {
                     tracing::info!("session store reachable again");
@@ -178,30 +223,6 @@ async fn run_batch(
                 }
                 _ => {}
             }
-            let mut refused_for_memory = None;
-            let mut wrote = false;
-            for (((reply, _depth), result), command) in
-                replies.into_iter().zip(results).zip(&commands)
-            {
-                match &result {
-                    Err(Error::Server(_)) | Err(Error::NotAnInteger(_)) => {
-                        stats.errors_server.fetch_add(1, Relaxed);
-                    }
-                    Err(Error::Unavailable(_)) => {
-                        stats.errors_unavailable.fetch_add(1, Relaxed);
-                    }
-                    Err(error @ Error::StoreFull(_)) => {
-                        stats.errors_store_full.fetch_add(1, Relaxed);
-                        refused_for_memory = Some(error.clone());
-                    }
-                    Ok(message::Reply::Gone) => {
-                        stats.gone.fetch_add(1, Relaxed);
-                    }
-                    Ok(_) if command.op.is_write() => wrote = true,
-                    _ => {}
-                }
-                let _ = reply.send(result);
-            }
             match refused_for_memory {
                 Some(error) if stats.out_of_memory.start() => tracing::error!(
                     %error,
@@ -213,13 +234,19 @@ async fn run_batch(
                 }
                 _ => {}
             }
+            for ((reply, _depth), result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result);
+            }
         }
         Err(error) => {
-            // Timeouts are counted where callers see them (`SessionEngine::call`).
+            span.record("outcome", error.kind());
+            span.record("failed", replies.len());
+            // Timeouts are counted where callers see them (`Handle::call`).
             if !matches!(error, Error::Timeout(_)) {
-                stats
-                    .errors_unavailable
-                    .fetch_add(replies.len() as u64, Relaxed);
+                stats.failed(Failures {
+                    unavailable: replies.len() as u64,
+                    ..Failures::default()
+                });
             }
             if stats.outage.start() {
                 tracing::error!(
@@ -234,6 +261,8 @@ async fn run_batch(
             }
         }
     }
+    // Every depth guard of the batch is released: the depth is what waits for the next one.
+    stats.sample_queue_depth();
 }
 
 #[cfg(test)]

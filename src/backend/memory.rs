@@ -23,7 +23,7 @@ use crate::backend::{Backend, BatchReplies};
 use crate::clock::{self, Instant};
 use crate::config::DEFAULT_KEY_PREFIX;
 use crate::error::Error;
-use crate::stats::Stats;
+use crate::stats::Tally;
 
 mod users;
 
@@ -432,7 +432,7 @@ impl Backend for MemoryBackend {
     fn execute<'a>(
         &'a self,
         batch: &'a [Command],
-        _stats: &'a Stats,
+        _tally: &'a Tally,
     ) -> BoxFuture<'a, Result<BatchReplies, Error>> {
         let now = clock::now();
         let mut state = self.lock();

@@ -18,7 +18,7 @@ use futures::future::BoxFuture;
 
 use crate::actor::message::{Command, Reply};
 use crate::error::Error;
-use crate::stats::Stats;
+use crate::stats::Tally;
 
 pub mod memory;
 pub mod redis;
@@ -40,12 +40,13 @@ pub trait Backend: sealed::Sealed + Send + Sync + 'static {
     /// Runs a batch. The reply vector has exactly one entry per command. `Err` only when the
     /// whole batch failed (connection lost, pool timeout): every caller of the batch then gets
     /// that error. An error that concerns one command (for example `WRONGTYPE`) goes in that
-    /// command's slot, and the others succeed.
+    /// command's slot, and the others succeed. What the batch cost (round trips, Redis
+    /// commands) goes in `tally`.
     #[doc(hidden)]
     fn execute<'a>(
         &'a self,
         batch: &'a [Command],
-        stats: &'a Stats,
+        tally: &'a Tally,
     ) -> BoxFuture<'a, Result<Vec<Result<Reply, Error>>, Error>>;
 
     /// The prefix of session keys: a session is stored under `<prefix>:{<tag>}:<id>`.
@@ -75,7 +76,7 @@ pub(crate) mod fake {
         fn execute<'a>(
             &'a self,
             _batch: &'a [Command],
-            _stats: &'a Stats,
+            _tally: &'a Tally,
         ) -> BoxFuture<'a, Result<BatchReplies, Error>> {
             Box::pin(futures::future::pending())
         }
@@ -93,7 +94,7 @@ pub(crate) mod fake {
         fn execute<'a>(
             &'a self,
             batch: &'a [Command],
-            _stats: &'a Stats,
+            _tally: &'a Tally,
         ) -> BoxFuture<'a, Result<BatchReplies, Error>> {
             let replies = batch.iter().map(|_| Ok(Reply::Done)).collect();
             Box::pin(futures::future::ready(Ok(replies)))

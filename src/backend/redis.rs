@@ -38,8 +38,6 @@
 //! - `OOM` (over `maxmemory`) fails only the writes that would grow Redis, with
 //!   [`Error::StoreFull`]; reads, removals and logouts keep working.
 
-use std::sync::atomic::Ordering::Relaxed;
-
 use futures::future::BoxFuture;
 use redis::Value;
 
@@ -47,7 +45,7 @@ use crate::actor::message::{Command, Reply};
 use crate::backend::{Backend, BatchReplies};
 use crate::config::{RedisConfig, Topology};
 use crate::error::Error;
-use crate::stats::Stats;
+use crate::stats::Tally;
 
 mod client;
 mod cluster;
@@ -217,17 +215,17 @@ impl RedisBackend {
         &self,
         connections: &Connections,
         plan: &Plan<'_>,
-        stats: &Stats,
+        tally: &Tally,
     ) -> Result<Vec<Value>, Failure> {
         let mut conn = connections.live().await.map_err(Failure::Failed)?;
         let pipe = plan.pipeline(&self.scripts);
-        stats.round_trips.fetch_add(1, Relaxed);
+        tally.round_trips(1);
         let mut replies = connections.send(&mut conn, &pipe, plan.len()).await?;
         if replies.iter().any(is_noscript) {
             // NOSCRIPT: no script ran, and what did run is safe to repeat (see the module doc).
             let mut load = redis::pipe();
             Scripts::load(&mut load);
-            stats.round_trips.fetch_add(2, Relaxed);
+            tally.round_trips(2);
             connections
                 .send(&mut conn, &load, Scripts::LOAD_COMMANDS)
                 .await?;
@@ -239,14 +237,14 @@ impl RedisBackend {
     /// Runs a batch; if its connection was lost after it was sent, sends again the commands
     /// that may safely run twice (see [`replay_safe`]) on a live connection, once, and fails
     /// the others.
-    async fn execute_batch(&self, batch: &[Command], stats: &Stats) -> Result<BatchReplies, Error> {
+    async fn execute_batch(&self, batch: &[Command], tally: &Tally) -> Result<BatchReplies, Error> {
         let connections = match &self.store {
             Store::Standalone(connections) => connections,
-            Store::Cluster(cluster) => return cluster.execute(batch, stats, &self.scripts).await,
+            Store::Cluster(cluster) => return cluster.execute(batch, tally, &self.scripts).await,
         };
         let plan = Plan::build(batch);
-        plan.count(stats);
-        let lost = match self.run(connections, &plan, stats).await {
+        plan.count(tally);
+        let lost = match self.run(connections, &plan, tally).await {
             Ok(replies) => return Ok(plan.answer(batch, replies)),
             Err(Failure::Lost(error)) => error,
             Err(Failure::Failed(error)) => return Err(error),
@@ -260,8 +258,8 @@ impl RedisBackend {
         }
         let again: Vec<Command> = safe.iter().map(|&i| batch[i].clone()).collect();
         let plan = Plan::build(&again);
-        plan.count(stats);
-        let replies = match self.run(connections, &plan, stats).await {
+        plan.count(tally);
+        let replies = match self.run(connections, &plan, tally).await {
             Ok(replies) => plan.answer(&again, replies),
             Err(Failure::Lost(e) | Failure::Failed(e)) => return Err(e),
         };
@@ -280,9 +278,9 @@ impl Backend for RedisBackend {
     fn execute<'a>(
         &'a self,
         batch: &'a [Command],
-        stats: &'a Stats,
+        tally: &'a Tally,
     ) -> BoxFuture<'a, Result<BatchReplies, Error>> {
-        Box::pin(self.execute_batch(batch, stats))
+        Box::pin(self.execute_batch(batch, tally))
     }
 
     fn key_prefix(&self) -> &str {

@@ -14,8 +14,11 @@ mod config_files;
 mod differential;
 mod expiry;
 mod index_lag;
+#[cfg(feature = "metrics")]
+mod observed_metrics;
 mod outages;
 mod scripts;
 mod sentinel;
 mod server_errors;
+mod spans;
 mod users;

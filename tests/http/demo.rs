@@ -1,7 +1,7 @@
 //! The demo as a user runs it: the `demo` example binary, started against a private
 //! `redis-server`, spoken to over real HTTP. It checks that the playground answers bad input
-//! with a 400 that says why, instead of the library's opaque 500, and drives the sessions-by-user
-//! routes from two browsers (two cookie jars).
+//! with a 400 that says why, instead of the library's opaque 500, drives the sessions-by-user
+//! routes from two browsers (two cookie jars), and reads its `/metrics` after traffic.
 //!
 //! Why this file is long: the demo is a separate process, so the file carries its own small
 //! HTTP/1.1 client with a cookie jar per browser and the code that starts, waits for and stops
@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::support::prometheus::Scrape;
 use crate::support::RedisServer;
 
 /// The demo binary (`cargo build --example demo`, next to this test's own binary), built
@@ -438,4 +439,60 @@ fn remember_me_in_the_demo_makes_the_cookie_persistent_within_the_bounds() {
     assert_eq!(too_long.status, 400, "{}", too_long.body);
     assert!(too_long.body.contains("time to idle"), "{}", too_long.body);
     assert_eq!(browser.json("/whoami"), json!({ "user": "bo" }));
+}
+
+#[test]
+fn the_demo_serves_metrics_that_count_the_traffic_it_had() {
+    let redis = RedisServer::start();
+    let demo = Demo::start(&redis);
+    let mut browser = Browser::new(&demo, "counting-browser/1.0");
+    for expected in 1..=3 {
+        assert_eq!(browser.json("/counter"), json!({ "counter": expected }));
+    }
+    assert_eq!(browser.json("/kv/get?key=color")["value"], Value::Null);
+
+    let answer = demo.request("/metrics", browser.cookie.as_deref(), None);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(
+        answer.set_cookie, None,
+        "the scrape does not touch the session"
+    );
+    let scrape = Scrape::parse(&answer.body);
+    let redis_backend = [("backend", "redis")];
+    let batches = scrape.get("circumflex_session_batch_size_count", &redis_backend);
+    let commands = scrape.get("circumflex_session_batch_size_sum", &redis_backend);
+    // One command per request here (the counter's incr, or the read), each request alone.
+    assert!(
+        batches >= 1.0 && commands == 4.0,
+        "{batches} batches of {commands} commands"
+    );
+    assert_eq!(
+        scrape.get("circumflex_session_commands_total", &[("op", "incr")]),
+        3.0
+    );
+    assert_eq!(
+        scrape.get("circumflex_session_commands_total", &[("op", "get")]),
+        1.0
+    );
+    assert_eq!(
+        scrape.get("circumflex_session_commands_total", &[]),
+        commands
+    );
+    assert_eq!(
+        scrape.get("circumflex_session_sessions_created_total", &redis_backend),
+        1.0
+    );
+    assert!(scrape.get("circumflex_session_round_trips_total", &[]) >= batches);
+    assert_eq!(
+        scrape.get(
+            "circumflex_session_flush_duration_seconds_count",
+            &redis_backend
+        ),
+        batches
+    );
+    assert_eq!(
+        scrape.get("circumflex_session_errors_total", &[]),
+        0.0,
+        "no command failed"
+    );
 }

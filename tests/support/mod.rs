@@ -3,7 +3,8 @@
 //! and its request helpers, the engine-level helpers on `testing::Handle`, the suites every
 //! store must pass (acceptance, differential, the two-browser flow of sessions by user), the
 //! fault tests' Redis administration, a
-//! capture of what is logged, and (with a TLS feature) certificates and a TLS-only server; the
+//! capture of what is logged and of the spans opened, a reader of Prometheus scrapes, and
+//! (with a TLS feature) certificates and a TLS-only server; the
 //! cluster and Sentinel starters also start their nodes TLS-only on request.
 #![allow(dead_code)]
 
@@ -14,6 +15,7 @@ pub mod engine;
 pub mod faults;
 pub mod flow;
 pub mod logs;
+pub mod prometheus;
 mod redis_cluster;
 pub mod redis_sentinel;
 mod redis_server;

@@ -84,7 +84,6 @@
 //! same `client` code as a standalone server.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,7 +97,7 @@ use crate::actor::message::Command;
 use crate::backend::BatchReplies;
 use crate::config::RedisConfig;
 use crate::error::{Error, StoreError};
-use crate::stats::Stats;
+use crate::stats::Tally;
 
 mod reply;
 mod topology;
@@ -193,7 +192,7 @@ enum Failure {
 struct Round<'p, 'a> {
     plan: &'p Plan<'a>,
     slots: &'p [u16],
-    stats: &'p Stats,
+    tally: &'p Tally,
 }
 
 /// What the batch's steps answered so far: a reply, or an error that fails the step.
@@ -265,18 +264,18 @@ impl Cluster {
     pub(super) async fn execute(
         &self,
         batch: &[Command],
-        stats: &Stats,
+        tally: &Tally,
         scripts: &Scripts,
     ) -> Result<BatchReplies, Error> {
         let plan = Plan::build(batch);
-        plan.count(stats);
+        plan.count(tally);
         let slots: Vec<u16> = (0..plan.len())
             .map(|step| slot(plan.key(step).as_bytes()))
             .collect();
         let round = Round {
             plan: &plan,
             slots: &slots,
-            stats,
+            tally,
         };
         let mut answers = Answers {
             values: vec![Value::Nil; plan.len()],
@@ -310,8 +309,8 @@ impl Cluster {
                 resent += u64::from(pending.sent);
                 pending.sent = true;
             }
-            stats.redis_commands.fetch_add(resent, Relaxed);
-            stats.round_trips.fetch_add(parts.len() as u64, Relaxed);
+            tally.redis_commands(resent);
+            tally.round_trips(parts.len() as u64);
             let outcomes = join_all(parts.iter().map(|part| send(part, &plan, scripts))).await;
             next = Next {
                 refresh_first: !unplaced.is_empty(),
@@ -402,7 +401,7 @@ impl Cluster {
         answers: &mut Answers,
         next: &mut Next,
     ) {
-        let Round { plan, slots, stats } = *round;
+        let Round { plan, slots, tally } = *round;
         let Answers { values, failed } = answers;
         let replies = match outcome {
             Ok(replies) => replies,
@@ -468,7 +467,7 @@ impl Cluster {
                 }
                 Verdict::Moved { slot, host, port } => {
                     next.refresh_soon = true;
-                    stats.redirects.fetch_add(1, Relaxed);
+                    tally.redirect();
                     match self.topology.moved(slot, part.node.or_self(&host), port) {
                         Ok(node) => pending.to(Target::Node(node, false)),
                         Err(error) => {
@@ -478,7 +477,7 @@ impl Cluster {
                     }
                 }
                 Verdict::Ask { host, port } => {
-                    stats.redirects.fetch_add(1, Relaxed);
+                    tally.redirect();
                     match self.topology.node(part.node.or_self(&host), port) {
                         Ok(node) => pending.to(Target::Node(node, true)),
                         Err(error) => {

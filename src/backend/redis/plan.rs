@@ -8,7 +8,6 @@
 //! the reading of replies into `Reply`s in `replies`.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::Relaxed;
 
 use redis::Value;
 
@@ -16,7 +15,7 @@ use super::scripts::Scripts;
 use crate::actor::message::{Command, Op, Reply, WriteMode};
 use crate::backend::BatchReplies;
 use crate::error::Error;
-use crate::stats::Stats;
+use crate::stats::Tally;
 
 mod args;
 mod replies;
@@ -242,14 +241,9 @@ impl<'a> Plan<'a> {
         self.steps.len()
     }
 
-    pub(super) fn count(&self, stats: &Stats) {
-        stats
-            .redis_commands
-            .fetch_add(self.steps.len() as u64, Relaxed);
-        stats.fused_reads.fetch_add(self.fused_reads, Relaxed);
-        stats
-            .fused_refreshes
-            .fetch_add(self.fused_refreshes, Relaxed);
+    pub(super) fn count(&self, tally: &Tally) {
+        tally.redis_commands(self.steps.len() as u64);
+        tally.fused(self.fused_reads, self.fused_refreshes);
     }
 
     fn push(&mut self, step: Step<'a>, expire: Option<usize>) -> Route {
