@@ -12,9 +12,8 @@
 //! - `actix-session`: actix-session 0.11 with its `RedisSessionStore`.
 //! - `circumflex`: this crate (`AsyncSession` over its per-worker actor and `RedisBackend`).
 //!   `--max-batch N` tunes the actor; `--bind-user` makes every login a user's (`bind_user`,
-//!   one user per login), so that reads and writes run on sessions listed in a user index;
-//!   `--metrics` installs a Prometheus recorder (`metrics-exporter-prometheus`, as the demo
-//!   does), so that the engine's metrics cost what they cost in production.
+//!   one user per login), so that reads and writes run on bound sessions; `--metrics` installs
+//!   a Prometheus recorder, as the demo does.
 //!
 //! Routes (all `GET`, all answering JSON):
 //! - `/login?filler=N`: creates the session with `a` = "alpha", `b` = "beta", `counter` = 0 and
@@ -95,8 +94,7 @@ struct Config {
     /// that `/read` and `/incr` run on bound sessions
     #[arg(long)]
     bind_user: bool,
-    /// circumflex: install a Prometheus recorder for the engine's metrics (the `metrics`
-    /// feature records into it; without a recorder the metrics cost almost nothing)
+    /// circumflex: install a Prometheus recorder for the engine's metrics
     #[arg(long)]
     metrics: bool,
 }
@@ -350,14 +348,14 @@ async fn serve_circumflex(cfg: &Config) -> std::io::Result<()> {
         let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
             .install_recorder()
             .map_err(std::io::Error::other)?;
-        // Histogram samples pile up until upkeep drains them: run it as a scraper would.
         std::thread::spawn(move || loop {
             std::thread::sleep(std::time::Duration::from_secs(5));
-            handle.run_upkeep();
+            handle.run_upkeep(); // drains histogram samples, as a scraper would
         });
     }
+    let max_batch = cfg.max_batch;
     let actor = ActorConfig {
-        max_batch: cfg.max_batch,
+        max_batch,
         ..ActorConfig::default()
     };
     let engine = match cfg.backend {
@@ -368,10 +366,8 @@ async fn serve_circumflex(cfg: &Config) -> std::io::Result<()> {
             } else {
                 RedisConfig::cluster(cfg.redis_cluster_nodes.iter().cloned())
             };
-            let backend = RedisBackend::connect(redis)
-                .await
-                .map_err(std::io::Error::other)?;
-            SessionEngine::with_config(backend, actor)
+            let backend = RedisBackend::connect(redis).await;
+            SessionEngine::with_config(backend.map_err(std::io::Error::other)?, actor)
         }
     }
     .map_err(std::io::Error::other)?;
