@@ -19,10 +19,7 @@ use actix_web::body::MessageBody;
 use actix_web::cookie::Key;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::StatusCode;
-use circumflex_session::{
-    ActixSessionStore, ActorConfig, Config, CookieSecurity, RedisBackend, RedisConfig,
-    SessionEngine, SessionMiddleware,
-};
+use circumflex_session::{ActixSessionStore, Config, CookieSecurity, SessionMiddleware};
 use futures::future::join_all;
 use serde_json::{json, Value};
 
@@ -375,13 +372,7 @@ async fn a_save_past_the_limits_fails_and_writes_nothing() {
 async fn with_redis_down_requests_fail_with_actix_sessions_500_and_work_again_after() {
     let mut server = RedisServer::start();
     // Short deadlines: a dead Redis answers nothing, and each call waits out its deadline.
-    let config = RedisConfig::new(server.url()).connect_timeout(Duration::from_millis(200));
-    let backend = RedisBackend::connect(config).await.unwrap();
-    let actor = ActorConfig {
-        deadline_ms: 500,
-        ..ActorConfig::default()
-    };
-    let engine = SessionEngine::with_config(backend, actor).unwrap();
+    let engine = impatient_engine(&server).await;
     let app = app(ActixSessionStore::new(engine), Key::generate(), Gate::of(1)).await;
     let cookie = send(&app, get("/insert?key=user&value=ann", None).to_request())
         .await

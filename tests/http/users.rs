@@ -8,8 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use circumflex_session::testing;
 use circumflex_session::{
-    ActorConfig, Error, MemoryBackend, RedisBackend, RedisConfig, SessionEngine, SessionEvent,
-    SessionEventKind, SessionMiddleware,
+    Error, MemoryBackend, SessionEngine, SessionEvent, SessionEventKind, SessionMiddleware,
 };
 use serde_json::json;
 
@@ -159,13 +158,7 @@ async fn every_lifecycle_event_reaches_the_hook_and_a_panicking_hook_breaks_no_r
 async fn with_redis_down_every_user_call_is_a_503_and_they_work_again_after_it() {
     let mut server = RedisServer::start();
     // Short deadlines: a dead Redis answers nothing, and each call waits out its deadline.
-    let config = RedisConfig::new(server.url()).connect_timeout(Duration::from_millis(200));
-    let backend = RedisBackend::connect(config).await.unwrap();
-    let actor = ActorConfig {
-        deadline_ms: 500,
-        ..ActorConfig::default()
-    };
-    let engine = SessionEngine::with_config(backend, actor).unwrap();
+    let engine = impatient_engine(&server).await;
     let mw = SessionMiddleware::builder(engine.clone(), Key::generate())
         .tti_bounds(Duration::from_secs(60), Duration::from_secs(3600))
         .build()

@@ -5,6 +5,8 @@
 //! `response().cookies()` and sent back with `TestRequest::cookie` (which percent-encodes the
 //! value), except where a test sends a raw `Cookie` header on purpose, as a browser would.
 
+use std::time::Duration;
+
 use actix_http::Request;
 use actix_web::body::MessageBody;
 use actix_web::cookie::{Cookie, Key};
@@ -15,7 +17,7 @@ use actix_web::test::{call_service, init_service, read_body, TestRequest};
 use actix_web::web::{self, Bytes};
 use actix_web::{App, HttpResponse};
 use circumflex_session::{
-    AsyncSession, Error, RedisBackend, RedisConfig, SessionEngine, SessionMiddleware,
+    ActorConfig, AsyncSession, Error, RedisBackend, RedisConfig, SessionEngine, SessionMiddleware,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -174,6 +176,20 @@ pub async fn redis_engine(server: &RedisServer) -> SessionEngine {
             .await
             .expect("valid redis config"),
     )
+}
+
+/// An engine on `server` that gives up quickly once the server is gone: connections wait
+/// 200 ms, operations 500 ms, so that an outage test waits out short deadlines.
+pub async fn impatient_engine(server: &RedisServer) -> SessionEngine {
+    let config = RedisConfig::new(server.url()).connect_timeout(Duration::from_millis(200));
+    let backend = RedisBackend::connect(config)
+        .await
+        .expect("valid redis config");
+    let actor = ActorConfig {
+        deadline_ms: 500,
+        ..ActorConfig::default()
+    };
+    SessionEngine::with_config(backend, actor).expect("valid actor config")
 }
 
 /// What a test looks at in a response.
