@@ -2,10 +2,10 @@
 # Release hygiene, run by scripts/test.sh after the tests:
 # - `cargo deny check bans licenses sources` (cargo-deny installed from crates.io when missing;
 #   advisories are not checked, see deny.toml);
-# - `cargo package`: the crate builds from exactly the files it would publish, with the
-#   toolchain its `rust-version` names (installed with rustup when missing), so one build
-#   checks both. If that toolchain cannot be installed, the package is built with the current
-#   one and the check says that the rust-version is untested.
+# - `cargo package`, then the packaged crate, unpacked on its own, checked with the toolchain
+#   its `rust-version` names (installed with rustup when missing): the published files compile
+#   with the oldest compiler the crate claims. If that toolchain cannot be installed, the
+#   package is checked with the current one and the script says the rust-version is untested.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,15 +17,21 @@ fi
 cargo deny --log-level error check bans licenses sources
 
 msrv=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 features=tls-rustls,actix-session,metrics
+echo "== cargo package, then the packaged crate checked on its own (features $features)"
+cargo package --locked --allow-dirty --no-verify --quiet
+unpacked=target/package-check
+rm -rf "$unpacked" && mkdir -p "$unpacked"
+tar -xzf "target/package/circumflex-session-$version.crate" -C "$unpacked"
+manifest=$unpacked/circumflex-session-$version/Cargo.toml
 if rustup run "$msrv" rustc --version >/dev/null 2>&1 ||
   rustup toolchain install "$msrv" --profile minimal >/dev/null 2>&1; then
-  echo "== cargo +$msrv package (rust-version $msrv; features $features)"
+  echo "   with the rust-version toolchain, $msrv"
   # Its own target directory: artefacts of two compilers do not mix.
-  CARGO_TARGET_DIR=target/msrv cargo "+$msrv" package --locked --allow-dirty --quiet \
-    --features "$features"
+  CARGO_TARGET_DIR=target/msrv cargo "+$msrv" check --locked --quiet --lib \
+    --manifest-path "$manifest" --features "$features"
 else
   echo "warning: toolchain $msrv cannot be installed here: rust-version $msrv is untested" >&2
-  echo "== cargo package (features $features)"
-  cargo package --locked --allow-dirty --quiet --features "$features"
+  cargo check --locked --quiet --lib --manifest-path "$manifest" --features "$features"
 fi

@@ -43,7 +43,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy: default features (no TLS, no adapter), no default features (no metrics), tls-rustls with actix-session, tls-native-tls"
 cargo clippy --all-targets -- -D warnings
-cargo clippy --all-targets --no-default-features -- -D warnings
+cargo clippy --lib --no-default-features -- -D warnings
 cargo clippy --all-targets --features tls-rustls,actix-session -- -D warnings
 cargo clippy --lib --test http --test cluster --features tls-native-tls -- -D warnings
 # The demo tests (tests/http/demo.rs, tls.rs) run target/debug/examples/demo, which `cargo
