@@ -69,16 +69,9 @@ impl Digests {
         let Some(baseline) = baseline else {
             return Diff::Replace(state);
         };
-        let remove = baseline
-            .keys()
-            .filter(|key| !state.contains_key(*key))
-            .cloned()
-            .collect();
-        let set = state
-            .into_iter()
-            .filter(|(key, value)| baseline.get(key) != Some(&self.of(value)))
-            .collect();
-        Diff::Changes(Changes { set, remove })
+        Diff::Changes(changes(state, &baseline, |digest, value| {
+            *digest == self.of(value)
+        }))
     }
 }
 
@@ -91,14 +84,27 @@ pub(super) fn strip(state: &mut State) {
 /// baseline writes.
 pub(super) fn against_store(state: State, current: Vec<(String, Vec<u8>)>) -> Changes {
     let current: HashMap<String, Vec<u8>> = current.into_iter().collect();
-    let remove = current
+    changes(state, &current, |old, value| {
+        old.as_slice() == value.as_bytes()
+    })
+}
+
+/// The changes from `before` (each key's value, or what stands for it) to `state`: keys of
+/// `before` that `state` lacks are removed; keys of `state` that `before` lacks, or whose
+/// value `same` says changed, are set.
+fn changes<V>(
+    state: State,
+    before: &HashMap<String, V>,
+    same: impl Fn(&V, &str) -> bool,
+) -> Changes {
+    let remove = before
         .keys()
         .filter(|key| !state.contains_key(*key))
         .cloned()
         .collect();
     let set = state
         .into_iter()
-        .filter(|(key, value)| current.get(key).map(Vec::as_slice) != Some(value.as_bytes()))
+        .filter(|(key, value)| !before.get(key).is_some_and(|old| same(old, value)))
         .collect();
     Changes { set, remove }
 }
