@@ -388,3 +388,48 @@ async fn a_handler_that_never_uses_the_session_sends_nothing_and_costs_no_redis(
     let stats = quiet.stats();
     assert_eq!((stats.commands, stats.redis_commands), (0, 0));
 }
+
+#[actix_web::test]
+async fn with_redis_down_a_header_request_is_an_opaque_503_and_sends_no_header() {
+    let mut server = RedisServer::start();
+    let engine = impatient_engine(&server).await;
+    let app = test_app(with_header(&engine, &Key::generate())).await;
+    let mut client = Client::default();
+    let first = client.get(&app, "/counter").await;
+    assert_eq!(first.json(), json!({ "counter": 1 }));
+
+    server.kill();
+    for uri in ["/counter", "/whoami"] {
+        let reply = client.get(&app, uri).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{uri}: {}",
+            reply.text()
+        );
+        assert_eq!(reply.text(), "Service Unavailable", "{uri}: opaque body");
+        assert_eq!(
+            reply.header(HEADER),
+            None,
+            "{uri}: an error sends no session"
+        );
+    }
+
+    server.restart();
+    // The first batch on a connection from before the restart may still fail (as in every
+    // outage test): the engine recovers within a few attempts.
+    let mut attempts = 0;
+    let after = loop {
+        let reply = client.get(&app, "/counter").await;
+        if reply.status == StatusCode::OK {
+            break reply;
+        }
+        assert_eq!(reply.header(HEADER), None, "an error sends no session");
+        attempts += 1;
+        assert!(attempts < 50, "the engine never recovered");
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    // Redis kept nothing across the restart: the client's session is gone, a new one starts.
+    assert_eq!(after.json(), json!({ "counter": 1 }));
+    assert!(after.header(HEADER).is_some(), "the new session's value");
+}
