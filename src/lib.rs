@@ -50,7 +50,7 @@ pub use config::{
 pub use engine::SessionEngine;
 pub use error::{Error, StoreError};
 pub use events::{SessionEvent, SessionEventKind};
-pub use middleware::{SessionMiddleware, SessionMiddlewareBuilder};
+pub use middleware::{builder::SessionMiddlewareBuilder, SessionMiddleware};
 pub use session::{AsyncSession, MAX_KEY_BYTES};
 pub use stats::StatsSnapshot;
 pub use users::SessionInfo;

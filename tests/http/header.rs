@@ -1,6 +1,10 @@
 //! Sessions over a request header (`id_header`, `cookie.header`), for API and mobile clients:
 //! off by default, the cookie's value and rules in another place, answered in the same header,
 //! never mixed up with the cookie.
+//!
+//! Why this file is long: ten scenarios of one feature, each on a Redis of its own (off by
+//! default, opt-in, tampering, key rotation, renew and login, invalidate, cookie and header side
+//! by side, an untouched session, Redis down), sharing the API client and assertions at the top.
 
 use std::collections::BTreeSet;
 
