@@ -34,7 +34,7 @@ use actix_web::cookie::{Cookie, Key};
 use actix_web::http::header::{self, ContentType};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use circumflex_session::{
-    ActorConfig, MemoryBackend, RedisBackend, RedisConfig, SessionEngine,
+    ActorConfig, MemoryBackend, RedisBackend, RedisConfig, SessionConfig, SessionEngine,
     SessionMiddleware as CircumflexMiddleware,
 };
 use clap::{Parser, ValueEnum};
@@ -87,8 +87,9 @@ struct Config {
     /// circumflex: the store behind the session layer
     #[arg(long, value_enum, default_value_t = Store::Redis)]
     backend: Store,
-    /// circumflex: skip TTL refreshes within P% of the time to idle
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..100))]
+    /// circumflex: skip TTL refreshes within P% of the time to idle (default: the crate's)
+    #[arg(long, default_value_t = SessionConfig::default().refresh_after_percent,
+        value_parser = clap::value_parser!(u8).range(0..100))]
     refresh_after_percent: u8,
     /// circumflex: `/login` binds the session to a user of its own (`bind_user`) first, so
     /// that `/read` and `/incr` run on bound sessions

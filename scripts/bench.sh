@@ -9,7 +9,9 @@
 #
 # Knobs (environment):
 #   SERVERS    servers to compare, each a --mode of bench_server ("none actix-session circumflex"),
-#              or circumflex-rl10 (refresh_after_percent = 10), circumflex-batch16 (max_batch 16),
+#              or circumflex-rl10 (refresh_after_percent = 10, the default since issue #13),
+#              circumflex-rl0 (refresh_after_percent = 0: a refresh on every use, the default
+#              before issue #13), circumflex-batch16 (max_batch 16),
 #              circumflex-memory (memory backend: the layer's own cost, no Redis),
 #              circumflex-bound (every login binds a user of its own: reads and writes on bound
 #              sessions, whose refreshes keep the user's index),
@@ -187,6 +189,7 @@ for run in $(seq 1 "$RUNS"); do
         esac
         case $name in
             circumflex-rl10) mode=circumflex; extra="--refresh-after-percent 10" ;;
+            circumflex-rl0) mode=circumflex; extra="--refresh-after-percent 0" ;;
             circumflex-batch16) mode=circumflex; extra="--max-batch 16" ;;
             circumflex-memory) mode=circumflex; extra="--backend memory" ;;
             circumflex-bound) mode=circumflex; extra="--bind-user" ;;

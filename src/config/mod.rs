@@ -39,6 +39,11 @@ pub(crate) const DEFAULT_COOKIE_NAME: &str = "session";
 /// Default time to idle of a session that never logged in (was never renewed): 10 minutes.
 /// Anonymous sessions are what a client can mint in bulk, so they get the shorter life.
 pub(crate) const DEFAULT_ANONYMOUS_TTI: Duration = Duration::from_secs(10 * 60);
+/// The share of the time to idle within which a refresh is skipped (see
+/// `SessionConfig::refresh_after_percent`): the same 10 % by which a bound session's index entry
+/// lags (`INDEX_SLACK_PERCENT`), and where the Redis commands a busy session's refreshes cost
+/// are already a small fraction of one per request.
+pub(crate) const DEFAULT_REFRESH_AFTER_PERCENT: u8 = 10;
 /// Default largest serialised value accepted by `set` (64 KiB).
 pub(crate) const DEFAULT_MAX_VALUE_BYTES: usize = 64 * 1024;
 /// Default most user keys in one session.

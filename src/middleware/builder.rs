@@ -319,10 +319,10 @@ impl SessionMiddlewareBuilder {
     }
 
     /// Refresh the TTL only when at least this percentage (0 to 99) of the time to idle has
-    /// passed since this worker last refreshed the session. Default 0: every request that uses
-    /// the session refreshes it. With `p`, an idle session may expire up to `p`% of the time to
-    /// idle early, and a busy session costs about one refresh per window instead of one per
-    /// request.
+    /// passed since this worker last refreshed the session. Default 10. With `p`, an idle
+    /// session may expire up to `p`% of the time to idle early, and a busy session costs about
+    /// one refresh per window instead of one per request (a read is then one `HMGET`, not an
+    /// `HMGET` and a `PEXPIRE`). 0: every request that uses the session refreshes it.
     pub fn refresh_after_percent(mut self, percent: u8) -> Self {
         self.session.refresh_after_percent = percent;
         self
