@@ -23,8 +23,10 @@
 //! replies "gone" instead of creating a partial hash under the old id, and it enforces the
 //! session's size limits. Scripts are sent by SHA; on `NOSCRIPT` (a restarted Redis) they are
 //! loaded and the batch is sent once more. That is safe because every state-changing command
-//! runs inside a script, and none ran; what did run (reads, `EXISTS`, `PEXPIRE`) gives the same
-//! answers when repeated.
+//! but the fast write runs inside a script, and none ran; what did run (reads, `EXISTS`,
+//! `PEXPIRE`) gives the same answers when repeated. A fast write (`plan/fast.rs`: a `set` as a
+//! `MULTI`) runs again too, to the same state (its `\0size` grows twice, and stays an upper
+//! bound), and its first replies, which say what it found, are the ones kept.
 //!
 //! # Faults
 //! - A connection that sat idle or predates a connection loss is PINGed before a batch goes
@@ -220,18 +222,62 @@ impl RedisBackend {
         let mut conn = connections.live().await.map_err(Failure::Failed)?;
         let pipe = plan.pipeline(&self.scripts);
         tally.round_trips(1);
-        let mut replies = connections.send(&mut conn, &pipe, plan.len()).await?;
+        let mut replies = plan.fold(connections.send(&mut conn, &pipe, plan.commands()).await?);
         if replies.iter().any(is_noscript) {
             // NOSCRIPT: no script ran, and what did run is safe to repeat (see the module doc).
-            let mut load = redis::pipe();
-            Scripts::load(&mut load);
-            tally.round_trips(2);
-            connections
-                .send(&mut conn, &load, Scripts::LOAD_COMMANDS)
+            // A fast write did run, and runs again: its first replies say what it found, so
+            // they are the ones kept.
+            self.load_scripts(connections, &mut conn, tally).await?;
+            let again = plan.fold(connections.send(&mut conn, &pipe, plan.commands()).await?);
+            replies = plan.keep_fast_writes(replies, again);
+        }
+        // Fast writes that met an orphan or may have crossed a limit: one more round trip.
+        let follow_ups = plan.fast_follow_ups(&mut replies);
+        if !follow_ups.is_empty() {
+            let pipe = plan.follow_up_pipeline(&follow_ups, &self.scripts);
+            let answers = self
+                .send_loading(connections, &mut conn, &pipe, follow_ups.len(), tally)
                 .await?;
-            replies = connections.send(&mut conn, &pipe, plan.len()).await?;
+            plan.settled(&follow_ups, answers, &mut replies);
         }
         Ok(replies)
+    }
+
+    /// Sends the follow-ups of fast writes (deletes of orphans and settle scripts, all safe to
+    /// repeat) as a pipeline of `expected` commands; if Redis lost the scripts, loads them and
+    /// sends it again.
+    async fn send_loading(
+        &self,
+        connections: &Connections,
+        conn: &mut connections::TrackedConnection,
+        pipe: &redis::Pipeline,
+        expected: usize,
+        tally: &Tally,
+    ) -> Result<Vec<Value>, Failure> {
+        tally.round_trips(1);
+        let mut replies = connections.send(conn, pipe, expected).await?;
+        if replies.iter().any(is_noscript) {
+            self.load_scripts(connections, conn, tally).await?;
+            replies = connections.send(conn, pipe, expected).await?;
+        }
+        Ok(replies)
+    }
+
+    /// Loads every script, before a pipeline that met `NOSCRIPT` is sent again (the round
+    /// trips of the load and of the second send are counted).
+    async fn load_scripts(
+        &self,
+        connections: &Connections,
+        conn: &mut connections::TrackedConnection,
+        tally: &Tally,
+    ) -> Result<(), Failure> {
+        let mut load = redis::pipe();
+        Scripts::load(&mut load);
+        tally.round_trips(2);
+        connections
+            .send(conn, &load, Scripts::LOAD_COMMANDS)
+            .await?;
+        Ok(())
     }
 
     /// Runs a batch; if its connection was lost after it was sent, sends again the commands
@@ -242,7 +288,7 @@ impl RedisBackend {
             Store::Standalone(connections) => connections,
             Store::Cluster(cluster) => return cluster.execute(batch, tally, &self.scripts).await,
         };
-        let plan = Plan::build(batch);
+        let plan = Plan::build(batch, true);
         plan.count(tally);
         let lost = match self.run(connections, &plan, tally).await {
             Ok(replies) => return Ok(plan.answer(batch, replies)),
@@ -257,7 +303,7 @@ impl RedisBackend {
             return Err(lost);
         }
         let again: Vec<Command> = safe.iter().map(|&i| batch[i].clone()).collect();
-        let plan = Plan::build(&again);
+        let plan = Plan::build(&again, true);
         plan.count(tally);
         let replies = match self.run(connections, &plan, tally).await {
             Ok(replies) => plan.answer(&again, replies),

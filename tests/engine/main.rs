@@ -13,6 +13,7 @@ mod batching;
 mod config_files;
 mod differential;
 mod expiry;
+mod fast_writes;
 mod index_lag;
 #[cfg(feature = "metrics")]
 mod observed_metrics;

@@ -46,6 +46,8 @@ async fn configured_cookie_attributes_are_sent_and_the_removal_cookie_keeps_path
         .cookie_domain("example.com")
         .cookie_lifecycle(CookieLifecycle::Persistent)
         .tti(Duration::from_secs(600))
+        // Every read refreshes, so that every read re-sends the cookie (below).
+        .refresh_after_percent(0)
         .build()
         .expect("valid session settings");
     let app = init_service(

@@ -119,10 +119,15 @@ async fn redis_holds_a_session_no_longer_than_what_remains_of_its_absolute_lifet
 async fn with_the_on_write_policy_a_read_does_not_refresh_the_ttl() {
     let server = RedisServer::start();
     let engine = redis_engine(&server).await;
-    let on_use = SessionMiddleware::new(engine.clone(), Key::generate());
+    // Every eligible request refreshes: no skipping within 10 % of the time to idle.
+    let on_use = SessionMiddleware::builder(engine.clone(), Key::generate())
+        .refresh_after_percent(0)
+        .build()
+        .expect("valid session settings");
     let key = Key::generate();
     let on_write = SessionMiddleware::builder(engine.clone(), key.clone())
         .ttl_refresh(circumflex_session::TtlRefresh::OnWrite)
+        .refresh_after_percent(0)
         .build()
         .expect("valid session settings");
     let app_use = test_app(on_use).await;
@@ -175,7 +180,10 @@ async fn with_refresh_after_percent_a_recently_refreshed_session_skips_the_refre
         assert_eq!(cost, 1, "HMGET only, no PEXPIRE");
     }
     // Control: without the threshold the same read refreshes.
-    let exact = SessionMiddleware::new(engine.clone(), Key::generate());
+    let exact = SessionMiddleware::builder(engine.clone(), Key::generate())
+        .refresh_after_percent(0)
+        .build()
+        .expect("valid session settings");
     let exact = test_app(exact).await;
     let cookie = send(&exact, get("/login?user=bob", None).to_request())
         .await

@@ -292,6 +292,8 @@ async fn a_persistent_cookie_lifecycle_sends_no_header_on_reads() {
     let mw = SessionMiddleware::builder(redis_engine(&server).await, Key::generate())
         .id_header(HEADER)
         .cookie_lifecycle(CookieLifecycle::Persistent)
+        // Every read refreshes (the control below re-sends the cookie for it).
+        .refresh_after_percent(0)
         .build()
         .expect("valid session settings");
     let app = test_app(mw).await;

@@ -65,8 +65,9 @@ fn with_writes(cfg: &mut web::ServiceConfig) {
     cfg.route("/write", web::get().to(write));
 }
 
-/// The session hash's user fields and its recorded size, checked against each other: the
-/// size kept by the write script is exactly the bytes of keys plus values.
+/// The session hash's user fields and their bytes, checked against the recorded size, which
+/// is an upper bound (a fast write adds what it wrote without subtracting what it replaced; a
+/// write that meets the limit counts exactly).
 fn size_of(server: &RedisServer, id: &str) -> (usize, u64) {
     let all: Vec<(Vec<u8>, Vec<u8>)> = redis::cmd("HGETALL")
         .arg(session_key(id))
@@ -79,8 +80,11 @@ fn size_of(server: &RedisServer, id: &str) -> (usize, u64) {
         .find(|(k, _)| k == b"\0size")
         .map(|(_, v)| String::from_utf8_lossy(v).parse().expect("a number"))
         .expect("the size field");
-    assert_eq!(recorded, counted, "the recorded size is exact");
-    (user.len(), recorded)
+    assert!(
+        recorded >= counted,
+        "the recorded size {recorded} bounds {counted}"
+    );
+    (user.len(), counted)
 }
 
 #[actix_web::test]

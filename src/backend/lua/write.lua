@@ -21,6 +21,10 @@
 -- costs an HSTRLEN per written field, never a scan; keys are counted with HLEN, and only when
 -- a write adds one. A write that would take the session past a limit, and grows it, is
 -- refused; one that shrinks an oversized session (after a limit was lowered) is not.
+-- '\0size' is an upper bound, not always exact: the fast write (MULTI, see settle.lua) adds
+-- what it wrote without subtracting what it replaced. So before refusing for bytes, the script
+-- counts the session's bytes exactly (an HSTRLEN per field: only near the limit) and stores
+-- the count.
 -- Memory: the first write command is always one that Redis refuses over `maxmemory` (HSET or
 -- HINCRBY), so no write that grows the session slips through once an earlier command of the
 -- script has written (Redis checks the limit only until a script's first write). Deletes are
@@ -110,14 +114,24 @@ if op == 's' or op == 'n' or op == 'x' then
       if n > 8 then seen = seen or {}; seen[field] = #ARGV[i + 1] end
     end
   end
-  if new_size > size and new_size > tonumber(ARGV[5]) then
-    return {2, (exists and redis.call('HLEN', key) - metas or 0) + added, new_size}
-  end
-  if added > 0 and exists then
-    local keys = redis.call('HLEN', key) - metas
-    if keys + added > tonumber(ARGV[4]) then return {2, keys + added, new_size} end
-  elseif added > tonumber(ARGV[4]) then
-    return {2, added, new_size}
+  -- Keys after the write (counted only when it adds one, or to answer a refusal).
+  local keys = added
+  if added > 0 and exists then keys = redis.call('HLEN', key) - metas + added end
+  local too_many = added > 0 and keys > tonumber(ARGV[4])
+  if too_many or (new_size > size and new_size > tonumber(ARGV[5])) then
+    if exists then
+      -- '\0size' may overstate (see above): count exactly, then decide (and answer exactly).
+      local exact = 0
+      for _, f in ipairs(redis.call('HKEYS', key)) do
+        if string.byte(f, 1) ~= 0 then exact = exact + #f + redis.call('HSTRLEN', key, f) end
+      end
+      new_size, size = new_size - size + exact, exact
+      redis.call('HSET', key, '\0size', exact)
+      if added == 0 then keys = redis.call('HLEN', key) - metas end
+    end
+    if too_many or (new_size > size and new_size > tonumber(ARGV[5])) then
+      return {2, keys, new_size}
+    end
   end
   -- Metadata goes in the first HSET, so that a created session is whole or absent. unpack()
   -- takes a few thousand values at most: large writes go in chunks of 250 fields.
@@ -150,6 +164,14 @@ elseif op == 'i' then
   end
   local keys = 0
   if added > 0 and exists then keys = redis.call('HLEN', key) - metas - 1 end
+  if exists and ((new_size > size and new_size > tonumber(ARGV[5])) or keys + added > tonumber(ARGV[4])) then
+    -- '\0size' may overstate: count exactly (the new value included), then decide.
+    local exact = 0
+    for _, f in ipairs(redis.call('HKEYS', key)) do
+      if string.byte(f, 1) ~= 0 then exact = exact + #f + redis.call('HSTRLEN', key, f) end
+    end
+    new_size, size = exact, exact - new_size + size
+  end
   if (new_size > size and new_size > tonumber(ARGV[5])) or keys + added > tonumber(ARGV[4]) then
     -- Undo: the length of the new value is only known once HINCRBY has run.
     if not exists then redis.call('DEL', key)

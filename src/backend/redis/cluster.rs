@@ -267,7 +267,8 @@ impl Cluster {
         tally: &Tally,
         scripts: &Scripts,
     ) -> Result<BatchReplies, Error> {
-        let plan = Plan::build(batch);
+        // No fast writes on a cluster: a redirection inside a MULTI would need ASKING per command.
+        let plan = Plan::build(batch, false);
         plan.count(tally);
         let slots: Vec<u16> = (0..plan.len())
             .map(|step| slot(plan.key(step).as_bytes()))

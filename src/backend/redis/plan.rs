@@ -12,12 +12,13 @@ use std::collections::HashMap;
 use redis::Value;
 
 use super::scripts::Scripts;
-use crate::actor::message::{Command, Op, Reply, WriteMode};
+use crate::actor::message::{Command, Op, Reply, WriteMode, META_CREATED};
 use crate::backend::BatchReplies;
 use crate::error::Error;
 use crate::stats::Tally;
 
 mod args;
+mod fast;
 mod replies;
 
 use args::{call_args, write_args};
@@ -37,6 +38,8 @@ enum Step<'a> {
     HGetAll(&'a str),
     /// The write script, with the TTL refresh it carries (0: none).
     Write(&'a Command, u64),
+    /// A `set` as one `MULTI` of plain commands (see `fast`), with its TTL refresh (0: none).
+    FastSet(&'a Command, u64),
     Exists(&'a str),
     Del(&'a str),
     Renew(&'a str, &'a str, u64),
@@ -56,9 +59,29 @@ impl Step<'_> {
             | Step::Exists(key)
             | Step::Del(key)
             | Step::Renew(key, _, _) => key,
-            Step::Write(command, _) | Step::Call(command) => &command.key,
+            Step::Write(command, _) | Step::FastSet(command, _) | Step::Call(command) => {
+                &command.key
+            }
         }
     }
+}
+
+impl Step<'_> {
+    /// How many Redis commands the step sends.
+    fn commands(&self) -> usize {
+        match self {
+            Step::FastSet(..) => fast::COMMANDS,
+            _ => 1,
+        }
+    }
+}
+
+/// A fast write's work after its `MULTI` (see [`Plan::fast_follow_ups`]): settling with the
+/// fields' values before (`Some`), or deleting its orphan (`None`).
+#[derive(Debug)]
+pub(super) struct FollowUp {
+    step: usize,
+    before: Option<Vec<Option<Vec<u8>>>>,
 }
 
 /// Where a command's answer is found.
@@ -97,7 +120,8 @@ fn millis(d: std::time::Duration) -> u64 {
 }
 
 impl<'a> Plan<'a> {
-    pub(super) fn build(batch: &'a [Command]) -> Self {
+    /// Plans a batch; `fast_writes` lets plain `set`s skip the write script (see `fast`).
+    pub(super) fn build(batch: &'a [Command], fast_writes: bool) -> Self {
         let mut plan = Plan {
             steps: Vec::with_capacity(batch.len() + 4),
             routes: Vec::with_capacity(batch.len()),
@@ -163,15 +187,16 @@ impl<'a> Plan<'a> {
                         }
                     }
                     None => {
+                        // `\0created` first: a hash without it is no session (see `fast`).
                         let step = plan.steps.len();
-                        plan.steps.push(Step::HMGet(
-                            key,
-                            fields.iter().map(String::as_str).collect(),
-                        ));
+                        let mut read = Vec::with_capacity(fields.len() + 1);
+                        read.push(META_CREATED);
+                        read.extend(fields.iter().map(String::as_str));
+                        plan.steps.push(Step::HMGet(key, read));
                         state.open_read = Some(step);
                         Route {
                             step,
-                            offset: 0,
+                            offset: 1,
                             expire: state.expire,
                         }
                     }
@@ -205,6 +230,7 @@ impl<'a> Plan<'a> {
                 Op::Bind(_) => {
                     state.open_read = None;
                     state.expire = None;
+                    plan.no_fast_writes(key);
                     plan.push(Step::Call(command), None)
                 }
                 Op::SessionsOf { .. } | Op::Revoke { .. } | Op::RevokeAll { .. } => {
@@ -220,6 +246,7 @@ impl<'a> Plan<'a> {
                     if matches!(command.op.write_mode(), Some(WriteMode::Create { .. })) {
                         // It may create the session an earlier PEXPIRE found missing.
                         state.expire = None;
+                        plan.no_fast_writes(key);
                     }
                     let refresh_ms = match refresh {
                         Some(ttl) => {
@@ -228,7 +255,11 @@ impl<'a> Plan<'a> {
                         }
                         None => 0,
                     };
-                    plan.push(Step::Write(command, refresh_ms), None)
+                    if fast_writes && fast::eligible(command, refresh_ms) {
+                        plan.push(Step::FastSet(command, refresh_ms), None)
+                    } else {
+                        plan.push(Step::Write(command, refresh_ms), None)
+                    }
                 }
             };
             plan.routes.push(route);
@@ -236,14 +267,117 @@ impl<'a> Plan<'a> {
         plan
     }
 
-    /// How many Redis commands the pipeline holds.
+    /// How many steps the plan has (one reply each, once [`fold`](Self::fold)ed).
     pub(super) fn len(&self) -> usize {
         self.steps.len()
+    }
+
+    /// How many Redis commands the pipeline holds (a fast write is several).
+    pub(super) fn commands(&self) -> usize {
+        self.steps.iter().map(Step::commands).sum()
+    }
+
+    /// Turns the pipeline's replies (one per command) into one per step.
+    pub(super) fn fold(&self, replies: Vec<Value>) -> Vec<Value> {
+        if replies.len() == self.steps.len() {
+            return replies;
+        }
+        let mut replies = replies.into_iter();
+        self.steps
+            .iter()
+            .map(|step| match step.commands() {
+                1 => replies.next().unwrap_or(Value::Nil),
+                n => fast::reply_of(replies.by_ref().take(n)),
+            })
+            .collect()
+    }
+
+    /// The replies of a pipeline sent twice (after `NOSCRIPT`): the second's, except for the
+    /// fast writes, which ran both times and whose first replies say what they found.
+    pub(super) fn keep_fast_writes(&self, first: Vec<Value>, again: Vec<Value>) -> Vec<Value> {
+        self.steps
+            .iter()
+            .zip(first.into_iter().zip(again))
+            .map(|(step, (first, again))| match step {
+                Step::FastSet(..) => first,
+                _ => again,
+            })
+            .collect()
+    }
+
+    /// Reads the fast writes' replies (one per step, see [`fold`](Self::fold)), rewriting
+    /// those that are final as the write script answers, and returns the work the others
+    /// still need: the orphans to delete and the writes to settle (see `fast`).
+    pub(super) fn fast_follow_ups(&self, replies: &mut [Value]) -> Vec<FollowUp> {
+        let mut follow_ups = Vec::new();
+        for (step, (kind, reply)) in self.steps.iter().zip(replies.iter_mut()).enumerate() {
+            let Step::FastSet(command, _) = kind else {
+                continue;
+            };
+            let before = match fast::outcome(command, reply) {
+                fast::Outcome::Done => continue,
+                fast::Outcome::Orphan => None,
+                fast::Outcome::Settle(before) => Some(before),
+            };
+            follow_ups.push(FollowUp { step, before });
+        }
+        follow_ups
+    }
+
+    /// The pipeline of the follow-ups: a `DEL` per orphan, a settle script call per write to
+    /// settle. Its replies, one per follow-up, go to [`settled`](Self::settled).
+    pub(super) fn follow_up_pipeline(
+        &self,
+        follow_ups: &[FollowUp],
+        scripts: &Scripts,
+    ) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for follow_up in follow_ups {
+            let Step::FastSet(command, _) = self.steps[follow_up.step] else {
+                continue;
+            };
+            match &follow_up.before {
+                None => {
+                    pipe.cmd("DEL").arg(&*command.key);
+                }
+                Some(before) => fast::settle(&mut pipe, command, before, scripts),
+            }
+        }
+        pipe
+    }
+
+    /// Puts the settle script's answers in the place of their writes' replies (an orphan's
+    /// write already answers `Gone`, whatever its `DEL` answered).
+    pub(super) fn settled(
+        &self,
+        follow_ups: &[FollowUp],
+        answers: Vec<Value>,
+        replies: &mut [Value],
+    ) {
+        for (follow_up, answer) in follow_ups.iter().zip(answers) {
+            if follow_up.before.is_some() {
+                replies[follow_up.step] = answer;
+            }
+        }
     }
 
     pub(super) fn count(&self, tally: &Tally) {
         tally.redis_commands(self.steps.len() as u64);
         tally.fused(self.fused_reads, self.fused_refreshes);
+    }
+
+    /// Turns the fast writes to `key` planned so far back into write scripts: a write that
+    /// creates the session follows, and must not find (and adopt) an orphan of theirs in the
+    /// same pipeline, before it is deleted (see `fast`). Rare: only writes that create do it.
+    fn no_fast_writes(&mut self, key: &str) {
+        for step in &mut self.steps {
+            if let Step::FastSet(command, ms) = *step {
+                if &*command.key == key {
+                    *step = Step::Write(command, ms);
+                }
+            }
+        }
     }
 
     fn push(&mut self, step: Step<'a>, expire: Option<usize>) -> Route {
@@ -274,7 +408,7 @@ impl<'a> Plan<'a> {
     /// but the write and renew scripts.
     pub(super) fn replay_safe(&self, step: usize) -> bool {
         match self.steps[step] {
-            Step::Write(..) | Step::Renew(..) => false,
+            Step::Write(..) | Step::FastSet(..) | Step::Renew(..) => false,
             Step::Call(command) => replay_safe(&command.op),
             _ => true,
         }
@@ -324,6 +458,7 @@ impl<'a> Plan<'a> {
                     .arg(&*command.key);
                 write_args(pipe, command, *refresh_ms);
             }
+            Step::FastSet(command, refresh_ms) => fast::encode(pipe, command, *refresh_ms),
         }
     }
 
@@ -376,17 +511,33 @@ impl<'a> Plan<'a> {
                 }
                 match &command.op {
                     Op::Get(fields) => {
-                        let slice = arrays.get_mut(&route.step).and_then(|items| {
-                            items.get_mut(route.offset..route.offset + fields.len())
-                        });
-                        match slice {
+                        let Some(items) = arrays.get_mut(&route.step) else {
+                            return Err(Error::Server("unexpected HMGET reply".to_owned()));
+                        };
+                        // No `\0created`: no session, or a fast write's orphan (see `fast`).
+                        if matches!(items.first(), Some(Value::Nil)) {
+                            return Ok(match command.refresh {
+                                Some(_) => Reply::Gone,
+                                None => Reply::Values(vec![None; fields.len()]),
+                            });
+                        }
+                        match items.get_mut(route.offset..route.offset + fields.len()) {
                             Some(slice) => Ok(Reply::Values(
                                 slice.iter_mut().map(|v| bytes(std::mem::take(v))).collect(),
                             )),
                             None => Err(Error::Server("unexpected HMGET reply".to_owned())),
                         }
                     }
-                    Op::Entries => Ok(entries(std::mem::take(&mut replies[route.step]))),
+                    Op::Entries => Ok(
+                        match (
+                            entries(std::mem::take(&mut replies[route.step])),
+                            command.refresh,
+                        ) {
+                            (Some(entries), _) => entries,
+                            (None, Some(_)) => Reply::Gone,
+                            (None, None) => Reply::Entries(Vec::new()),
+                        },
+                    ),
                     Op::Touch | Op::Invalidate => Ok(Reply::Bool(
                         matches!(replies[route.step], Value::Int(n) if n > 0),
                     )),
@@ -458,21 +609,21 @@ mod tests {
             cmd("s:2", get(&["x"]), true),
             cmd("s:1", get(&["b", "c"]), true),
         ];
-        let plan = Plan::build(&batch);
+        let plan = Plan::build(&batch, true);
         assert_eq!(
             plan.steps,
             vec![
                 Step::Expire("s:1", 60_000),
-                Step::HMGet("s:1", vec!["a", "b", "c"]),
+                Step::HMGet("s:1", vec![META_CREATED, "a", "b", "c"]),
                 Step::Expire("s:2", 60_000),
-                Step::HMGet("s:2", vec!["x"]),
+                Step::HMGet("s:2", vec![META_CREATED, "x"]),
             ]
         );
         assert_eq!(
             plan.routes[2],
             Route {
                 step: 1,
-                offset: 1,
+                offset: 2,
                 expire: Some(0)
             }
         );
@@ -487,26 +638,26 @@ mod tests {
         };
         // After a plain refresh of the session: the PEXPIRE becomes the touch script.
         let batch = vec![cmd("s:1", get(&["a"]), true), reindexing(get(&["b"]))];
-        let plan = Plan::build(&batch);
+        let plan = Plan::build(&batch, true);
         assert_eq!(
             plan.steps,
             vec![
                 Step::Touch("s:1", 60_000),
-                Step::HMGet("s:1", vec!["a", "b"])
+                Step::HMGet("s:1", vec![META_CREATED, "a", "b"])
             ]
         );
         // After a write that refreshed inside its script: a touch step of its own.
         let set = Op::Set(WriteMode::Existing, vec![("a".into(), b"1".to_vec())]);
         let batch = vec![cmd("s:1", set.clone(), true), reindexing(get(&["a"]))];
-        let plan = Plan::build(&batch);
+        let plan = Plan::build(&batch, true);
         assert_eq!(plan.steps[1], Step::Touch("s:1", 60_000));
         // A write that must move the index after a read refreshed: the read's PEXPIRE moves it.
         let batch = vec![cmd("s:1", get(&["a"]), true), reindexing(set.clone())];
-        let plan = Plan::build(&batch);
+        let plan = Plan::build(&batch, true);
         assert_eq!(plan.steps[0], Step::Touch("s:1", 60_000));
         // After a write that refreshed: the second write refreshes too, in mode 'i'.
         let batch = vec![cmd("s:1", set.clone(), true), reindexing(set)];
-        let plan = Plan::build(&batch);
+        let plan = Plan::build(&batch, true);
         assert!(
             matches!(plan.steps[1], Step::Write(_, 60_000)),
             "{:?}",
@@ -522,7 +673,7 @@ mod tests {
             cmd("s:1", set, false),
             cmd("s:1", get(&["a"]), false),
         ];
-        let plan = Plan::build(&batch);
+        let plan = Plan::build(&batch, true);
         assert_eq!(plan.steps.len(), 3);
         assert_eq!(plan.fused_reads, 0);
     }
@@ -533,8 +684,9 @@ mod tests {
             cmd("s:1", get(&["a"]), false),
             cmd("s:1", get(&["b", "c"]), false),
         ];
-        let plan = Plan::build(&batch);
+        let plan = Plan::build(&batch, true);
         let reply = Value::Array(vec![
+            Value::BulkString(b"1700000000".to_vec()),
             Value::BulkString(b"1".to_vec()),
             Value::Nil,
             Value::BulkString(b"3".to_vec()),
@@ -553,8 +705,75 @@ mod tests {
     #[test]
     fn a_refresh_that_finds_no_session_makes_the_read_gone() {
         let batch = vec![cmd("s:1", get(&["a"]), true)];
-        let plan = Plan::build(&batch);
+        let plan = Plan::build(&batch, true);
         let answers = plan.answer(&batch, vec![Value::Int(0), Value::Array(vec![Value::Nil])]);
         assert_eq!(answers[0].as_ref().unwrap(), &Reply::Gone);
+    }
+
+    #[test]
+    fn a_hash_without_its_creation_stamp_reads_as_no_session() {
+        // An orphan of a fast write: the PEXPIRE finds the key, but `\0created` is missing.
+        let orphan = || Value::Array(vec![Value::Nil, Value::BulkString(b"1".to_vec())]);
+        let batch = vec![cmd("s:1", get(&["a"]), true)];
+        let plan = Plan::build(&batch, true);
+        let answers = plan.answer(&batch, vec![Value::Int(1), orphan()]);
+        assert_eq!(answers[0].as_ref().unwrap(), &Reply::Gone);
+        let batch = vec![cmd("s:1", get(&["a"]), false)];
+        let plan = Plan::build(&batch, true);
+        let answers = plan.answer(&batch, vec![orphan()]);
+        assert_eq!(answers[0].as_ref().unwrap(), &Reply::Values(vec![None]));
+    }
+
+    #[test]
+    fn a_plain_set_is_a_fast_write_of_six_commands_on_standalone_only() {
+        let set = Op::Set(WriteMode::Existing, vec![("a".into(), b"1".to_vec())]);
+        let batch = vec![cmd("s:1", get(&["a"]), false), cmd("s:1", set, false)];
+        let plan = Plan::build(&batch, true);
+        assert!(
+            matches!(plan.steps[1], Step::FastSet(_, 0)),
+            "{:?}",
+            plan.steps
+        );
+        assert_eq!((plan.len(), plan.commands()), (2, 8));
+        let mut pipe = plan.pipeline(&Scripts::new());
+        assert_eq!(pipe.len(), 8);
+        pipe.clear();
+        let plan = Plan::build(&batch, false);
+        assert!(
+            matches!(plan.steps[1], Step::Write(_, 0)),
+            "{:?}",
+            plan.steps
+        );
+        // The replies of its commands fold into EXEC's, one per step.
+        let ok = |s: &str| Value::SimpleString(s.to_owned());
+        let plan = Plan::build(&batch, true);
+        let exec = Value::Array(vec![Value::Int(1)]);
+        let mut replies = vec![Value::Array(vec![Value::Nil, Value::Nil]), ok("OK")];
+        replies.extend(std::iter::repeat_n(ok("QUEUED"), 5));
+        replies.push(exec.clone());
+        let folded = plan.fold(replies);
+        assert_eq!(folded.len(), 2);
+        assert_eq!(folded[1], exec);
+    }
+
+    #[test]
+    fn a_write_that_creates_the_session_takes_its_earlier_fast_writes_back_to_the_script() {
+        let set = |mode| Op::Set(mode, vec![("a".into(), b"1".to_vec())]);
+        let create = WriteMode::Create {
+            created: 1,
+            ttl: Duration::from_secs(60),
+        };
+        let batch = vec![
+            cmd("s:1", set(WriteMode::Existing), false),
+            cmd("s:2", set(WriteMode::Existing), false),
+            cmd("s:1", set(create), false),
+        ];
+        let plan = Plan::build(&batch, true);
+        assert!(matches!(plan.steps[0], Step::Write(..)), "{:?}", plan.steps);
+        assert!(
+            matches!(plan.steps[1], Step::FastSet(..)),
+            "{:?}",
+            plan.steps
+        );
     }
 }

@@ -20,7 +20,7 @@ macro_rules! indexed {
 /// The listing script of sessions by user, which the startup check runs whole.
 pub(super) const SESSIONS_SOURCE: &str = indexed!("sessions.lua");
 
-const SOURCES: [&str; 7] = [
+const SOURCES: [&str; 8] = [
     indexed!("write.lua"),
     indexed!("renew.lua"),
     indexed!("invalidate.lua"),
@@ -28,6 +28,7 @@ const SOURCES: [&str; 7] = [
     indexed!("bind.lua"),
     SESSIONS_SOURCE,
     indexed!("revoke.lua"),
+    include_str!("../lua/settle.lua"),
 ];
 
 /// The scripts, with their SHAs computed once.
@@ -39,11 +40,13 @@ pub(super) struct Scripts {
     pub(super) bind: Script,
     pub(super) sessions: Script,
     pub(super) revoke: Script,
+    pub(super) settle: Script,
 }
 
 impl Scripts {
     pub(super) fn new() -> Self {
-        let [write, renew, invalidate, touch, bind, sessions, revoke] = SOURCES.map(Script::new);
+        let [write, renew, invalidate, touch, bind, sessions, revoke, settle] =
+            SOURCES.map(Script::new);
         Self {
             write,
             renew,
@@ -52,6 +55,7 @@ impl Scripts {
             bind,
             sessions,
             revoke,
+            settle,
         }
     }
 

@@ -3,7 +3,7 @@
 
 use redis::Value;
 
-use crate::actor::message::{Command, Listed, Op, Reply, META_PREFIX};
+use crate::actor::message::{Command, Listed, Op, Reply, META_CREATED, META_PREFIX};
 use crate::error::Error;
 
 fn text(value: &Value) -> Option<String> {
@@ -117,7 +117,9 @@ pub(super) fn bytes(value: Value) -> Option<Vec<u8>> {
     }
 }
 
-pub(super) fn entries(value: Value) -> Reply {
+/// An `HGETALL`'s fields without metadata; `None` when the hash has no `\0created`: no
+/// session, or an orphan that a fast write left for an instant (see `lua/settle.lua`).
+pub(super) fn entries(value: Value) -> Option<Reply> {
     let pairs: Vec<(Value, Value)> = match value {
         Value::Map(pairs) => pairs,
         Value::Array(items) => {
@@ -130,23 +132,24 @@ pub(super) fn entries(value: Value) -> Reply {
         }
         _ => Vec::new(),
     };
+    let mut exists = false;
     let entries = pairs
         .into_iter()
         .filter_map(|(k, v)| {
             let field = String::from_utf8(bytes(k)?).ok()?;
             if field.as_bytes().first() == Some(&META_PREFIX) {
+                exists |= field == META_CREATED;
                 return None;
             }
             Some((field, bytes(v)?))
         })
         .collect();
-    Reply::Entries(entries)
+    exists.then_some(Reply::Entries(entries))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actor::message::META_CREATED;
 
     #[test]
     fn entries_hide_metadata() {
@@ -158,7 +161,16 @@ mod tests {
         ]));
         assert_eq!(
             reply,
-            Reply::Entries(vec![("user".into(), b"\"ann\"".to_vec())])
+            Some(Reply::Entries(vec![("user".into(), b"\"ann\"".to_vec())]))
         );
+    }
+
+    #[test]
+    fn a_hash_without_its_creation_stamp_is_no_session() {
+        let orphan = Value::Array(vec![
+            Value::BulkString(b"user".to_vec()),
+            Value::BulkString(b"\"ann\"".to_vec()),
+        ]);
+        assert_eq!(entries(orphan), None);
     }
 }
