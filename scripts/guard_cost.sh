@@ -10,6 +10,10 @@
 # src/backend/redis.rs where it lived before 0.1's hardening) is measured too, as base-lua and
 # base-lua+pexpire.
 #
+# Variants: hset (no guard), multi-guard (HEXISTS + HSET in a MULTI), fast (the crate's fast
+# write since issue #13: MULTI, HMGET, HSET, HINCRBY, HLEN, PEXPIRE NX, EXEC), lua (the write
+# script); each +pexpire with the TTL refresh. VARIANTS="fast lua" picks some.
+#
 #   N=200000 REPS=2 scripts/guard_cost.sh
 #   BASELINE=f6c290f REPS=3 scripts/guard_cost.sh
 set -euo pipefail
@@ -84,6 +88,22 @@ for i in range(n):
         w.write(resp("HSET", key, "counter", i))
         w.write(resp("PEXPIRE", key, ttl))
         w.write(resp("EXEC"))
+    elif mode == "fast":  # the crate's fast write (plan/fast.rs), no refresh: the default since #13
+        w.write(resp("MULTI"))
+        w.write(resp("HMGET", key, "\0created", "counter"))
+        w.write(resp("HSET", key, "counter", i))
+        w.write(resp("HINCRBY", key, "\0size", len("counter") + len(str(i))))
+        w.write(resp("HLEN", key))
+        w.write(resp("PEXPIRE", key, "60000", "NX"))
+        w.write(resp("EXEC"))
+    elif mode == "fast+pexpire":  # the same, with the refresh due
+        w.write(resp("MULTI"))
+        w.write(resp("HMGET", key, "\0created", "counter"))
+        w.write(resp("HSET", key, "counter", i))
+        w.write(resp("HINCRBY", key, "\0size", len("counter") + len(str(i))))
+        w.write(resp("HLEN", key))
+        w.write(resp("PEXPIRE", key, ttl))
+        w.write(resp("EXEC"))
     elif mode == "lua":  # the crate's write script (guard + size limits), no refresh
         w.write(resp("EVALSHA", sha, 1, key, "e", "0", "0", "256", "262144", "s", "counter", i))
     elif mode == "lua+pexpire":  # the same with the refresh folded in
@@ -99,7 +119,7 @@ PY
 
 python3 "$WORK/gen.py" setup 1000 "$SHA" "$BASE_SHA" "$BASE_LAYOUT" | redis-cli -p "$PORT" --pipe >/dev/null
 cpu() { redis-cli -p "$PORT" info cpu | awk -F: '/used_cpu_(user|sys):/ { s += $2 } END { printf "%.6f", s }'; }
-VARIANTS="hset hset+pexpire multi-guard multi-guard+pexpire lua lua+pexpire"
+VARIANTS=${VARIANTS:-"hset hset+pexpire multi-guard multi-guard+pexpire fast fast+pexpire lua lua+pexpire"}
 [ "$BASE_SHA" = none ] || VARIANTS="$VARIANTS base-lua base-lua+pexpire"
 for v in $VARIANTS; do python3 "$WORK/gen.py" "$v" "$N" "$SHA" "$BASE_SHA" "$BASE_LAYOUT" >"$WORK/$v.resp"; done
 echo "| variant | Redis CPU µs per write (each rep) |"
