@@ -1,12 +1,21 @@
 //! Engine micro-benchmark: N concurrent session reads (`HMGET` of two fields) on a private
-//! redis-server, three ways:
+//! redis-server, four ways:
 //! - `actor`: through the `SessionActor` (batched pipelines, bb8 pool underneath);
+//! - `raw_pipeline`: the same N `HMGET`s written by hand as one `redis::pipe()` on one
+//!   `MultiplexedConnection`, no actor: the floor for the actor's batch, so that the
+//!   difference is the actor's own cost per command;
 //! - `multiplexed`: one shared redis-rs `MultiplexedConnection`, used directly (redis-rs
 //!   already coalesces concurrent commands on it);
 //! - `bb8_checkout`: a bb8-redis pool checkout per command.
 //!
-//! Run: `cargo bench --bench engine`. Criterion reports operations per second (throughput
-//! elements); the actor's average batch size per concurrency level is printed to stderr.
+//! Run: `cargo bench --bench engine` (`-- --quick`, or `-- --warm-up-time 1 --measurement-time
+//! 3`, for a shorter run). Criterion reports operations per second (throughput elements); the
+//! actor's average batch size per concurrency level is printed to stderr. After criterion, a
+//! summary is printed to stderr from rounds timed here with `Instant` (the three variants
+//! alternated, [`SUMMARY_ROUNDS`] rounds each): per level the actor's and the raw pipeline's
+//! ns per read, their difference (the actor's overhead per command) and the actor's throughput
+//! over the shared multiplexed connection; then the same for the same-session case. The
+//! summary is skipped when the binary runs as a test (`cargo test --benches`).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -24,6 +33,9 @@ use redis::aio::MultiplexedConnection;
 
 const LEVELS: [usize; 4] = [1, 16, 128, 512];
 const SESSIONS: usize = 1024;
+/// Rounds per variant and level in the summary, run in [`SUMMARY_CHUNKS`] alternating chunks.
+const SUMMARY_ROUNDS: usize = 200;
+const SUMMARY_CHUNKS: usize = 5;
 
 fn session_key(i: usize) -> Arc<str> {
     Arc::from(format!("session:bench{i:04}"))
@@ -68,6 +80,22 @@ async fn multiplexed_round(
     for result in join_all(reads).await {
         result.expect("multiplexed read");
     }
+}
+
+/// One round of `n` `HMGET`s sent as one hand-written pipeline on a multiplexed connection.
+async fn pipeline_round(conn: &MultiplexedConnection, n: usize, key_of: impl Fn(usize) -> usize) {
+    let mut pipe = redis::pipe();
+    for i in 0..n {
+        pipe.cmd("HMGET")
+            .arg(&*session_key(key_of(i)))
+            .arg("a")
+            .arg("b");
+    }
+    let replies: Vec<Vec<Option<Vec<u8>>>> = pipe
+        .query_async(&mut conn.clone())
+        .await
+        .expect("pipelined read");
+    assert_eq!(replies.len(), n);
 }
 
 /// Times `iters` rounds on the actix system.
@@ -156,6 +184,14 @@ fn engine_bench(c: &mut Criterion) {
             after.max_batch
         );
 
+        group.bench_with_input(BenchmarkId::new("raw_pipeline", n), &n, |b, &n| {
+            b.iter_custom(|iters| {
+                timed(&system, iters, |it| {
+                    pipeline_round(&multiplexed, n, move |i| (it * n + i) % SESSIONS)
+                })
+            })
+        });
+
         group.bench_with_input(BenchmarkId::new("multiplexed", n), &n, |b, &n| {
             b.iter_custom(|iters| {
                 timed(&system, iters, |it| {
@@ -225,7 +261,77 @@ fn engine_bench(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    if benchmarking() {
+        summary(&system, &actor, &multiplexed);
+    }
     drop(server);
+}
+
+/// Whether criterion runs benchmarks (`cargo bench`), not tests (`cargo test --benches`): its
+/// own rule, which `Criterion` does not expose.
+fn benchmarking() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test")
+}
+
+/// Nanoseconds per read of `rounds` rounds of `n` reads each, timed here, for the summary.
+fn ns_per_op(elapsed: Duration, rounds: usize, n: usize) -> f64 {
+    elapsed.as_nanos() as f64 / (rounds * n) as f64
+}
+
+/// The stderr summary: the actor against a raw pipeline of the same commands and against the
+/// shared multiplexed connection, from rounds of the variants alternated in chunks, so that the
+/// machine's drift hits them alike.
+fn summary(system: &SystemRunner, actor: &Handle, multiplexed: &MultiplexedConnection) {
+    let chunk = (SUMMARY_ROUNDS / SUMMARY_CHUNKS) as u64;
+    let rounds = chunk as usize * SUMMARY_CHUNKS;
+    eprintln!(
+        "summary: {rounds} rounds per variant and level, timed with Instant (the variants \
+         alternated in {SUMMARY_CHUNKS} chunks)"
+    );
+    for &n in &LEVELS {
+        let (mut a, mut p, mut m) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+        for c in 0..SUMMARY_CHUNKS {
+            // Distinct sessions in every round, as in the criterion runs.
+            let base = c * chunk as usize;
+            let key = move |it: usize, i: usize| ((base + it) * n + i) % SESSIONS;
+            a += timed(system, chunk, |it| {
+                actor_round(actor, n, move |i| key(it, i))
+            });
+            p += timed(system, chunk, |it| {
+                pipeline_round(multiplexed, n, move |i| key(it, i))
+            });
+            m += timed(system, chunk, |it| {
+                multiplexed_round(multiplexed, n, move |i| key(it, i))
+            });
+        }
+        let (a, p, m) = (
+            ns_per_op(a, rounds, n),
+            ns_per_op(p, rounds, n),
+            ns_per_op(m, rounds, n),
+        );
+        eprintln!(
+            "level {n}: actor {a:.0} ns/op, raw pipeline {p:.0} ns/op, actor overhead {:.0} \
+             ns/op, multiplexed {m:.0} ns/op, actor/multiplexed throughput {:.2}×",
+            a - p,
+            m / a
+        );
+    }
+    let (n, hot) = (512, 16);
+    let (mut a, mut m) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..SUMMARY_CHUNKS {
+        a += timed(system, chunk, |_| actor_round(actor, n, |i| i % hot));
+        m += timed(system, chunk, |_| {
+            multiplexed_round(multiplexed, n, |i| i % hot)
+        });
+    }
+    let (a, m) = (ns_per_op(a, rounds, n), ns_per_op(m, rounds, n));
+    eprintln!(
+        "{n} reads of {hot} sessions: actor {a:.0} ns/op, multiplexed {m:.0} ns/op, \
+         actor/multiplexed throughput {:.2}×",
+        m / a
+    );
 }
 
 criterion_group!(benches, engine_bench);

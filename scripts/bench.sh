@@ -5,7 +5,9 @@
 # then for each run and each server: starts `bench_server --mode SERVER` (pinned to SERVER_CPU),
 # runs `loadtest` (pinned to CLIENT_CPU) once per workload, and stops the server. Servers are
 # interleaved run by run so that slow drift of the machine hits all of them alike. At the end a
-# markdown table is printed; every raw result is kept in $OUT.
+# markdown table is printed (with the two columns issue #13 sets targets on: server CPU added
+# over `none` and Redis CPU per request), then a short "targets" block for read and incr
+# (circumflex, base-circumflex against actix-session); every raw result is kept in $OUT.
 #
 # Knobs (environment):
 #   SERVERS    servers to compare, each a --mode of bench_server ("none actix-session circumflex"),
@@ -245,13 +247,11 @@ for run in $(seq 1 "$RUNS"); do
     done
 done
 
-# Markdown summary: mean over runs per (workload, server); ratio to the `none` ceiling.
-echo
-echo "DURATION=${DURATION}s WARMUP=${WARMUP}s USERS=$USERS WORKERS=$WORKERS RUNS=$RUNS" \
-    "server+redis on cpu $SERVER_CPU, loadtest on cpu $CLIENT_CPU; $(nproc) cpus;" \
-    "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)${BASE_REV:+; base-* = BASELINE=$BASELINE ($BASE_REV)}"
-echo
-jq -r -s --arg servers "$SERVERS" --arg workloads "$WORKLOADS" '
+# Markdown summary: mean over runs per (workload, server); ratio to the `none` ceiling. The two
+# columns that issue #13 sets its targets on: "server CPU added over none" (this server's server
+# CPU per request minus the `none` server's in the same run and workload, averaged over the runs
+# where both have a result; — when `none` was not run) and "Redis CPU µs/req".
+JQ_DEFS='
   def mean: map(select(. != null)) | if length == 0 then null else add / length end;
   # Fixed decimals for non-negative numbers: 3.14159 | f(2) == "3.14".
   def f(d): if . == null then "—"
@@ -260,16 +260,34 @@ jq -r -s --arg servers "$SERVERS" --arg workloads "$WORKLOADS" '
       | ("0" * ([d + 1 - ($n | length), 0] | max) + $n) as $p
       | $p[0:($p | length) - d] + "." + $p[($p | length) - d:]
     end;
-  ($servers | split(" ") | map(select(length > 0))) as $S
-  | ($workloads | split(" ") | map(select(length > 0))) as $W
+  # The same with a sign, for differences: -0.25 | sf(1) == "-0.3".
+  def sf(d): if . == null then "—" elif . < 0 then "-" + ((0 - .) | f(d)) else f(d) end;
+  def cells($all; $w; $s): [$all[] | select(.workload == $w and .server == $s)];
+  # Server CPU per request over the `none` server of the same run and workload, mean over runs.
+  def added($all; $w; $s):
+    [cells($all; $w; $s)[] | . as $x
+     | (cells($all; $w; "none")[] | select(.run == $x.run) | .server_cpu_us_per_req.total) as $none
+     | if $x.server_cpu_us_per_req.total == null or $none == null then null
+       else $x.server_cpu_us_per_req.total - $none end]
+    | mean;
+  def words: split(" ") | map(select(length > 0));
+'
+echo
+echo "DURATION=${DURATION}s WARMUP=${WARMUP}s USERS=$USERS WORKERS=$WORKERS RUNS=$RUNS" \
+    "server+redis on cpu $SERVER_CPU, loadtest on cpu $CLIENT_CPU; $(nproc) cpus;" \
+    "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)${BASE_REV:+; base-* = BASELINE=$BASELINE ($BASE_REV)}"
+echo
+jq -r -s --arg servers "$SERVERS" --arg workloads "$WORKLOADS" "$JQ_DEFS"'
+  ($servers | words) as $S
+  | ($workloads | words) as $W
   | . as $all
-  | "| workload | server | runs | rps (mean) | rps min–max | vs none | p50 µs | p99 µs | client CPU | server CPU µs/req (user+kernel) | redis cmds/req | redis bytes/req | redis CPU µs/req | redis reads/cmd | errors |",
-    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+  | "| workload | server | runs | rps (mean) | rps min–max | vs none | p50 µs | p99 µs | client CPU | server CPU µs/req (user+kernel) | server CPU added over none µs/req | redis cmds/req | redis bytes/req | Redis CPU µs/req | redis reads/cmd | errors |",
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ($W[] as $w
-     | ([$all[] | select(.workload == $w and .server == "none") | .rps] | mean) as $ceil
+     | (cells($all; $w; "none") | map(.rps) | mean) as $ceil
      | $S[] as $s
-     | [$all[] | select(.workload == $w and .server == $s)] as $c
-     | if ($c | length) == 0 then "| \($w) | \($s) | 0 | — | — | — | — | — | — | — | — | — | — | — | — |"
+     | cells($all; $w; $s) as $c
+     | if ($c | length) == 0 then "| \($w) | \($s) | 0 | — | — | — | — | — | — | — | — | — | — | — | — | — |"
        else
          ([$c[].rps] | mean) as $rps
          | "| \($w) | \($s) | \($c | length) | \($rps | f(0)) | \([$c[].rps] | min | f(0))–\([$c[].rps] | max | f(0))"
@@ -277,6 +295,7 @@ jq -r -s --arg servers "$SERVERS" --arg workloads "$WORKLOADS" '
            + " | \([$c[].latency_us.p50] | mean | f(0)) | \([$c[].latency_us.p99] | mean | f(0))"
            + " | \([$c[].client_cpu_pct] | mean | f(0))%"
            + " | \([$c[].server_cpu_us_per_req.total] | mean | f(1)) (\([$c[].server_cpu_us_per_req.user] | mean | f(1))+\([$c[].server_cpu_us_per_req.kernel] | mean | f(1)))"
+           + " | \(added($all; $w; $s) | sf(1))"
            + " | \([$c[].redis.commands_per_req] | mean | f(2))"
            + " | \([$c[].redis.net_bytes_per_req] | mean | f(0))"
            + " | \([$c[].redis.cpu_us_per_req] | mean | f(1))"
@@ -284,6 +303,35 @@ jq -r -s --arg servers "$SERVERS" --arg workloads "$WORKLOADS" '
            + " | \([$c[] | .errors_total + .setup_errors_total] | add) |"
        end)
 ' "$RESULTS"
+
+# Issue #13's targets for `read` and `incr` (its get-then-set): circumflex, and base-circumflex
+# when present, against actix-session in this run. The ratio is of the mean rps over runs.
+if [ -n "$(jq -r -s --arg servers "$SERVERS" --arg workloads "$WORKLOADS" "$JQ_DEFS"'
+    if ($workloads | words | any(. == "read" or . == "incr"))
+       and ($servers | words | any(. == "circumflex" or . == "base-circumflex"))
+    then "yes" else empty end' "$RESULTS")" ]; then
+    echo
+    echo "targets (issue #13; the target in brackets): against actix-session in this run"
+    echo
+    jq -r -s --arg servers "$SERVERS" --arg workloads "$WORKLOADS" "$JQ_DEFS"'
+      ($servers | words) as $S
+      | ($workloads | words) as $W
+      | . as $all
+      | {read: {ratio: "2.5", added: "3", redis: "1.5"},
+         incr: {ratio: "3", added: "6", redis: "4"}} as $T
+      | "| workload | server | rps vs actix-session | server CPU added over none µs/req | Redis CPU µs/req |",
+        "|---|---|---:|---:|---:|",
+        ("read", "incr"
+         | select(. as $w | $W | any(. == $w)) as $w
+         | (cells($all; $w; "actix-session") | map(.rps) | mean) as $base
+         | ("circumflex", "base-circumflex" | select(. as $s | $S | any(. == $s))) as $s
+         | (cells($all; $w; $s) | map(.rps) | mean) as $rps
+         | "| \($w) | \($s)"
+           + " | \(if $rps != null and $base != null and $base > 0 then ($rps / $base | f(2)) + "×" else "—" end) (≥ \($T[$w].ratio)×)"
+           + " | \(added($all; $w; $s) | sf(1)) (≤ \($T[$w].added))"
+           + " | \(cells($all; $w; $s) | map(.redis.cpu_us_per_req) | mean | f(1)) (≤ \($T[$w].redis)) |")
+    ' "$RESULTS"
+fi
 
 if [ "$failures" -gt 0 ]; then
     echo

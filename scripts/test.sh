@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs what is missing (redis-server for the
 # integration tests; libssl-dev and pkg-config for the tls-native-tls build), then runs
-# formatting, lints, tests (examples and benches compiled too) and docs with warnings denied.
+# formatting, lints, tests (examples and benches compiled too), a short load run with every answer
+# checked (scripts/load_smoke.sh) and docs with warnings denied.
 #
 # The main run has the tls-rustls and actix-session features, so that the TLS tests
 # (tests/http/tls.rs, tests/cluster/tls.rs) and the adapter's (tests/http/actix_session.rs) run;
@@ -56,6 +57,8 @@ cargo test --doc --features tls-rustls,actix-session
 echo "== the TLS tests again, with --features tls-native-tls"
 cargo build --example demo --features tls-native-tls
 cargo test --test http --test cluster --features tls-native-tls -- tls::
+echo "== the load path: bench_server and loadtest, 5 s each of /incr and /read, answers checked"
+./scripts/load_smoke.sh
 echo "== cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --features tls-rustls,actix-session
 ./scripts/release_checks.sh
