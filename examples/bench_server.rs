@@ -88,8 +88,7 @@ struct Config {
     #[arg(long, value_enum, default_value_t = Store::Redis)]
     backend: Store,
     /// circumflex: skip TTL refreshes within P% of the time to idle (default: the crate's)
-    #[arg(long, default_value_t = SessionConfig::default().refresh_after_percent,
-        value_parser = clap::value_parser!(u8).range(0..100))]
+    #[arg(long, default_value_t = SessionConfig::default().refresh_after_percent, value_parser = clap::value_parser!(u8).range(0..100))]
     refresh_after_percent: u8,
     /// circumflex: `/login` binds the session to a user of its own (`bind_user`) first, so
     /// that `/read` and `/incr` run on bound sessions

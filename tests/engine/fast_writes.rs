@@ -28,7 +28,10 @@ async fn a_fast_write_to_a_gone_session_answers_gone_and_leaves_no_hash() {
     let server = RedisServer::start();
     let c = redis_client(&server).await;
     let s = key("gone");
-    assert_eq!(c.ok(&s, set_new(TTL, &[("a", "1")]), None).await, Reply::Done);
+    assert_eq!(
+        c.ok(&s, set_new(TTL, &[("a", "1")]), None).await,
+        Reply::Done
+    );
     assert_eq!(c.ok(&s, Op::Invalidate, None).await, Reply::Bool(true));
     assert_eq!(c.ok(&s, set(&[("a", "2")]), None).await, Reply::Gone);
     assert_eq!(raw_exists(&server, &s), 0, "the orphan was deleted");
@@ -69,18 +72,28 @@ async fn overwrites_that_inflate_the_recorded_size_never_refuse_a_write_that_fit
         max_keys: 4,
         max_bytes: 64,
     };
-    let first = c.batch(vec![limited(&s, set_new(TTL, &[("n", "0")]), limits)]).await;
+    let first = c
+        .batch(vec![limited(&s, set_new(TTL, &[("n", "0")]), limits)])
+        .await;
     assert_eq!(first[0].as_ref().ok(), Some(&Reply::Done));
     // Each overwrite adds its 11 bytes to the upper bound; the session holds 11 bytes at most.
     for i in 0..40 {
         let value = format!("{:010}", i);
-        let done = c.batch(vec![limited(&s, set(&[("n", &value)]), limits)]).await;
+        let done = c
+            .batch(vec![limited(&s, set(&[("n", &value)]), limits)])
+            .await;
         assert_eq!(done[0].as_ref().ok(), Some(&Reply::Done), "write {i}");
     }
     assert_eq!(raw_hget(&server, &s, "n").as_deref(), Some("0000000039"));
     let recorded = recorded_size(&server, &s);
-    assert!(recorded <= 64 + 11, "recounted when it passed the limit: {recorded}");
-    assert!(recorded >= 11, "an upper bound of the 11 bytes held: {recorded}");
+    assert!(
+        recorded <= 64 + 11,
+        "recounted when it passed the limit: {recorded}"
+    );
+    assert!(
+        recorded >= 11,
+        "an upper bound of the 11 bytes held: {recorded}"
+    );
 }
 
 #[actix_web::test]
@@ -93,19 +106,33 @@ async fn a_fast_write_past_a_limit_is_undone_and_refused() {
         max_bytes: 32,
     };
     let made = c
-        .batch(vec![limited(&s, set_new(TTL, &[("a", "1"), ("b", "2")]), limits)])
+        .batch(vec![limited(
+            &s,
+            set_new(TTL, &[("a", "1"), ("b", "2")]),
+            limits,
+        )])
         .await;
     assert_eq!(made[0].as_ref().ok(), Some(&Reply::Done));
     // A third key: past max_keys.
     let third = c.batch(vec![limited(&s, set(&[("c", "3")]), limits)]).await;
     assert!(third[0].is_err(), "{:?}", third[0]);
-    assert_eq!(raw_hget(&server, &s, "c"), None, "the added key was removed");
+    assert_eq!(
+        raw_hget(&server, &s, "c"),
+        None,
+        "the added key was removed"
+    );
     // A value that grows the session past max_bytes: the old value comes back.
     let big = "x".repeat(40);
-    let grown = c.batch(vec![limited(&s, set(&[("a", &big)]), limits)]).await;
+    let grown = c
+        .batch(vec![limited(&s, set(&[("a", &big)]), limits)])
+        .await;
     assert!(grown[0].is_err(), "{:?}", grown[0]);
     assert_eq!(raw_hget(&server, &s, "a").as_deref(), Some("1"));
-    assert_eq!(recorded_size(&server, &s), 4, "exact after the settle: a1 b2");
+    assert_eq!(
+        recorded_size(&server, &s),
+        4,
+        "exact after the settle: a1 b2"
+    );
     // Within the limits, still fine.
     let ok = c.batch(vec![limited(&s, set(&[("a", "9")]), limits)]).await;
     assert_eq!(ok[0].as_ref().ok(), Some(&Reply::Done));
@@ -120,7 +147,9 @@ async fn a_fast_write_in_a_batch_that_meets_noscript_is_answered_from_its_first_
         max_keys: 1,
         max_bytes: 1024,
     };
-    let made = c.batch(vec![limited(&s, set_new(TTL, &[("a", "1")]), limits)]).await;
+    let made = c
+        .batch(vec![limited(&s, set_new(TTL, &[("a", "1")]), limits)])
+        .await;
     assert_eq!(made[0].as_ref().ok(), Some(&Reply::Done));
     script_flush(&server);
     // The fast write adds a second key (past max_keys) and runs twice (NOSCRIPT on the
