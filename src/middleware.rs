@@ -6,7 +6,7 @@
 //! # Cookie rules
 //! `cookie.rs` finds, verifies and writes the cookie; this file decides when.
 //! - **In.** The middleware only leaves this worker's session context in the request. The
-//!   first time a handler extracts the [`AsyncSession`], the extractor finds the raw cookie
+//!   first time a handler extracts the [`AsyncSession`](crate::AsyncSession), the extractor finds the raw cookie
 //!   value; its signature is checked on first use, so a request whose handler never touches
 //!   the session costs neither a MAC nor a Redis command.
 //! - **Out.** A `Set-Cookie` is sent only when the request issued a session (first write, or
@@ -55,14 +55,14 @@ use std::sync::Arc;
 use actix_web::body::MessageBody;
 use actix_web::cookie::Key;
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
-use actix_web::http::header::{HeaderValue, CACHE_CONTROL, SET_COOKIE};
+use actix_web::http::header::{HeaderName, HeaderValue, CACHE_CONTROL, SET_COOKIE};
 use actix_web::HttpMessage;
-use futures::future::LocalBoxFuture;
+use futures::future::{MapOk, TryFutureExt as _};
 
 use crate::config::{CookieConfig, SessionConfig};
 use crate::cookie::{CookieCodec, Transport, VerifiedCookies};
 use crate::engine::SessionEngine;
-use crate::session::{AsyncSession, Binding, Bound, Policy, RefreshLimiter, INDEX_SLACK_PERCENT};
+use crate::session::{Binding, Bound, Policy, RefreshLimiter, INDEX_SLACK_PERCENT};
 
 // How a middleware is made (`new`, `builder`, `from_config`) and every setting it takes.
 pub(crate) mod builder;
@@ -187,7 +187,9 @@ where
 {
     type Response = ServiceResponse<B>;
     type Error = actix_web::Error;
-    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
+    /// A named future, not a boxed one: the response passes through [`finish`], which finds
+    /// everything it needs in the request's extensions.
+    type Future = MapOk<S::Future, fn(ServiceResponse<B>) -> ServiceResponse<B>>;
 
     forward_ready!(service);
 
@@ -195,38 +197,46 @@ where
         // Nothing about the session is looked at here: the extractor reads the cookie the
         // first time a handler asks for the session, so a request that never does costs one
         // `Arc` clone.
-        req.extensions_mut().insert(Bound(self.binding.clone()));
-        let binding = self.binding.clone();
-        let response = self.service.call(req);
-        Box::pin(async move {
-            let mut response = response.await?;
-            let session = response
-                .request()
-                .extensions()
-                .get::<AsyncSession>()
-                .cloned();
-            let Some(session) = session else {
-                return Ok(response);
-            };
+        req.extensions_mut()
+            .insert(Bound::new(self.binding.clone()));
+        self.service.call(req).map_ok(finish::<B>)
+    }
+}
+
+/// What the response must carry for the request's session, if a handler used it.
+enum Out {
+    Cookie(HeaderValue),
+    Header(HeaderName, HeaderValue),
+}
+
+/// Adds the `Set-Cookie` (or the id header) that the request's session needs, if any.
+fn finish<B>(mut response: ServiceResponse<B>) -> ServiceResponse<B> {
+    let out = {
+        let extensions = response.request().extensions();
+        let bound = extensions.get::<Bound>();
+        let session = bound.and_then(|bound| Some((bound.binding(), bound.session()?)));
+        session.and_then(|(binding, session)| {
             let codec = &binding.codec;
             match session.cookie_update() {
-                (Transport::Cookie, update) => {
-                    if let Some(value) = codec.set_cookie(&update) {
-                        response.headers_mut().append(SET_COOKIE, value);
-                    }
-                }
-                (Transport::Header, update) => {
-                    if let Some((name, value)) = codec.header(&update) {
-                        let headers = response.headers_mut();
-                        headers.insert(name, value);
-                        // A custom header does not keep a shared cache from storing the
-                        // response, as `Set-Cookie` usually does: never let it hand one
-                        // client's session to another.
-                        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                    }
-                }
+                (Transport::Cookie, update) => codec.set_cookie(&update).map(Out::Cookie),
+                (Transport::Header, update) => codec
+                    .header(&update)
+                    .map(|(name, value)| Out::Header(name, value)),
             }
-            Ok(response)
         })
+    };
+    match out {
+        Some(Out::Cookie(value)) => {
+            response.headers_mut().append(SET_COOKIE, value);
+        }
+        Some(Out::Header(name, value)) => {
+            let headers = response.headers_mut();
+            headers.insert(name, value);
+            // A custom header does not keep a shared cache from storing the response, as
+            // `Set-Cookie` usually does: never let it hand one client's session to another.
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+        None => {}
     }
+    response
 }

@@ -838,17 +838,17 @@ impl AsyncSession {
     /// first call and shared by every later one, so that the middleware sees what the handlers
     /// did.
     fn of(req: &HttpRequest) -> Result<Self, Error> {
-        if let Some(session) = req.extensions().get::<AsyncSession>() {
-            return Ok(session.clone());
-        }
-        let Some(binding) = req.extensions().get::<Bound>().map(|b| b.0.clone()) else {
+        let extensions = req.extensions();
+        let Some(bound) = extensions.get::<Bound>() else {
             tracing::error!(path = %req.path(), "AsyncSession extracted without SessionMiddleware");
             return Err(Error::MiddlewareMissing);
         };
-        let (transport, raw) = binding.codec.find(req.headers());
-        let session = AsyncSession::new(binding, raw, transport);
-        req.extensions_mut().insert(session.clone());
-        Ok(session)
+        let session = bound.session_or_init(|| {
+            let binding = bound.binding().clone();
+            let (transport, raw) = binding.codec.find(req.headers());
+            AsyncSession::new(binding, raw, transport)
+        });
+        Ok(session.clone())
     }
 }
 
