@@ -30,7 +30,7 @@ pub(crate) mod values;
 mod worker;
 
 pub(crate) use policy::{Policy, RefreshLimiter, INDEX_SLACK_PERCENT};
-use state::{Purpose, Renewal, State, Target};
+use state::{Presented, Purpose, Renewal, State, Target};
 pub(crate) use worker::{Binding, Bound};
 
 pub use values::MAX_KEY_BYTES;
@@ -129,7 +129,7 @@ impl std::fmt::Debug for AsyncSession {
 }
 
 impl AsyncSession {
-    pub(crate) fn new(binding: Arc<Binding>, cookie: Option<String>, transport: Transport) -> Self {
+    fn new(binding: Arc<Binding>, cookie: Option<Presented>, transport: Transport) -> Self {
         AsyncSession {
             inner: Arc::new(Shared {
                 binding,
@@ -846,7 +846,12 @@ impl AsyncSession {
         let session = bound.session_or_init(|| {
             let binding = bound.binding().clone();
             let (transport, raw) = binding.codec.find(req.headers());
-            AsyncSession::new(binding, raw, transport)
+            // A value this worker verified before needs no copy: its ticket is known.
+            let presented = raw.map(|raw| match binding.verified.cached(raw) {
+                Some((ticket, key)) => Presented::Known(ticket, key),
+                None => Presented::Raw(raw.to_owned()),
+            });
+            AsyncSession::new(binding, presented, transport)
         });
         Ok(session.clone())
     }

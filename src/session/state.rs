@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! Unverified(cookie) --first use--> Stored (signature good, lifetime left)
-//!                                  \-> Anonymous (anything else)
+//! Known(verified before)           \-> Anonymous (anything else)
 //! Anonymous --first write--> Issued (new id; cookie sent once the store confirms)
 //! Stored --renew--> Issued (new id, data moved)      Stored/Issued --store says gone--> Anonymous
 //! any --invalidate--> Anonymous (removal cookie if the request carried one)
@@ -26,6 +26,9 @@ use crate::ticket::Ticket;
 enum Identity {
     /// A cookie came in; its signature has not been checked yet (checked on first use).
     Unverified(String),
+    /// A cookie came in that this worker verified before (found in its cache when the session
+    /// was extracted, so the raw value was not copied); its lifetime is checked on first use.
+    Known(Ticket, Arc<str>),
     /// No session (no cookie, a bad one, or one whose session is gone).
     Anonymous,
     /// From a verified cookie; the store may have expired it since.
@@ -40,6 +43,12 @@ pub(super) enum Purpose {
     Read,
     Write,
     Touch,
+}
+
+/// The session value a request came with: its raw text, or what it verified to before.
+pub(super) enum Presented {
+    Raw(String),
+    Known(Ticket, Arc<str>),
 }
 
 /// A request's session state.
@@ -100,11 +109,15 @@ fn reindex(b: &Binding, ticket: &Ticket, key: &Arc<str>, refresh: Option<Duratio
 }
 
 impl State {
-    pub(super) fn new(cookie: Option<String>, transport: Transport) -> Self {
+    pub(super) fn new(cookie: Option<Presented>, transport: Transport) -> Self {
         Self {
             had_cookie: cookie.is_some(),
             transport,
-            identity: cookie.map_or(Identity::Anonymous, Identity::Unverified),
+            identity: match cookie {
+                None => Identity::Anonymous,
+                Some(Presented::Raw(raw)) => Identity::Unverified(raw),
+                Some(Presented::Known(ticket, key)) => Identity::Known(ticket, key),
+            },
             refreshed: false,
             renew_pending: false,
             cookie: CookieUpdate::Keep,
@@ -114,7 +127,7 @@ impl State {
     /// A name for the identity, for `Debug`.
     pub(super) fn kind(&self) -> &'static str {
         match self.identity {
-            Identity::Unverified(_) => "unverified",
+            Identity::Unverified(_) | Identity::Known(..) => "unverified",
             Identity::Anonymous => "anonymous",
             Identity::Stored(..) => "stored",
             Identity::Issued(..) => "issued",
@@ -129,8 +142,12 @@ impl State {
 
     /// Checks the cookie (once) and returns the current ticket and key, if any.
     pub(super) fn resolve(&mut self, b: &Binding) -> Option<(Ticket, Arc<str>)> {
-        if let Identity::Unverified(raw) = &self.identity {
-            let verified = b.verified.verify(&b.codec, raw, |t| b.key_for(t));
+        if matches!(self.identity, Identity::Unverified(_) | Identity::Known(..)) {
+            let verified = match std::mem::replace(&mut self.identity, Identity::Anonymous) {
+                Identity::Unverified(raw) => b.verified.verify(&b.codec, &raw, |t| b.key_for(t)),
+                Identity::Known(ticket, key) => Some((ticket, key, false)),
+                _ => None,
+            };
             self.identity = match verified {
                 Some((ticket, key, old_key)) => match b.policy.ttl(&ticket) {
                     Some(ttl) => {
