@@ -9,6 +9,7 @@
 //! session lives and when its idle timer is pushed back. The user methods (log in as a user,
 //! list and revoke the user's sessions, remember-me) are in `login`, compare-and-set in `cas`.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -31,7 +32,7 @@ mod worker;
 
 pub(crate) use policy::{Policy, RefreshLimiter, INDEX_SLACK_PERCENT};
 use state::{Presented, Purpose, Renewal, State, Target};
-pub(crate) use worker::{Binding, Bound};
+pub(crate) use worker::Binding;
 
 pub use values::MAX_KEY_BYTES;
 
@@ -868,6 +869,37 @@ impl FromRequest for AsyncSession {
 
 fn unexpected(reply: Reply) -> Error {
     Error::Server(format!("unexpected reply {reply:?}"))
+}
+
+/// What the middleware leaves in a request's extensions: this worker's binding, and the
+/// request's [`AsyncSession`](AsyncSession) once a handler extracted it (one extension
+/// for both, so that a request pays for one boxed extension, not two).
+pub(crate) struct Bound {
+    binding: Arc<Binding>,
+    session: OnceCell<AsyncSession>,
+}
+
+impl Bound {
+    pub(crate) fn new(binding: Arc<Binding>) -> Self {
+        Self {
+            binding,
+            session: OnceCell::new(),
+        }
+    }
+
+    pub(crate) fn binding(&self) -> &Arc<Binding> {
+        &self.binding
+    }
+
+    /// The request's session, if a handler extracted it.
+    pub(crate) fn session(&self) -> Option<&AsyncSession> {
+        self.session.get()
+    }
+
+    /// The request's session, made by `make` on the first call.
+    pub(crate) fn session_or_init(&self, make: impl FnOnce() -> AsyncSession) -> &AsyncSession {
+        self.session.get_or_init(make)
+    }
 }
 
 #[cfg(test)]
