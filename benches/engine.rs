@@ -23,7 +23,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{System, SystemRunner};
+use actix_web::rt::{System, SystemRunner};
 use bb8_redis::RedisConnectionManager;
 use circumflex_session::testing::{self, Command, Handle, Op, WriteMode};
 use circumflex_session::{ActorConfig, RedisBackend, RedisConfig, SessionEngine};

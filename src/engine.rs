@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use actix::Actor;
-
 use crate::actor::message::{Command, Reply};
 use crate::actor::{Handle, SessionActor};
 use crate::backend::Backend;
@@ -379,13 +377,12 @@ impl SessionEngine {
             config,
             ..
         } = &*self.inner;
-        let actor = SessionActor::new(
+        let actor = SessionActor::start(
             backend.clone(),
             stats.clone(),
             config.max_batch,
             config.deadline(),
-        )
-        .start();
+        );
         Handle::new(actor, stats.clone(), config.queue_depth, config.deadline())
     }
 }

@@ -1,23 +1,22 @@
-//! The handle requests use to reach their worker's actor: tower's `Buffer`, for actix.
+//! The handle requests use to reach their worker's actor: tower's `Buffer`, on actix-web's
+//! runtime.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Addr;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::message::{Command, Envelope, Reply};
-use super::worker::SessionActor;
 use crate::clock;
 use crate::error::Error;
 use crate::metrics::Failures;
 use crate::stats::{DepthGuard, Stats, StatsSnapshot};
 
 /// A cloneable way into one `SessionActor`: everything a command needs on its way in (the
-/// queue bound, the deadline, the counters) and the actor's address.
+/// queue bound, the deadline, the counters) and the actor's queue.
 #[derive(Clone)]
 pub struct Handle {
-    actor: Addr<SessionActor>,
+    actor: mpsc::UnboundedSender<Envelope>,
     stats: Arc<Stats>,
     queue_depth: usize,
     deadline: Duration,
@@ -31,7 +30,7 @@ impl std::fmt::Debug for Handle {
 
 impl Handle {
     pub(crate) fn new(
-        actor: Addr<SessionActor>,
+        actor: mpsc::UnboundedSender<Envelope>,
         stats: Arc<Stats>,
         queue_depth: usize,
         deadline: Duration,
@@ -59,7 +58,8 @@ impl Handle {
         let depth =
             DepthGuard::acquire(&self.stats, self.queue_depth).map_err(Error::Overloaded)?;
         let (reply, answer) = oneshot::channel();
-        self.actor.do_send(Envelope {
+        // A stopped actor drops the envelope, and with it the reply channel: `ActorClosed`.
+        let _ = self.actor.send(Envelope {
             command,
             reply,
             deadline: clock::now() + self.deadline,

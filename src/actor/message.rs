@@ -270,7 +270,3 @@ pub(crate) struct Envelope {
     /// Counts the command in the engine's queue depth until answered or dropped.
     pub(crate) depth: crate::stats::DepthGuard,
 }
-
-impl actix::Message for Envelope {
-    type Result = ();
-}

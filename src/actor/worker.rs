@@ -5,274 +5,270 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, WrapFuture};
+use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
 
 use crate::backend::Backend;
 use crate::clock::{self, Instant};
 use crate::error::Error;
 use crate::metrics::Failures;
-use crate::stats::{Stats, Tally};
+use crate::stats::{DepthGuard, Stats, Tally};
 
-use super::message::{self, Envelope};
+use super::message::{self, Command, Envelope, Reply};
+
+/// Where a command's reply goes, and the queue depth it holds until then.
+type Waiter = (oneshot::Sender<Result<Reply, Error>>, DepthGuard);
 
 /// Collects session commands from many requests and runs them as batches on a backend. One
-/// runs on each actix-web worker, started by [`SessionMiddleware`](crate::SessionMiddleware);
-/// requests reach it through a [`Handle`].
+/// runs on each actix-web worker, started by [`SessionMiddleware`](crate::SessionMiddleware)
+/// as a task on the worker's thread; requests reach it through a [`Handle`](super::Handle).
 pub(crate) struct SessionActor {
     backend: Arc<dyn Backend>,
     stats: Arc<Stats>,
     max_batch: usize,
     deadline: Duration,
-    pending: Vec<Envelope>,
-    flush_scheduled: bool,
-    in_flight: bool,
+    queue: mpsc::UnboundedReceiver<Envelope>,
+    /// The next batch, as its commands arrive. This and the two below are kept between
+    /// batches (cleared, with their capacity), so that a batch allocates nothing of its own.
+    batch: Vec<Envelope>,
+    /// The batch's commands, in order, as the backend takes them.
+    commands: Vec<Command>,
+    /// Where each command of the batch is answered, in the same order.
+    waiters: Vec<Waiter>,
 }
 
 impl std::fmt::Debug for SessionActor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionActor")
             .field("backend", &self.backend.name())
-            .field("pending", &self.pending.len())
-            .field("in_flight", &self.in_flight)
+            .field("batch", &self.batch.len())
             .finish()
     }
 }
 
 impl SessionActor {
-    pub(crate) fn new(
+    /// Starts an actor on the current thread's local task set (an actix-web worker's, or the
+    /// `actix_web::rt::System`'s) and answers the queue's sending end. The actor stops once
+    /// every sender is gone; whatever is still queued then is dropped, so its callers get
+    /// `ActorClosed`.
+    pub(crate) fn start(
         backend: Arc<dyn Backend>,
         stats: Arc<Stats>,
         max_batch: usize,
         deadline: Duration,
-    ) -> Self {
-        Self {
+    ) -> mpsc::UnboundedSender<Envelope> {
+        // Unbounded here: the engine's depth counter bounds what may wait (see `Handle::call`).
+        let (sender, queue) = mpsc::unbounded_channel();
+        let actor = SessionActor {
             backend,
             stats,
             max_batch,
             deadline,
-            pending: Vec::new(),
-            flush_scheduled: false,
-            in_flight: false,
-        }
+            queue,
+            batch: Vec::new(),
+            commands: Vec::new(),
+            waiters: Vec::new(),
+        };
+        actix_web::rt::spawn(actor.run());
+        sender
     }
 
-    /// Starts the next batch, unless one is in flight or there is no work.
-    fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.in_flight {
-            return;
-        }
-        // Commands whose caller left are dropped, and those whose deadline passed while they
-        // waited are answered now; neither is sent.
-        let now = clock::now();
-        if self
-            .pending
-            .iter()
-            .any(|e| e.deadline <= now || e.reply.is_closed())
-        {
-            for envelope in std::mem::take(&mut self.pending) {
-                if envelope.reply.is_closed() {
-                    continue;
-                }
-                if envelope.deadline <= now {
-                    let _ = envelope.reply.send(Err(Error::Timeout(self.deadline)));
-                    continue;
-                }
-                self.pending.push(envelope);
+    async fn run(mut self) {
+        // One batch in flight: while it runs, new commands wait in the queue, and the next
+        // batch takes them as soon as it is answered.
+        while self.collect().await {
+            if !self.batch.is_empty() {
+                self.run_batch().await;
             }
         }
-        if self.pending.is_empty() {
-            return;
-        }
-        let batch = if self.pending.len() <= self.max_batch {
-            std::mem::take(&mut self.pending)
-        } else {
-            self.pending.drain(..self.max_batch).collect()
+    }
+
+    /// Fills the next batch: waits for a command if none is queued, then takes every command
+    /// already waiting, up to `max_batch`. Commands whose caller left are dropped, and those
+    /// whose deadline passed while they waited are answered now; neither is sent. `false`
+    /// once every handle is gone.
+    async fn collect(&mut self) -> bool {
+        let first = match self.queue.try_recv() {
+            Ok(envelope) => envelope,
+            Err(mpsc::error::TryRecvError::Empty) => match self.queue.recv().await {
+                Some(envelope) => envelope,
+                None => return false,
+            },
+            Err(mpsc::error::TryRecvError::Disconnected) => return false,
         };
-        self.in_flight = true;
-        let run = run_batch(
-            self.backend.clone(),
-            self.stats.clone(),
-            batch,
-            self.deadline,
-        );
-        ctx.spawn(run.into_actor(self).map(|(), actor, ctx| {
-            actor.in_flight = false;
-            actor.flush(ctx);
-        }));
-    }
-}
-
-impl Actor for SessionActor {
-    // The queue is bounded by the engine's depth counter, not by actix's mailbox capacity,
-    // which `do_send` ignores.
-    type Context = Context<Self>;
-}
-
-impl Handler<Envelope> for SessionActor {
-    type Result = ();
-
-    fn handle(&mut self, envelope: Envelope, ctx: &mut Self::Context) {
-        self.pending.push(envelope);
-        if self.pending.len() >= self.max_batch {
-            self.flush(ctx);
-        } else if !self.flush_scheduled {
-            self.flush_scheduled = true;
-            ctx.spawn(actix::fut::ready(()).map(|(), actor: &mut Self, ctx| {
-                actor.flush_scheduled = false;
-                actor.flush(ctx);
-            }));
+        let now = clock::now();
+        let mut next = Some(first);
+        while let Some(envelope) = next {
+            if envelope.reply.is_closed() {
+                // Nobody to answer.
+            } else if envelope.deadline <= now {
+                let _ = envelope.reply.send(Err(Error::Timeout(self.deadline)));
+            } else {
+                self.batch.push(envelope);
+            }
+            if self.batch.len() >= self.max_batch {
+                break;
+            }
+            next = self.queue.try_recv().ok();
         }
+        true
     }
-}
 
-/// Runs one batch and answers every caller in it.
-async fn run_batch(
-    backend: Arc<dyn Backend>,
-    stats: Arc<Stats>,
-    batch: Vec<Envelope>,
-    deadline: Duration,
-) {
-    // The batch may run until the earliest deadline among its commands: every caller is
-    // answered by its own deadline without a timer per command.
-    let until: Instant = batch
-        .iter()
-        .map(|e| e.deadline)
-        .min()
-        .unwrap_or_else(|| clock::now() + deadline);
-    // At debug, so that nothing is recorded per batch at info. What the flush cost and how it
-    // ended are known only once the backend answered.
-    let span = tracing::debug_span!(
-        "session_batch",
-        backend = backend.name(),
-        commands = batch.len(),
-        round_trips = tracing::field::Empty,
-        outcome = tracing::field::Empty,
-        failed = tracing::field::Empty,
-    );
-    for envelope in &batch {
-        span.follows_from(&envelope.span);
-    }
-    let (commands, replies): (Vec<_>, Vec<_>) = batch
-        .into_iter()
-        .map(|e| (e.command, (e.reply, e.depth)))
-        .unzip();
-    stats.record_batch(commands.len());
-    let flush = stats.metrics.batch(&commands);
-    // Counted for this batch alone: other actors add to `stats` at the same time.
-    let tally = Tally::default();
-    let run = backend.execute(&commands, &tally);
-    let outcome = tokio::time::timeout_at(until, run)
-        .instrument(span.clone())
-        .await;
-    stats.metrics.flushed(flush);
-    let round_trips = stats.add(&tally);
-    // Recording into a span no subscriber wants still costs (about 250 instructions a batch,
-    // measured with callgrind through `examples/alloc_count.rs`): skip it.
-    let traced = !span.is_disabled();
-    if traced {
-        span.record("round_trips", round_trips);
-    }
-    // No await below: what is logged from here on is logged in the batch's span.
-    let _in_span = span.enter();
-    let outcome = match outcome {
-        Ok(outcome) => outcome,
-        Err(_) => Err(Error::Timeout(deadline)),
-    };
-    match outcome {
-        Ok(results) => {
-            // Counted before any caller is answered, so that a caller that reads the stats
-            // after its reply finds its own command counted.
-            let mut failures = Failures::default();
-            let (mut failed, mut gone) = (0, 0);
-            let mut unavailable = None;
-            let mut refused_for_memory = None;
-            let mut wrote = false;
-            for (result, command) in results.iter().zip(&commands) {
-                match result {
-                    Err(Error::Server(_)) | Err(Error::NotAnInteger(_)) => failures.server += 1,
-                    Err(error @ Error::Unavailable(_)) => {
-                        failures.unavailable += 1;
-                        unavailable = Some(error);
+    /// Runs the collected batch and answers every caller in it.
+    async fn run_batch(&mut self) {
+        let Self {
+            backend,
+            stats,
+            deadline,
+            batch,
+            commands,
+            waiters,
+            ..
+        } = self;
+        let deadline = *deadline;
+        // The batch may run until the earliest deadline among its commands: every caller is
+        // answered by its own deadline without a timer per command.
+        let until: Instant = batch
+            .iter()
+            .map(|e| e.deadline)
+            .min()
+            .unwrap_or_else(|| clock::now() + deadline);
+        // At debug, so that nothing is recorded per batch at info. What the flush cost and how it
+        // ended are known only once the backend answered.
+        let span = tracing::debug_span!(
+            "session_batch",
+            backend = backend.name(),
+            commands = batch.len(),
+            round_trips = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            failed = tracing::field::Empty,
+        );
+        for envelope in batch.drain(..) {
+            span.follows_from(&envelope.span);
+            commands.push(envelope.command);
+            waiters.push((envelope.reply, envelope.depth));
+        }
+        stats.record_batch(commands.len());
+        let flush = stats.metrics.batch(commands);
+        // Counted for this batch alone: other actors add to `stats` at the same time.
+        let tally = Tally::default();
+        let run = backend.execute(commands, &tally);
+        let outcome = tokio::time::timeout_at(until, run)
+            .instrument(span.clone())
+            .await;
+        stats.metrics.flushed(flush);
+        let round_trips = stats.add(&tally);
+        // Recording into a span no subscriber wants still costs (about 250 instructions a batch,
+        // measured with callgrind through `examples/alloc_count.rs`): skip it.
+        let traced = !span.is_disabled();
+        if traced {
+            span.record("round_trips", round_trips);
+        }
+        // No await below: what is logged from here on is logged in the batch's span.
+        let _in_span = span.enter();
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(_) => Err(Error::Timeout(deadline)),
+        };
+        match outcome {
+            Ok(results) => {
+                // Counted before any caller is answered, so that a caller that reads the stats
+                // after its reply finds its own command counted.
+                let mut failures = Failures::default();
+                let (mut failed, mut gone) = (0, 0);
+                let mut unavailable = None;
+                let mut refused_for_memory = None;
+                let mut wrote = false;
+                for (result, command) in results.iter().zip(commands.iter()) {
+                    match result {
+                        Err(Error::Server(_)) | Err(Error::NotAnInteger(_)) => failures.server += 1,
+                        Err(error @ Error::Unavailable(_)) => {
+                            failures.unavailable += 1;
+                            unavailable = Some(error);
+                        }
+                        Err(error @ Error::StoreFull(_)) => {
+                            failures.store_full += 1;
+                            refused_for_memory = Some(error);
+                        }
+                        Ok(message::Reply::Gone) => gone += 1,
+                        Ok(_) if command.op.is_write() => wrote = true,
+                        _ => {}
                     }
-                    Err(error @ Error::StoreFull(_)) => {
-                        failures.store_full += 1;
-                        refused_for_memory = Some(error);
+                    failed += u64::from(result.is_err());
+                }
+                if traced {
+                    span.record("outcome", "ok");
+                    span.record("failed", failed);
+                }
+                stats.failed(failures);
+                if gone > 0 {
+                    stats.gone.fetch_add(gone, Relaxed);
+                }
+                // Some commands may find the store unavailable while the rest succeed: a cluster
+                // node that is down, or writes that were in flight on a lost connection.
+                match unavailable {
+                    None if stats.partial_outage_quiet() && stats.outage.end() => {
+                        tracing::info!("session store reachable again");
                     }
-                    Ok(message::Reply::Gone) => gone += 1,
-                    Ok(_) if command.op.is_write() => wrote = true,
+                    Some(error) => {
+                        stats.partial_outage();
+                        if stats.outage.start() {
+                            tracing::error!(
+                                %error,
+                                "session store unavailable for some sessions: they get 503 until it \
+                                 recovers"
+                            );
+                        }
+                    }
                     _ => {}
                 }
-                failed += u64::from(result.is_err());
-            }
-            if traced {
-                span.record("outcome", "ok");
-                span.record("failed", failed);
-            }
-            stats.failed(failures);
-            if gone > 0 {
-                stats.gone.fetch_add(gone, Relaxed);
-            }
-            // Some commands may find the store unavailable while the rest succeed: a cluster
-            // node that is down, or writes that were in flight on a lost connection.
-            match unavailable {
-                None if stats.partial_outage_quiet() && stats.outage.end() => {
-                    tracing::info!("session store reachable again");
-                }
-                Some(error) => {
-                    stats.partial_outage();
-                    if stats.outage.start() {
-                        tracing::error!(
-                            %error,
-                            "session store unavailable for some sessions: they get 503 until it \
-                             recovers"
-                        );
+                match refused_for_memory {
+                    Some(error) if stats.out_of_memory.start() => tracing::error!(
+                        %error,
+                        "Redis is out of memory: session writes are refused (503) until it frees \
+                         memory; reads and logouts still work"
+                    ),
+                    None if wrote && stats.out_of_memory.end() => {
+                        tracing::info!("Redis accepts session writes again");
                     }
+                    _ => {}
                 }
-                _ => {}
-            }
-            match refused_for_memory {
-                Some(error) if stats.out_of_memory.start() => tracing::error!(
-                    %error,
-                    "Redis is out of memory: session writes are refused (503) until it frees \
-                     memory; reads and logouts still work"
-                ),
-                None if wrote && stats.out_of_memory.end() => {
-                    tracing::info!("Redis accepts session writes again");
+                for ((reply, _depth), result) in waiters.drain(..).zip(results) {
+                    let _ = reply.send(result);
                 }
-                _ => {}
             }
-            for ((reply, _depth), result) in replies.into_iter().zip(results) {
-                let _ = reply.send(result);
+            Err(error) => {
+                if traced {
+                    span.record("outcome", error.kind());
+                    span.record("failed", waiters.len());
+                }
+                // Timeouts are counted where callers see them (`Handle::call`).
+                if !matches!(error, Error::Timeout(_)) {
+                    stats.failed(Failures {
+                        unavailable: waiters.len() as u64,
+                        ..Failures::default()
+                    });
+                }
+                if stats.outage.start() {
+                    tracing::error!(
+                        %error,
+                        "session store unavailable: session requests get 503 until it recovers"
+                    );
+                } else {
+                    tracing::debug!(%error, commands = waiters.len(), "session batch failed");
+                }
+                for (reply, _depth) in waiters.drain(..) {
+                    let _ = reply.send(Err(error.clone()));
+                }
             }
         }
-        Err(error) => {
-            if traced {
-                span.record("outcome", error.kind());
-                span.record("failed", replies.len());
-            }
-            // Timeouts are counted where callers see them (`Handle::call`).
-            if !matches!(error, Error::Timeout(_)) {
-                stats.failed(Failures {
-                    unavailable: replies.len() as u64,
-                    ..Failures::default()
-                });
-            }
-            if stats.outage.start() {
-                tracing::error!(
-                    %error,
-                    "session store unavailable: session requests get 503 until it recovers"
-                );
-            } else {
-                tracing::debug!(%error, commands = replies.len(), "session batch failed");
-            }
-            for (reply, _depth) in replies {
-                let _ = reply.send(Err(error.clone()));
-            }
-        }
+        // Kept for the next batch, empty. A backend answers one result per command; should one
+        // answer fewer, the callers left over are dropped here and get `ActorClosed`.
+        waiters.clear();
+        commands.clear();
+        // Every depth guard of the batch is released: the depth is what waits for the next one.
+        stats.sample_queue_depth();
     }
-    // Every depth guard of the batch is released: the depth is what waits for the next one.
-    stats.sample_queue_depth();
 }
 
 #[cfg(test)]
