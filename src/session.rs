@@ -198,12 +198,25 @@ impl AsyncSession {
     /// Runs a write, creating a session when there is none. A write that finds its session gone
     /// (expired or invalidated elsewhere) starts a new one under a new id and is applied there:
     /// the old id never comes back.
-    async fn write(&self, op: impl Fn(WriteMode) -> Op) -> Result<Reply, Error> {
+    ///
+    /// `op` makes the command for each attempt; a second attempt is rare, so callers hand the
+    /// first their data and make a copy only if asked again.
+    async fn write(
+        &self,
+        mut op: impl FnMut(WriteMode) -> Result<Op, Error>,
+    ) -> Result<Reply, Error> {
         for _ in 0..2 {
             let Some(write) = self.lock().begin_write(&self.inner.binding) else {
                 continue;
             };
-            match self.call(&write.target, op(write.mode)).await {
+            let op = match op(write.mode) {
+                Ok(op) => op,
+                Err(e) => {
+                    self.lock().write_failed(write);
+                    return Err(e);
+                }
+            };
+            match self.call(&write.target, op).await {
                 Ok(Reply::Gone) => self.forget(&write.target.key),
                 Ok(reply) => {
                     if let Some(id) = &write.created {
@@ -259,8 +272,16 @@ impl AsyncSession {
     /// [`Error::InvalidKey`], [`Error::Serialization`] if the stored value is not a `T`, and the
     /// store's errors (see [`AsyncSession`]).
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
-        let mut values = self.mget::<T>(&[key]).await?;
-        Ok(values.pop().flatten())
+        // `mget` of one key, without collecting the one answer into a vector.
+        let fields = values::fields(&self.inner.binding.policy.session, &[key])?;
+        match self.read(Op::Get(fields)).await? {
+            Some(Reply::Values(values)) => match values.into_iter().next().flatten() {
+                Some(raw) => values::decode(key, &raw).map(Some),
+                None => Ok(None),
+            },
+            Some(other) => Err(unexpected(other)),
+            None => Ok(None),
+        }
     }
 
     /// Reads several values, in order.
@@ -388,12 +409,16 @@ impl AsyncSession {
     /// [`Error::InvalidKey`], and the store's errors ([`Error::StoreFull`] when Redis is out of
     /// memory).
     pub async fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<(), Error> {
-        let entry = (
-            key.to_owned(),
-            values::encode(&self.inner.binding.policy.session, key, value)?,
-        );
-        self.write(move |mode| Op::Set(mode, vec![entry.clone()]))
-            .await?;
+        let session = &self.inner.binding.policy.session;
+        let mut encoded = Some(values::encode(session, key, value)?);
+        self.write(|mode| {
+            let raw = match encoded.take() {
+                Some(raw) => raw,
+                None => values::encode(session, key, value)?,
+            };
+            Ok(Op::Set(mode, vec![(key.to_owned(), raw)]))
+        })
+        .await?;
         Ok(())
     }
 
@@ -454,7 +479,7 @@ impl AsyncSession {
                 return Err(limits.exceeded((keys, bytes)));
             }
         }
-        self.write(move |mode| Op::Set(mode, entries.clone()))
+        self.write(|mode| Ok(Op::Set(mode, entries.clone())))
             .await?;
         Ok(())
     }
@@ -571,9 +596,8 @@ impl AsyncSession {
     /// [`AsyncSession`]).
     pub async fn incr(&self, key: &str, by: i64) -> Result<i64, Error> {
         values::check_key(key)?;
-        let field = key.to_owned();
         match self
-            .write(move |mode| Op::Incr(mode, field.clone(), by))
+            .write(|mode| Ok(Op::Incr(mode, key.to_owned(), by)))
             .await?
         {
             Reply::Int(n) => Ok(n),
@@ -613,10 +637,16 @@ impl AsyncSession {
         key: &str,
         value: &T,
     ) -> Result<bool, Error> {
-        let field = key.to_owned();
-        let value = values::encode(&self.inner.binding.policy.session, key, value)?;
+        let session = &self.inner.binding.policy.session;
+        let mut encoded = Some(values::encode(session, key, value)?);
         match self
-            .write(move |mode| Op::SetIfAbsent(mode, field.clone(), value.clone()))
+            .write(|mode| {
+                let raw = match encoded.take() {
+                    Some(raw) => raw,
+                    None => values::encode(session, key, value)?,
+                };
+                Ok(Op::SetIfAbsent(mode, key.to_owned(), raw))
+            })
             .await?
         {
             Reply::Bool(set) => Ok(set),

@@ -157,8 +157,13 @@ impl AsyncSession {
     ) -> Result<Swap, Error> {
         let field = key.to_owned();
         let reply = self
-            .write(move |mode| {
-                Op::CompareAndSet(mode, field.clone(), expected.clone(), new.clone())
+            .write(|mode| {
+                Ok(Op::CompareAndSet(
+                    mode,
+                    field.clone(),
+                    expected.clone(),
+                    new.clone(),
+                ))
             })
             .await?;
         match reply {

@@ -361,7 +361,7 @@ impl AsyncSession {
             .resolve(&self.inner.binding)
             .map_or_else(clock::unix_secs, |(t, _)| t.created);
         let ttl = policy.capped(created, tti).unwrap_or(tti);
-        self.write(|mode| Op::SetTti { mode, tti, ttl }).await?;
+        self.write(|mode| Ok(Op::SetTti { mode, tti, ttl })).await?;
         let current = self.lock().resolve(&self.inner.binding);
         if let Some((_, key)) = current {
             self.lock().tti_set(&key, secs, ttl);
