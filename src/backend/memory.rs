@@ -313,6 +313,19 @@ fn held(entry: &Entry, field: &str) -> u64 {
     entry.fields.get(field).map_or(0, |v| v.len() as u64)
 }
 
+/// Stores a field's value, reusing the field's name when it is already there.
+fn store(entry: &mut Entry, field: &str, value: &[u8]) {
+    match entry.fields.get_mut(field) {
+        Some(held) => {
+            held.clear();
+            held.extend_from_slice(value);
+        }
+        None => {
+            entry.fields.insert(field.to_owned(), value.to_vec());
+        }
+    }
+}
+
 /// Applies a write op to a live entry, within `limits`: a refused write changes nothing.
 /// Sizes are counted as the Redis write script counts them, so both backends refuse alike.
 fn write(entry: &mut Entry, op: &Op, limits: &Limits) -> Result<Reply, Error> {
@@ -349,7 +362,7 @@ fn write(entry: &mut Entry, op: &Op, limits: &Limits) -> Result<Reply, Error> {
             }
             entry.size = check((new_keys, new_size))?;
             for (field, value) in pairs {
-                entry.fields.insert(field.clone(), value.clone());
+                store(entry, field, value);
             }
             Ok(Reply::Done)
         }
