@@ -47,7 +47,7 @@ async fn actor_round(actor: &Handle, n: usize, key_of: impl Fn(usize) -> usize) 
     let reads = (0..n).map(|i| {
         let command = Command {
             key: session_key(key_of(i)),
-            op: Op::Get(vec!["a".to_owned(), "b".to_owned()]),
+            op: Op::Get(["a", "b"].into_iter().collect()),
             refresh: None,
             limits: Default::default(),
             reindex: false,

@@ -552,6 +552,7 @@ impl AsyncSession {
         let Some(target) = self.lock().target(&self.inner.binding, Purpose::Write) else {
             return Ok(0);
         };
+        let fields = fields.iter().map(str::to_owned).collect();
         match self.call(&target, Op::Remove(fields)).await? {
             Reply::Int(n) => Ok(n.max(0) as u64),
             Reply::Gone => {

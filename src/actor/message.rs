@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use smallvec::SmallVec;
 use tokio::sync::oneshot;
 
 use crate::error::Error;
@@ -27,6 +28,61 @@ pub(crate) const MEMBER_LEN: usize = 32;
 pub(crate) fn index_key(session_key: &str, user: &str) -> String {
     let base = &session_key[..session_key.len().saturating_sub(MEMBER_LEN)];
     format!("{base}u:{user}")
+}
+
+/// The field names a read asks for, in order: the names side by side in one buffer that holds
+/// the usual few short names inline, so that a read allocates nothing for them.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Fields {
+    /// The names, one after another.
+    text: SmallVec<[u8; 40]>,
+    /// Where each name ends in `text`.
+    ends: SmallVec<[u32; 4]>,
+}
+
+impl Fields {
+    /// Adds a name at the end.
+    pub fn push(&mut self, name: &str) {
+        self.text.extend_from_slice(name.as_bytes());
+        self.ends.push(self.text.len() as u32);
+    }
+
+    /// How many names.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The names, in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + Clone + '_ {
+        (0..self.ends.len()).map(move |i| {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+            let end = self.ends[i] as usize;
+            // Only `push` fills `text`, with whole `&str`s: every slice is UTF-8, and the empty
+            // fallback is never taken.
+            std::str::from_utf8(&self.text[start..end]).unwrap_or_default()
+        })
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for Fields {
+    fn from_iter<I: IntoIterator<Item = S>>(names: I) -> Self {
+        let mut fields = Fields::default();
+        for name in names {
+            fields.push(name.as_ref());
+        }
+        fields
+    }
+}
+
+impl std::fmt::Debug for Fields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
 }
 
 /// One operation on one session hash.
@@ -107,7 +163,7 @@ pub enum WriteMode {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     /// Values of some fields (`HMGET`). `get` and `mget` both use it.
-    Get(Vec<String>),
+    Get(Fields),
     /// Every user field (`HGETALL`, metadata filtered out).
     Entries,
     /// Set fields (`HSET` in the write script).
@@ -269,4 +325,21 @@ pub(crate) struct Envelope {
     pub(crate) span: tracing::Span,
     /// Counts the command in the engine's queue depth until answered or dropped.
     pub(crate) depth: crate::stats::DepthGuard,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_keep_every_name_in_order_short_or_long() {
+        let long = "k".repeat(256);
+        let names = ["a", "", "\u{e9}t\u{e9}", long.as_str(), "b"];
+        let fields: Fields = names.iter().collect();
+        assert_eq!(fields.len(), 5);
+        assert!(fields.iter().eq(names));
+        assert_eq!(format!("{fields:?}"), format!("{names:?}"));
+        assert!(Fields::default().is_empty());
+        assert_eq!(Fields::default().iter().count(), 0);
+    }
 }

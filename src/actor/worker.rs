@@ -283,7 +283,7 @@ mod tests {
     fn get(key: &str) -> Command {
         Command {
             key: Arc::from(key),
-            op: Op::Get(vec!["a".into()]),
+            op: Op::Get(["a"].into_iter().collect()),
             refresh: None,
             limits: Default::default(),
             reindex: false,

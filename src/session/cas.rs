@@ -121,7 +121,7 @@ impl AsyncSession {
     {
         values::check_key(key)?;
         let session = &self.inner.binding.policy.session;
-        let mut current = match self.read(Op::Get(vec![key.to_owned()])).await? {
+        let mut current = match self.read(Op::Get([key].into_iter().collect())).await? {
             Some(Reply::Values(mut values)) => values.pop().flatten(),
             Some(other) => return Err(unexpected(other)),
             None => None,

@@ -179,7 +179,10 @@ impl AsyncSession {
         if !bound {
             return Ok(None);
         }
-        match self.read(Op::Get(vec![META_USER.to_owned()])).await? {
+        match self
+            .read(Op::Get([META_USER].into_iter().collect()))
+            .await?
+        {
             Some(Reply::Values(mut values)) => Ok(values
                 .pop()
                 .flatten()

@@ -3,7 +3,7 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::actor::message::META_PREFIX;
+use crate::actor::message::{Fields, META_PREFIX};
 use crate::config::SessionConfig;
 use crate::error::Error;
 
@@ -12,7 +12,7 @@ pub const MAX_KEY_BYTES: usize = 256;
 
 /// The hash fields for `keys`, each checked; no more than a session can hold, so that one
 /// call's Redis work stays bounded.
-pub(super) fn fields(session: &SessionConfig, keys: &[&str]) -> Result<Vec<String>, Error> {
+pub(super) fn fields(session: &SessionConfig, keys: &[&str]) -> Result<Fields, Error> {
     let max = session.limits().max_keys;
     if keys.len() as u64 > max {
         return Err(Error::TooManyKeys {
@@ -20,9 +20,12 @@ pub(super) fn fields(session: &SessionConfig, keys: &[&str]) -> Result<Vec<Strin
             max,
         });
     }
-    keys.iter()
-        .map(|key| check_key(key).map(|()| (*key).to_owned()))
-        .collect()
+    let mut fields = Fields::default();
+    for key in keys {
+        check_key(key)?;
+        fields.push(key);
+    }
+    Ok(fields)
 }
 
 /// The JSON of a value for `key`, within `session.max_value_bytes`.

@@ -118,7 +118,7 @@ fn random_command(
     let key = keys[rng.random_range(0..keys.len())].clone();
     let refresh = rng.random_bool(0.5).then_some(TTL);
     let op = match rng.random_range(0..12) {
-        0 | 1 => Op::Get(random_fields(rng)),
+        0 | 1 => Op::Get(random_fields(rng).into_iter().collect()),
         2 => Op::Entries,
         3 => {
             let mode = random_mode(rng);

@@ -178,7 +178,7 @@ impl<'a> Plan<'a> {
                             unreachable!("open_read always points at an HMGET")
                         };
                         let offset = existing.len();
-                        existing.extend(fields.iter().map(String::as_str));
+                        existing.extend(fields.iter());
                         plan.fused_reads += 1;
                         Route {
                             step,
@@ -191,7 +191,7 @@ impl<'a> Plan<'a> {
                         let step = plan.steps.len();
                         let mut read = Vec::with_capacity(fields.len() + 1);
                         read.push(META_CREATED);
-                        read.extend(fields.iter().map(String::as_str));
+                        read.extend(fields.iter());
                         plan.steps.push(Step::HMGet(key, read));
                         state.open_read = Some(step);
                         Route {
