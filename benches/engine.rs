@@ -135,7 +135,7 @@ fn engine_bench(c: &mut Criterion) {
             ];
             let command = Command {
                 key: session_key(i),
-                op: Op::Set(WriteMode::Create { created: 0, ttl }, pairs),
+                op: Op::Set(WriteMode::Create { created: 0, ttl }, pairs.into()),
                 refresh: None,
                 limits: Default::default(),
                 reindex: false,

@@ -280,7 +280,10 @@ impl ActixSessionStore {
                 ttl,
             };
             let key = ticket.store_key(self.engine.key_prefix());
-            match self.call(key, Op::Set(mode, entries), Some(ttl)).await? {
+            match self
+                .call(key, Op::Set(mode, entries.into()), Some(ttl))
+                .await?
+            {
                 Reply::Done => {}
                 other => return Err(unexpected(other)),
             }
@@ -316,7 +319,7 @@ impl ActixSessionStore {
         // Sets first: a set that the limits refuse then leaves the session as it was. (A change
         // that fits only once its removals are done is refused; it is rare, and safe.)
         if !set.is_empty() {
-            let op = Op::Set(WriteMode::Existing, set.clone());
+            let op = Op::Set(WriteMode::Existing, set.clone().into());
             if self.call(key.clone(), op, Some(ttl)).await? == Reply::Gone {
                 return self.replace_gone(&ticket, set, ttl).await;
             }

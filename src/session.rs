@@ -18,7 +18,7 @@ use actix_web::{FromRequest, HttpMessage, HttpRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::actor::message::{Command, Op, Reply, WriteMode};
+use crate::actor::message::{Command, Entries, Op, Reply, WriteMode};
 use crate::cookie::{CookieUpdate, Transport};
 use crate::error::Error;
 use crate::events::SessionEventKind;
@@ -416,7 +416,7 @@ impl AsyncSession {
                 Some(raw) => raw,
                 None => values::encode(session, key, value)?,
             };
-            Ok(Op::Set(mode, vec![(key.to_owned(), raw)]))
+            Ok(Op::Set(mode, smallvec::smallvec![(key.to_owned(), raw)]))
         })
         .await?;
         Ok(())
@@ -461,7 +461,7 @@ impl AsyncSession {
                     values::encode(&self.inner.binding.policy.session, key, &value)?,
                 ))
             })
-            .collect::<Result<Vec<_>, Error>>()?;
+            .collect::<Result<Entries, Error>>()?;
         if entries.is_empty() {
             return Ok(());
         }

@@ -85,6 +85,10 @@ impl std::fmt::Debug for Fields {
     }
 }
 
+/// The fields and values a set writes: inline for the usual one, so that `set` allocates no
+/// vector for it.
+pub type Entries = SmallVec<[(String, Vec<u8>); 1]>;
+
 /// One operation on one session hash.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Command {
@@ -167,7 +171,7 @@ pub enum Op {
     /// Every user field (`HGETALL`, metadata filtered out).
     Entries,
     /// Set fields (`HSET` in the write script).
-    Set(WriteMode, Vec<(String, Vec<u8>)>),
+    Set(WriteMode, Entries),
     /// Delete fields (`HDEL` in the write script); replies the number removed.
     Remove(Vec<String>),
     /// Atomic integer increment (`HINCRBY` in the write script).

@@ -190,7 +190,7 @@ async fn commands_still_queued_when_their_deadline_passes_are_never_sent() {
                 created: 1,
                 ttl: Duration::from_secs(60),
             },
-            vec![("a".to_owned(), b"1".to_vec())],
+            vec![("a".to_owned(), b"1".to_vec())].into(),
         ),
         refresh: None,
         limits: Default::default(),

@@ -84,7 +84,7 @@ async fn a_write_of_more_fields_than_one_lua_unpack_takes_is_applied_whole() {
         reindex: false,
     };
     let replies = client
-        .batch(vec![write(Op::Set(create(ttl), wide.clone()))])
+        .batch(vec![write(Op::Set(create(ttl), wide.clone().into()))])
         .await;
     assert!(matches!(replies[..], [Ok(Reply::Done)]), "{replies:?}");
     let stored = raw_hgetall(&server, &session);

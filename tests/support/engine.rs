@@ -85,11 +85,11 @@ pub fn create(ttl: Duration) -> WriteMode {
 }
 
 pub fn set_new(ttl: Duration, kv: &[(&str, &str)]) -> Op {
-    Op::Set(create(ttl), pairs(kv))
+    Op::Set(create(ttl), pairs(kv).into())
 }
 
 pub fn set(kv: &[(&str, &str)]) -> Op {
-    Op::Set(WriteMode::Existing, pairs(kv))
+    Op::Set(WriteMode::Existing, pairs(kv).into())
 }
 
 pub fn incr(field: &str, by: i64) -> Op {

@@ -647,7 +647,10 @@ mod tests {
             ]
         );
         // After a write that refreshed inside its script: a touch step of its own.
-        let set = Op::Set(WriteMode::Existing, vec![("a".into(), b"1".to_vec())]);
+        let set = Op::Set(
+            WriteMode::Existing,
+            vec![("a".into(), b"1".to_vec())].into(),
+        );
         let batch = vec![cmd("s:1", set.clone(), true), reindexing(get(&["a"]))];
         let plan = Plan::build(&batch, true);
         assert_eq!(plan.steps[1], Step::Touch("s:1", 60_000));
@@ -667,7 +670,10 @@ mod tests {
 
     #[test]
     fn a_write_between_two_reads_keeps_them_apart() {
-        let set = Op::Set(WriteMode::Existing, vec![("a".into(), b"1".to_vec())]);
+        let set = Op::Set(
+            WriteMode::Existing,
+            vec![("a".into(), b"1".to_vec())].into(),
+        );
         let batch = vec![
             cmd("s:1", get(&["a"]), false),
             cmd("s:1", set, false),
@@ -726,7 +732,10 @@ mod tests {
 
     #[test]
     fn a_plain_set_is_a_fast_write_of_six_commands_on_standalone_only() {
-        let set = Op::Set(WriteMode::Existing, vec![("a".into(), b"1".to_vec())]);
+        let set = Op::Set(
+            WriteMode::Existing,
+            vec![("a".into(), b"1".to_vec())].into(),
+        );
         let batch = vec![cmd("s:1", get(&["a"]), false), cmd("s:1", set, false)];
         let plan = Plan::build(&batch, true);
         assert!(
@@ -758,7 +767,7 @@ mod tests {
 
     #[test]
     fn a_write_that_creates_the_session_takes_its_earlier_fast_writes_back_to_the_script() {
-        let set = |mode| Op::Set(mode, vec![("a".into(), b"1".to_vec())]);
+        let set = |mode| Op::Set(mode, vec![("a".into(), b"1".to_vec())].into());
         let create = WriteMode::Create {
             created: 1,
             ttl: Duration::from_secs(60),

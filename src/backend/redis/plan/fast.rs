@@ -242,7 +242,7 @@ mod tests {
                     created: 1,
                     ttl: Duration::from_secs(60),
                 },
-                vec![("a".into(), b"1".to_vec())],
+                vec![("a".into(), b"1".to_vec())].into(),
             ),
             ..set(&["a"])
         };
