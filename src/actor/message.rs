@@ -89,6 +89,10 @@ impl std::fmt::Debug for Fields {
 /// vector for it.
 pub type Entries = SmallVec<[(String, Vec<u8>); 1]>;
 
+/// The values a read answers, one per field asked: inline for up to two, so that a read of a
+/// few keys allocates no vector for them.
+pub type Values = SmallVec<[Option<Vec<u8>>; 2]>;
+
 /// One operation on one session hash.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Command {
@@ -296,7 +300,7 @@ impl Op {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     /// For `Get`: one value per asked field, in order.
-    Values(Vec<Option<Vec<u8>>>),
+    Values(Values),
     /// For `Entries`: user fields and values.
     Entries(Vec<(String, Vec<u8>)>),
     /// For `Remove` (fields removed) and `Incr` (the new value).

@@ -187,7 +187,7 @@ impl State {
         match &command.op {
             Op::Get(fields) => match self.live(key, now) {
                 None if refresh.is_some() => Ok(Reply::Gone),
-                None => Ok(Reply::Values(vec![None; fields.len()])),
+                None => Ok(Reply::Values(smallvec::smallvec![None; fields.len()])),
                 Some(entry) => {
                     touch(entry);
                     Ok(Reply::Values(
@@ -422,7 +422,10 @@ fn write(entry: &mut Entry, op: &Op, limits: &Limits) -> Result<Reply, Error> {
         }
         Op::CompareAndSet(_, field, expected, value) => {
             if entry.fields.get(field) != expected.as_ref() {
-                return Ok(Reply::Values(vec![entry.fields.get(field).cloned()]));
+                return Ok(Reply::Values(smallvec::smallvec![entry
+                    .fields
+                    .get(field)
+                    .cloned()]));
             }
             let held = held(entry, field);
             let new = if held > 0 {

@@ -518,7 +518,7 @@ impl<'a> Plan<'a> {
                         if matches!(items.first(), Some(Value::Nil)) {
                             return Ok(match command.refresh {
                                 Some(_) => Reply::Gone,
-                                None => Reply::Values(vec![None; fields.len()]),
+                                None => Reply::Values(smallvec::smallvec![None; fields.len()]),
                             });
                         }
                         match items.get_mut(route.offset..route.offset + fields.len()) {
@@ -700,11 +700,11 @@ mod tests {
         let answers = plan.answer(&batch, vec![reply]);
         assert_eq!(
             answers[0].as_ref().unwrap(),
-            &Reply::Values(vec![Some(b"1".to_vec())])
+            &Reply::Values(vec![Some(b"1".to_vec())].into())
         );
         assert_eq!(
             answers[1].as_ref().unwrap(),
-            &Reply::Values(vec![None, Some(b"3".to_vec())])
+            &Reply::Values(vec![None, Some(b"3".to_vec())].into())
         );
     }
 
@@ -727,7 +727,10 @@ mod tests {
         let batch = vec![cmd("s:1", get(&["a"]), false)];
         let plan = Plan::build(&batch, true);
         let answers = plan.answer(&batch, vec![orphan()]);
-        assert_eq!(answers[0].as_ref().unwrap(), &Reply::Values(vec![None]));
+        assert_eq!(
+            answers[0].as_ref().unwrap(),
+            &Reply::Values(vec![None].into())
+        );
     }
 
     #[test]

@@ -71,7 +71,9 @@ pub(super) fn write_reply(command: &Command, value: &Value) -> Result<Reply, Err
         (Some(Value::Int(1)), Some(Value::Int(0)), found)
             if matches!(command.op, Op::CompareAndSet(..)) =>
         {
-            Ok(Reply::Values(vec![found.cloned().and_then(bytes)]))
+            Ok(Reply::Values(smallvec::smallvec![found
+                .cloned()
+                .and_then(bytes)]))
         }
         (Some(Value::Int(1)), Some(Value::Int(n)), _) => Ok(match command.op {
             Op::Set(..) | Op::SetTti { .. } => Reply::Done,
