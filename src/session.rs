@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::actor::message::{Command, Entries, Op, Reply, WriteMode};
+use crate::actor::reply::{Slot, SlotHolder};
 use crate::cookie::{CookieUpdate, Transport};
 use crate::error::Error;
 use crate::events::SessionEventKind;
@@ -119,6 +120,14 @@ pub struct AsyncSession {
 struct Shared {
     binding: Arc<Binding>,
     state: Mutex<State>,
+    /// Where the actor answers this session's commands, one at a time (see `actor::reply`).
+    replies: Slot,
+}
+
+impl SlotHolder for Shared {
+    fn slot(&self) -> &Slot {
+        &self.replies
+    }
 }
 
 impl std::fmt::Debug for AsyncSession {
@@ -135,6 +144,7 @@ impl AsyncSession {
             inner: Arc::new(Shared {
                 binding,
                 state: Mutex::new(State::new(cookie, transport)),
+                replies: Slot::default(),
             }),
         }
     }
@@ -152,7 +162,8 @@ impl AsyncSession {
             limits: self.inner.binding.policy.session.limits(),
             reindex: target.reindex,
         };
-        let reply = self.inner.binding.handle.call(command).await;
+        let holder: Arc<dyn SlotHolder> = self.inner.clone();
+        let reply = self.inner.binding.handle.call_in(command, &holder).await;
         if reply.is_err() && target.reindex {
             // The index may not have moved: the next refresh moves it, so that no plain
             // refresh outlives the index's padded TTL.

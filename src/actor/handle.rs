@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::message::{Command, Envelope, Reply};
+use super::reply::{self, Responder, SlotHolder};
 use crate::clock;
 use crate::error::Error;
 use crate::metrics::Failures;
@@ -57,8 +58,33 @@ impl Handle {
     pub async fn call(&self, command: Command) -> Result<Reply, Error> {
         let depth =
             DepthGuard::acquire(&self.stats, self.queue_depth).map_err(Error::Overloaded)?;
+        self.by_channel(command, depth).await
+    }
+
+    /// [`call`](Self::call), answered in `holder`'s reply slot when it is free (see `reply`),
+    /// which spares the command its oneshot channel.
+    pub(crate) async fn call_in(
+        &self,
+        command: Command,
+        holder: &Arc<dyn SlotHolder>,
+    ) -> Result<Reply, Error> {
+        let depth =
+            DepthGuard::acquire(&self.stats, self.queue_depth).map_err(Error::Overloaded)?;
+        let Some((reply, answer)) = reply::borrow(holder) else {
+            return self.by_channel(command, depth).await;
+        };
+        self.send(command, reply, depth);
+        self.counted(answer.await)
+    }
+
+    async fn by_channel(&self, command: Command, depth: DepthGuard) -> Result<Reply, Error> {
         let (reply, answer) = oneshot::channel();
-        // A stopped actor drops the envelope, and with it the reply channel: `ActorClosed`.
+        self.send(command, Responder::Channel(reply), depth);
+        self.counted(answer.await.unwrap_or(Err(Error::ActorClosed)))
+    }
+
+    fn send(&self, command: Command, reply: Responder, depth: DepthGuard) {
+        // A stopped actor drops the envelope, and with it the reply's sender: `ActorClosed`.
         let _ = self.actor.send(Envelope {
             command,
             reply,
@@ -66,9 +92,10 @@ impl Handle {
             span: tracing::Span::current(),
             depth,
         });
-        // No timer here: the actor answers every command by its deadline (see `actor`), and a
-        // stopped actor drops the reply channel.
-        let result = answer.await.unwrap_or(Err(Error::ActorClosed));
+        // No timer here: the actor answers every command by its deadline (see `actor`).
+    }
+
+    fn counted(&self, result: Result<Reply, Error>) -> Result<Reply, Error> {
         if let Err(Error::Timeout(_)) = result {
             self.stats.failed(Failures {
                 timeout: 1,

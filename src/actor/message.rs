@@ -5,9 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use smallvec::SmallVec;
-use tokio::sync::oneshot;
-
-use crate::error::Error;
 
 /// Field name prefix reserved for session metadata (`\0created` below, and `\0size`, which only
 /// the write script reads and writes). User keys may not start with it, so metadata can never
@@ -326,7 +323,7 @@ pub enum Reply {
 /// A command and where its reply goes: the tower-buffer shape.
 pub(crate) struct Envelope {
     pub(crate) command: Command,
-    pub(crate) reply: oneshot::Sender<Result<Reply, Error>>,
+    pub(crate) reply: super::reply::Responder,
     /// When the caller's deadline passes.
     pub(crate) deadline: crate::clock::Instant,
     /// The caller's span, so that the batch that runs the command can be traced back to it.

@@ -20,7 +20,9 @@
 //! The actor is a plain task rather than an actix actor: an actix message costs two heap
 //! allocations (its envelope and its mailbox node) and every spawned flush one more, where a
 //! tokio channel allocates a block per 32 commands and reuses it, and the task keeps its
-//! batch vectors from one batch to the next (`examples/alloc_count.rs`).
+//! batch vectors from one batch to the next (`examples/alloc_count.rs`). For the same reason a
+//! session's commands are answered in a reply slot the session keeps for its request, not in a
+//! oneshot channel each (see `reply`).
 //!
 //! These choices (one batch in flight, `max_batch` 1024, one actor per worker) were made by
 //! measurement: four batches in flight, a cap of 16 and one actor shared by all workers were
@@ -62,6 +64,7 @@
 
 mod handle;
 pub(crate) mod message;
+pub(crate) mod reply;
 mod worker;
 
 pub use handle::Handle;

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
 use crate::backend::Backend;
@@ -14,10 +14,11 @@ use crate::error::Error;
 use crate::metrics::Failures;
 use crate::stats::{DepthGuard, Stats, Tally};
 
-use super::message::{self, Command, Envelope, Reply};
+use super::message::{self, Command, Envelope};
+use super::reply::Responder;
 
 /// Where a command's reply goes, and the queue depth it holds until then.
-type Waiter = (oneshot::Sender<Result<Reply, Error>>, DepthGuard);
+type Waiter = (Responder, DepthGuard);
 
 /// Collects session commands from many requests and runs them as batches on a backend. One
 /// runs on each actix-web worker, started by [`SessionMiddleware`](crate::SessionMiddleware)
@@ -102,7 +103,7 @@ impl SessionActor {
             if envelope.reply.is_closed() {
                 // Nobody to answer.
             } else if envelope.deadline <= now {
-                let _ = envelope.reply.send(Err(Error::Timeout(self.deadline)));
+                envelope.reply.send(Err(Error::Timeout(self.deadline)));
             } else {
                 self.batch.push(envelope);
             }
@@ -234,7 +235,7 @@ impl SessionActor {
                     _ => {}
                 }
                 for ((reply, _depth), result) in waiters.drain(..).zip(results) {
-                    let _ = reply.send(result);
+                    reply.send(result);
                 }
             }
             Err(error) => {
@@ -258,7 +259,7 @@ impl SessionActor {
                     tracing::debug!(%error, commands = waiters.len(), "session batch failed");
                 }
                 for (reply, _depth) in waiters.drain(..) {
-                    let _ = reply.send(Err(error.clone()));
+                    reply.send(Err(error.clone()));
                 }
             }
         }
