@@ -2,7 +2,8 @@
 //!
 //! Why this file is long: about 500 of its lines are the public API's documentation (each
 //! method's Redis cost and errors, a runnable example of each method and a tour of the whole
-//! handle, on the memory backend); the rest is about 370.
+//! handle, on the memory backend); the rest is about 440, the request extension that carries
+//! the session (`Bound`) included.
 //!
 //! The handle turns each call into commands for the worker's actor; `state` keeps who the
 //! session is and what the response must do with the cookie; `policy` decides how long a

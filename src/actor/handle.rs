@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::message::{Command, Envelope, Reply};
-use super::reply::{self, Responder, SlotHolder};
+use super::message::{Command, Reply};
+use super::reply::{self, Envelope, Responder, SlotHolder};
 use crate::clock;
 use crate::error::Error;
 use crate::metrics::Failures;

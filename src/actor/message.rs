@@ -1,5 +1,6 @@
 //! The commands an [`AsyncSession`](crate::AsyncSession) sends, and their replies: the private
-//! protocol between the actor and the backends (see `backend` for why it stays private).
+//! protocol between the actor and the backends (see `backend` for why it stays private). How a
+//! command travels to the actor and its reply back is in `reply`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -318,18 +319,6 @@ pub enum Reply {
         /// Sessions still listed, apart from the one kept.
         left: u64,
     },
-}
-
-/// A command and where its reply goes: the tower-buffer shape.
-pub(crate) struct Envelope {
-    pub(crate) command: Command,
-    pub(crate) reply: super::reply::Responder,
-    /// When the caller's deadline passes.
-    pub(crate) deadline: crate::clock::Instant,
-    /// The caller's span, so that the batch that runs the command can be traced back to it.
-    pub(crate) span: tracing::Span,
-    /// Counts the command in the engine's queue depth until answered or dropped.
-    pub(crate) depth: crate::stats::DepthGuard,
 }
 
 #[cfg(test)]

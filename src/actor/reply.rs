@@ -1,5 +1,6 @@
-//! Where the actor answers a command: a oneshot channel, or a reply slot that a session keeps
-//! for its whole request and reuses for each of its commands.
+//! What travels to the actor with a command ([`Envelope`]), and where the actor answers it: a
+//! oneshot channel, or a reply slot that a session keeps for its whole request and reuses for
+//! each of its commands.
 //!
 //! A oneshot channel is one heap allocation per command. A request's session sends its
 //! commands one after another (each awaited before the next), so one slot that lives in the
@@ -20,10 +21,22 @@ use std::task::{Context, Poll, Waker};
 
 use tokio::sync::oneshot;
 
-use super::message::Reply;
+use super::message::{Command, Reply};
 use crate::error::Error;
 
 type Outcome = Result<Reply, Error>;
+
+/// A command and where its reply goes: the tower-buffer shape.
+pub(crate) struct Envelope {
+    pub(crate) command: Command,
+    pub(crate) reply: Responder,
+    /// When the caller's deadline passes.
+    pub(crate) deadline: crate::clock::Instant,
+    /// The caller's span, so that the batch that runs the command can be traced back to it.
+    pub(crate) span: tracing::Span,
+    /// Counts the command in the engine's queue depth until answered or dropped.
+    pub(crate) depth: crate::stats::DepthGuard,
+}
 
 /// Something that holds a reply slot and can be shared with the actor (a session).
 pub(crate) trait SlotHolder: Send + Sync + 'static {

@@ -14,8 +14,8 @@ use crate::error::Error;
 use crate::metrics::Failures;
 use crate::stats::{DepthGuard, Stats, Tally};
 
-use super::message::{self, Command, Envelope};
-use super::reply::Responder;
+use super::message::{self, Command};
+use super::reply::{Envelope, Responder};
 
 /// Where a command's reply goes, and the queue depth it holds until then.
 type Waiter = (Responder, DepthGuard);

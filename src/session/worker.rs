@@ -1,4 +1,4 @@
-//! What every session of one worker shares, and how a request finds it.
+//! What every session of one worker shares.
 
 use std::sync::Arc;
 
