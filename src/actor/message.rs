@@ -113,7 +113,7 @@ pub struct Command {
 /// How large one session may grow: user keys, and bytes of user keys plus their values.
 ///
 /// A write that would take the session past either limit, and grows it, is refused whole with
-/// [`Error::SessionFull`]; a write that shrinks an oversized session
+/// [`Error::SessionFull`](crate::Error::SessionFull); a write that shrinks an oversized session
 /// (after a limit was lowered) is allowed. Both backends check it atomically with the write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
