@@ -235,6 +235,7 @@ impl RedisBackend {
         let follow_ups = plan.fast_follow_ups(&mut replies);
         if !follow_ups.is_empty() {
             let pipe = plan.follow_up_pipeline(&follow_ups, &self.scripts);
+            tally.redis_commands(follow_ups.len() as u64);
             let answers = self
                 .send_loading(connections, &mut conn, &pipe, follow_ups.len(), tally)
                 .await?;

@@ -362,8 +362,10 @@ impl<'a> Plan<'a> {
         }
     }
 
+    /// Counts the plan's Redis commands as they go on the wire (a fast write is seven) and its
+    /// fusion.
     pub(super) fn count(&self, tally: &Tally) {
-        tally.redis_commands(self.steps.len() as u64);
+        tally.redis_commands(self.commands() as u64);
         tally.fused(self.fused_reads, self.fused_refreshes);
     }
 
