@@ -12,9 +12,14 @@
 #
 # Variants: hset (no guard), multi-guard (HEXISTS + HSET in a MULTI), fast (the crate's fast
 # write since issue #13: MULTI, HMGET, HSET, HINCRBY, HLEN, PEXPIRE NX, EXEC), lua (the write
-# script); each +pexpire with the TTL refresh. VARIANTS="fast lua" picks some.
+# script); each +pexpire with the TTL refresh. And two reads: read-old (PEXPIRE + HMGET, every
+# read before issue #13) and read (HMGET with \0created, a read since). VARIANTS="fast lua"
+# picks some.
+# MEASURE=instructions counts Redis's own instructions per operation under callgrind instead
+# (deterministic, where CPU time moves with the machine; N=5000 is plenty, and slow enough).
 #
 #   N=200000 REPS=2 scripts/guard_cost.sh
+#   MEASURE=instructions N=5000 VARIANTS="hset fast lua lua+pexpire read-old read" scripts/guard_cost.sh
 #   BASELINE=f6c290f REPS=3 scripts/guard_cost.sh
 set -euo pipefail
 
@@ -104,6 +109,11 @@ for i in range(n):
         w.write(resp("HLEN", key))
         w.write(resp("PEXPIRE", key, ttl))
         w.write(resp("EXEC"))
+    elif mode == "read-old":  # a read before issue #13: refreshed on every use
+        w.write(resp("PEXPIRE", key, ttl))
+        w.write(resp("HMGET", key, "a", "counter"))
+    elif mode == "read":  # a read since: the refresh skipped, \0created read with the fields
+        w.write(resp("HMGET", key, "\0created", "a", "counter"))
     elif mode == "lua":  # the crate's write script (guard + size limits), no refresh
         w.write(resp("EVALSHA", sha, 1, key, "e", "0", "0", "256", "262144", "s", "counter", i))
     elif mode == "lua+pexpire":  # the same with the refresh folded in
@@ -122,6 +132,38 @@ cpu() { redis-cli -p "$PORT" info cpu | awk -F: '/used_cpu_(user|sys):/ { s += $
 VARIANTS=${VARIANTS:-"hset hset+pexpire multi-guard multi-guard+pexpire fast fast+pexpire lua lua+pexpire"}
 [ "$BASE_SHA" = none ] || VARIANTS="$VARIANTS base-lua base-lua+pexpire"
 for v in $VARIANTS; do python3 "$WORK/gen.py" "$v" "$N" "$SHA" "$BASE_SHA" "$BASE_LAYOUT" >"$WORK/$v.resp"; done
+
+if [ "${MEASURE:-cpu}" = instructions ]; then
+    # Redis's own instructions: a fresh redis-server under callgrind per variant, filled the
+    # same way, its whole life counted, less the same life without the operations.
+    for tool in valgrind callgrind_annotate; do
+        command -v "$tool" >/dev/null || { echo "guard_cost.sh: '$tool' is missing" >&2; exit 2; }
+    done
+    python3 "$WORK/gen.py" setup 1000 "$SHA" "$BASE_SHA" "$BASE_LAYOUT" >"$WORK/setup.resp"
+    : >"$WORK/none.resp"
+    counted() {
+        local dir port vpid
+        dir=$(mktemp -d "$WORK/cg.XXXX")
+        port=$(redis_free_port)
+        valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" redis-server --port "$port" \
+            --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" >/dev/null 2>&1 &
+        vpid=$!
+        for _ in $(seq 1 150); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.2; done
+        redis-cli -p "$port" script load "$(cat "$ROOT/src/backend/lua/index.lua" "$ROOT/src/backend/lua/write.lua")" >/dev/null
+        [ "$BASE_SHA" = none ] || redis-cli -p "$port" script load "$BASE_SCRIPT" >/dev/null
+        redis-cli -p "$port" --pipe <"$WORK/setup.resp" >/dev/null
+        redis-cli -p "$port" --pipe <"$WORK/$1.resp" >/dev/null
+        redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+        wait "$vpid" || true
+        callgrind_annotate "$dir/cg.out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }'
+    }
+    base=$(counted none)
+    echo "| variant | Redis instructions per operation |"
+    echo "|---|---:|"
+    for v in $VARIANTS; do echo "| $v | $(( ($(counted "$v") - base) / N )) |"; done
+    exit 0
+fi
+
 echo "| variant | Redis CPU µs per write (each rep) |"
 echo "|---|---|"
 for v in $VARIANTS; do
