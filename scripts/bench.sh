@@ -109,18 +109,10 @@ for w in $WORKLOADS; do workload "$w" >/dev/null; done
 . "$ROOT/scripts/lib/redis.sh"
 
 # Only the processes this script started: the bench server here, Redis in redis_stop (lib/redis.sh).
-SERVER_PID=""
+# shellcheck source=lib/server.sh
+. "$ROOT/scripts/lib/server.sh"
 trap stop_server EXIT
 trap 'exit 130' INT TERM
-
-stop_server() {
-    [ -n "$SERVER_PID" ] || return 0
-    kill "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-}
 
 echo "== building (release)" >&2
 (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release --example loadtest --example bench_server)
