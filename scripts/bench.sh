@@ -195,13 +195,7 @@ for run in $(seq 1 "$RUNS"); do
         taskset -c "$SERVER_CPU" "$bin" --mode "$mode" --port 0 \
             --redis-url "$REDIS_URL" --workers "$WORKERS" $extra ${SERVER_ARGS:-} >"$log" 2>&1 &
         SERVER_PID=$!
-        port=""
-        for _ in $(seq 1 100); do
-            port=$(sed -n 's|^listening on http://127\.0\.0\.1:\([0-9]*\)$|\1|p' "$log" 2>/dev/null | head -n1 || true)
-            [ -n "$port" ] && break
-            kill -0 "$SERVER_PID" 2>/dev/null || break
-            sleep 0.1
-        done
+        port=$(server_port "$log")
         if [ -z "$port" ]; then
             echo "bench.sh: server '$server' did not start:" >&2
             cat "$log" >&2

@@ -40,13 +40,7 @@ redis_start "$CPUS" "$WORK/redis.log" || { echo "load_smoke.sh: redis did not st
 
 "$BIN/bench_server" --mode circumflex --port 0 --redis-url "$REDIS_URL" >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
-port=""
-for _ in $(seq 1 100); do
-    port=$(sed -n 's|^listening on http://127\.0\.0\.1:\([0-9]*\)$|\1|p' "$WORK/server.log" | head -n1)
-    [ -n "$port" ] && break
-    kill -0 "$SERVER_PID" 2>/dev/null || break
-    sleep 0.1
-done
+port=$(server_port "$WORK/server.log")
 if [ -z "$port" ]; then
     echo "load_smoke.sh: bench_server did not start; its log:" >&2
     cat "$WORK/server.log" >&2
