@@ -1,9 +1,9 @@
 //! `AsyncSession`: the handle a handler gets, and its extractor.
 //!
-//! Why this file is long: about 500 of its lines are the public API's documentation (each
+//! Why this file is long: about 510 of its 960 lines are the public API's documentation (each
 //! method's Redis cost and errors, a runnable example of each method and a tour of the whole
-//! handle, on the memory backend); the rest is about 440, the request extension that carries
-//! the session (`Bound`) included.
+//! handle, on the memory backend); the rest is about 450, the request extension that carries
+//! the session (`Bound`) and the session's reply slot included.
 //!
 //! The handle turns each call into commands for the worker's actor; `state` keeps who the
 //! session is and what the response must do with the cookie; `policy` decides how long a
