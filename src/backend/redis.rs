@@ -234,12 +234,12 @@ impl RedisBackend {
         // Fast writes that met an orphan or may have crossed a limit: one more round trip.
         let follow_ups = plan.fast_follow_ups(&mut replies);
         if !follow_ups.is_empty() {
-            let pipe = plan.follow_up_pipeline(&follow_ups, &self.scripts);
+            let pipe = Plan::follow_up_pipeline(&follow_ups, &self.scripts);
             tally.redis_commands(follow_ups.len() as u64);
             let answers = self
                 .send_loading(connections, &mut conn, &pipe, follow_ups.len(), tally)
                 .await?;
-            plan.settled(&follow_ups, answers, &mut replies);
+            Plan::settled(&follow_ups, answers, &mut replies);
         }
         Ok(replies)
     }

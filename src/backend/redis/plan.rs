@@ -77,12 +77,13 @@ impl Step<'_> {
     }
 }
 
-/// A fast write's work after its `MULTI` (see [`Plan::fast_follow_ups`]): settling with the
-/// fields' values before (`Some`), or deleting its orphan (`None`).
+/// A fast write's work after its `MULTI` (see [`Plan::fast_follow_ups`]): deleting its orphan,
+/// or settling it (never [`fast::Outcome::Done`]).
 #[derive(Debug)]
-pub(super) struct FollowUp {
+pub(super) struct FollowUp<'a> {
     step: usize,
-    before: Option<Vec<Option<Vec<u8>>>>,
+    command: &'a Command,
+    outcome: fast::Outcome,
 }
 
 /// Where a command's answer is found.
@@ -309,18 +310,20 @@ impl<'a> Plan<'a> {
     /// Reads the fast writes' replies (one per step, see [`fold`](Self::fold)), rewriting
     /// those that are final as the write script answers, and returns the work the others
     /// still need: the orphans to delete and the writes to settle (see `fast`).
-    pub(super) fn fast_follow_ups(&self, replies: &mut [Value]) -> Vec<FollowUp> {
+    pub(super) fn fast_follow_ups(&self, replies: &mut [Value]) -> Vec<FollowUp<'a>> {
         let mut follow_ups = Vec::new();
         for (step, (kind, reply)) in self.steps.iter().zip(replies.iter_mut()).enumerate() {
-            let Step::FastSet(command, _) = kind else {
+            let &Step::FastSet(command, _) = kind else {
                 continue;
             };
-            let before = match fast::outcome(command, reply) {
-                fast::Outcome::Done => continue,
-                fast::Outcome::Orphan => None,
-                fast::Outcome::Settle(before) => Some(before),
-            };
-            follow_ups.push(FollowUp { step, before });
+            match fast::outcome(command, reply) {
+                fast::Outcome::Done => {}
+                outcome => follow_ups.push(FollowUp {
+                    step,
+                    command,
+                    outcome,
+                }),
+            }
         }
         follow_ups
     }
@@ -328,21 +331,21 @@ impl<'a> Plan<'a> {
     /// The pipeline of the follow-ups: a `DEL` per orphan, a settle script call per write to
     /// settle. Its replies, one per follow-up, go to [`settled`](Self::settled).
     pub(super) fn follow_up_pipeline(
-        &self,
         follow_ups: &[FollowUp],
         scripts: &Scripts,
     ) -> redis::Pipeline {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        for follow_up in follow_ups {
-            let Step::FastSet(command, _) = self.steps[follow_up.step] else {
-                continue;
-            };
-            match &follow_up.before {
-                None => {
+        for FollowUp {
+            command, outcome, ..
+        } in follow_ups
+        {
+            match outcome {
+                fast::Outcome::Settle(before) => fast::settle(&mut pipe, command, before, scripts),
+                // An orphan (a follow-up is never `Done`).
+                fast::Outcome::Orphan | fast::Outcome::Done => {
                     pipe.cmd("DEL").arg(&*command.key);
                 }
-                Some(before) => fast::settle(&mut pipe, command, before, scripts),
             }
         }
         pipe
@@ -350,14 +353,9 @@ impl<'a> Plan<'a> {
 
     /// Puts the settle script's answers in the place of their writes' replies (an orphan's
     /// write already answers `Gone`, whatever its `DEL` answered).
-    pub(super) fn settled(
-        &self,
-        follow_ups: &[FollowUp],
-        answers: Vec<Value>,
-        replies: &mut [Value],
-    ) {
+    pub(super) fn settled(follow_ups: &[FollowUp], answers: Vec<Value>, replies: &mut [Value]) {
         for (follow_up, answer) in follow_ups.iter().zip(answers) {
-            if follow_up.before.is_some() {
+            if matches!(follow_up.outcome, fast::Outcome::Settle(_)) {
                 replies[follow_up.step] = answer;
             }
         }
