@@ -1,5 +1,5 @@
-//! Engine micro-benchmark: N concurrent session reads (`HMGET` of two fields) on a private
-//! redis-server, four ways:
+//! Engine micro-benchmark: N concurrent session reads (`HMGET` of the creation stamp and two
+//! fields) on a private redis-server, four ways:
 //! - `actor`: through the `SessionActor` (batched pipelines, bb8 pool underneath);
 //! - `raw_pipeline`: the same N `HMGET`s written by hand as one `redis::pipe()` on one
 //!   `MultiplexedConnection`, no actor: the floor for the actor's batch, so that the
@@ -33,6 +33,10 @@ use redis::aio::MultiplexedConnection;
 
 const LEVELS: [usize; 4] = [1, 16, 128, 512];
 const SESSIONS: usize = 1024;
+/// What the baselines read: the command the actor sends for `get(["a", "b"])`, which fetches
+/// the session's creation stamp first (a hash without it is no session), so that every
+/// variant sends Redis the same bytes.
+const READ_FIELDS: [&str; 3] = ["\0created", "a", "b"];
 /// Rounds per variant and level in the summary, run in [`SUMMARY_CHUNKS`] alternating chunks.
 const SUMMARY_ROUNDS: usize = 200;
 const SUMMARY_CHUNKS: usize = 5;
@@ -71,8 +75,7 @@ async fn multiplexed_round(
         async move {
             redis::cmd("HMGET")
                 .arg(&*key)
-                .arg("a")
-                .arg("b")
+                .arg(&READ_FIELDS[..])
                 .query_async::<Vec<Option<Vec<u8>>>>(&mut conn)
                 .await
         }
@@ -88,8 +91,7 @@ async fn pipeline_round(conn: &MultiplexedConnection, n: usize, key_of: impl Fn(
     for i in 0..n {
         pipe.cmd("HMGET")
             .arg(&*session_key(key_of(i)))
-            .arg("a")
-            .arg("b");
+            .arg(&READ_FIELDS[..]);
     }
     let replies: Vec<Vec<Option<Vec<u8>>>> = pipe
         .query_async(&mut conn.clone())
@@ -98,19 +100,54 @@ async fn pipeline_round(conn: &MultiplexedConnection, n: usize, key_of: impl Fn(
     assert_eq!(replies.len(), n);
 }
 
-/// Times `iters` rounds on the actix system.
-fn timed<F: std::future::Future<Output = ()>>(
+/// Wall time and the bench thread's CPU time of some rounds.
+#[derive(Clone, Copy, Default)]
+struct Timing {
+    wall: Duration,
+    cpu: Duration,
+}
+
+impl std::ops::AddAssign for Timing {
+    fn add_assign(&mut self, other: Timing) {
+        self.wall += other.wall;
+        self.cpu += other.cpu;
+    }
+}
+
+/// CPU time of this thread so far (`/proc/self/schedstat`, nanoseconds): the actix system,
+/// with the actor and redis-rs's connection driver, runs on the bench's own thread.
+fn thread_cpu() -> Duration {
+    let stat = procfs::process::Process::myself()
+        .and_then(|p| p.schedstat())
+        .expect("/proc/self/schedstat");
+    Duration::from_nanos(stat.sum_exec_runtime)
+}
+
+/// Times `iters` rounds on the actix system, in wall and CPU time.
+fn timed_cpu<F: std::future::Future<Output = ()>>(
     system: &SystemRunner,
     iters: u64,
     mut round: impl FnMut(usize) -> F,
-) -> Duration {
+) -> Timing {
     system.block_on(async {
-        let start = Instant::now();
+        let (start, cpu) = (Instant::now(), thread_cpu());
         for it in 0..iters as usize {
             round(it).await;
         }
-        start.elapsed()
+        Timing {
+            wall: start.elapsed(),
+            cpu: thread_cpu() - cpu,
+        }
     })
+}
+
+/// Times `iters` rounds on the actix system (wall time, for criterion).
+fn timed<F: std::future::Future<Output = ()>>(
+    system: &SystemRunner,
+    iters: u64,
+    round: impl FnMut(usize) -> F,
+) -> Duration {
+    timed_cpu(system, iters, round).wall
 }
 
 fn engine_bench(c: &mut Criterion) {
@@ -212,8 +249,7 @@ fn engine_bench(c: &mut Criterion) {
                                 let mut conn = pool.get().await.expect("checkout");
                                 redis::cmd("HMGET")
                                     .arg(&*key)
-                                    .arg("a")
-                                    .arg("b")
+                                    .arg(&READ_FIELDS[..])
                                     .query_async::<Vec<Option<Vec<u8>>>>(&mut *conn)
                                     .await
                             }
@@ -262,10 +298,48 @@ fn engine_bench(c: &mut Criterion) {
     });
     group.finish();
 
-    if benchmarking() {
+    if let Ok(variant) = std::env::var("ENGINE_PROFILE") {
+        profile(&system, &actor, &multiplexed, &variant);
+    } else if benchmarking() {
         summary(&system, &actor, &multiplexed);
     }
     drop(server);
+}
+
+/// `ENGINE_PROFILE=actor|raw_pipeline|multiplexed` (with `PROFILE_ROUNDS`, default 2000, and
+/// `PROFILE_LEVEL`, default 512): only that variant's rounds of that many distinct reads, for a profiler (`perf`, `valgrind --tool=callgrind`)
+/// to attribute the actor's cost per command without the other variants in the profile.
+fn profile(
+    system: &SystemRunner,
+    actor: &Handle,
+    multiplexed: &MultiplexedConnection,
+    variant: &str,
+) {
+    let rounds: u64 = std::env::var("PROFILE_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(2000);
+    let n: usize = std::env::var("PROFILE_LEVEL")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(512);
+    let key = move |it: usize, i: usize| (it * n + i) % SESSIONS;
+    let elapsed = match variant {
+        "actor" => timed(system, rounds, |it| {
+            actor_round(actor, n, move |i| key(it, i))
+        }),
+        "raw_pipeline" => timed(system, rounds, |it| {
+            pipeline_round(multiplexed, n, move |i| key(it, i))
+        }),
+        "multiplexed" => timed(system, rounds, |it| {
+            multiplexed_round(multiplexed, n, move |i| key(it, i))
+        }),
+        other => panic!("ENGINE_PROFILE={other}: expected actor, raw_pipeline or multiplexed"),
+    };
+    eprintln!(
+        "profile {variant}: {rounds} rounds of {n}, {:.0} ns/op",
+        ns_per_op(elapsed, rounds as usize, n)
+    );
 }
 
 /// Whether criterion runs benchmarks (`cargo bench`), not tests (`cargo test --benches`): its
@@ -282,55 +356,58 @@ fn ns_per_op(elapsed: Duration, rounds: usize, n: usize) -> f64 {
 
 /// The stderr summary: the actor against a raw pipeline of the same commands and against the
 /// shared multiplexed connection, from rounds of the variants alternated in chunks, so that the
-/// machine's drift hits them alike.
+/// machine's drift hits them alike. Each is given in wall time per read (Redis's work
+/// included, on the other core) and in the bench thread's CPU time per read (the client's own
+/// cost, which moves less on this machine).
 fn summary(system: &SystemRunner, actor: &Handle, multiplexed: &MultiplexedConnection) {
     let chunk = (SUMMARY_ROUNDS / SUMMARY_CHUNKS) as u64;
     let rounds = chunk as usize * SUMMARY_CHUNKS;
     eprintln!(
-        "summary: {rounds} rounds per variant and level, timed with Instant (the variants \
-         alternated in {SUMMARY_CHUNKS} chunks)"
+        "summary: {rounds} rounds per variant and level, timed with Instant and the thread's \
+         CPU time (the variants alternated in {SUMMARY_CHUNKS} chunks)"
     );
+    let per_op = |t: Timing, n: usize| (ns_per_op(t.wall, rounds, n), ns_per_op(t.cpu, rounds, n));
     for &n in &LEVELS {
-        let (mut a, mut p, mut m) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+        let (mut a, mut p, mut m) = (Timing::default(), Timing::default(), Timing::default());
         for c in 0..SUMMARY_CHUNKS {
             // Distinct sessions in every round, as in the criterion runs.
             let base = c * chunk as usize;
             let key = move |it: usize, i: usize| ((base + it) * n + i) % SESSIONS;
-            a += timed(system, chunk, |it| {
+            a += timed_cpu(system, chunk, |it| {
                 actor_round(actor, n, move |i| key(it, i))
             });
-            p += timed(system, chunk, |it| {
+            p += timed_cpu(system, chunk, |it| {
                 pipeline_round(multiplexed, n, move |i| key(it, i))
             });
-            m += timed(system, chunk, |it| {
+            m += timed_cpu(system, chunk, |it| {
                 multiplexed_round(multiplexed, n, move |i| key(it, i))
             });
         }
-        let (a, p, m) = (
-            ns_per_op(a, rounds, n),
-            ns_per_op(p, rounds, n),
-            ns_per_op(m, rounds, n),
-        );
+        let ((a, a_cpu), (p, p_cpu), (m, m_cpu)) = (per_op(a, n), per_op(p, n), per_op(m, n));
         eprintln!(
-            "level {n}: actor {a:.0} ns/op, raw pipeline {p:.0} ns/op, actor overhead {:.0} \
-             ns/op, multiplexed {m:.0} ns/op, actor/multiplexed throughput {:.2}×",
+            "level {n}: actor {a:.0} ns/op ({a_cpu:.0} CPU), raw pipeline {p:.0} ({p_cpu:.0} \
+             CPU), actor overhead {:.0} ns/op ({:.0} CPU), multiplexed {m:.0} ({m_cpu:.0} \
+             CPU); actor/multiplexed: throughput {:.2}×, CPU per read {:.2}×",
             a - p,
-            m / a
+            a_cpu - p_cpu,
+            m / a,
+            a_cpu / m_cpu
         );
     }
     let (n, hot) = (512, 16);
-    let (mut a, mut m) = (Duration::ZERO, Duration::ZERO);
+    let (mut a, mut m) = (Timing::default(), Timing::default());
     for _ in 0..SUMMARY_CHUNKS {
-        a += timed(system, chunk, |_| actor_round(actor, n, |i| i % hot));
-        m += timed(system, chunk, |_| {
+        a += timed_cpu(system, chunk, |_| actor_round(actor, n, |i| i % hot));
+        m += timed_cpu(system, chunk, |_| {
             multiplexed_round(multiplexed, n, |i| i % hot)
         });
     }
-    let (a, m) = (ns_per_op(a, rounds, n), ns_per_op(m, rounds, n));
+    let ((a, a_cpu), (m, m_cpu)) = (per_op(a, n), per_op(m, n));
     eprintln!(
-        "{n} reads of {hot} sessions: actor {a:.0} ns/op, multiplexed {m:.0} ns/op, \
-         actor/multiplexed throughput {:.2}×",
-        m / a
+        "{n} reads of {hot} sessions: actor {a:.0} ns/op ({a_cpu:.0} CPU), multiplexed {m:.0} \
+         ({m_cpu:.0} CPU); actor/multiplexed: throughput {:.2}×, CPU per read {:.2}×",
+        m / a,
+        a_cpu / m_cpu
     );
 }
 

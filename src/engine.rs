@@ -183,9 +183,11 @@ impl SessionEngine {
         } = &*self.inner;
         let batch = std::slice::from_ref(&command);
         let tally = Tally::default();
-        let replies = tokio::time::timeout(config.deadline(), backend.execute(batch, &tally)).await;
+        let mut replies = Vec::with_capacity(1);
+        let run = backend.execute(batch, &mut replies, &tally);
+        let outcome = tokio::time::timeout(config.deadline(), run).await;
         stats.add(&tally);
-        let replies = replies.map_err(|_| Error::Timeout(config.deadline()))??;
+        outcome.map_err(|_| Error::Timeout(config.deadline()))??;
         replies
             .into_iter()
             .next()

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, BatchReplies};
 use crate::clock::{self, Instant};
 use crate::error::Error;
 use crate::metrics::Failures;
@@ -36,6 +36,8 @@ pub(crate) struct SessionActor {
     commands: Vec<Command>,
     /// Where each command of the batch is answered, in the same order.
     waiters: Vec<Waiter>,
+    /// The backend's reply to each command of the batch, in the same order.
+    replies: BatchReplies,
 }
 
 impl std::fmt::Debug for SessionActor {
@@ -69,6 +71,7 @@ impl SessionActor {
             batch: Vec::new(),
             commands: Vec::new(),
             waiters: Vec::new(),
+            replies: Vec::new(),
         };
         actix_web::rt::spawn(actor.run());
         sender
@@ -124,6 +127,7 @@ impl SessionActor {
             batch,
             commands,
             waiters,
+            replies,
             ..
         } = self;
         let deadline = *deadline;
@@ -153,7 +157,7 @@ impl SessionActor {
         let flush = stats.metrics.batch(commands);
         // Counted for this batch alone: other actors add to `stats` at the same time.
         let tally = Tally::default();
-        let run = backend.execute(commands, &tally);
+        let run = backend.execute(commands, replies, &tally);
         let outcome = tokio::time::timeout_at(until, run)
             .instrument(span.clone())
             .await;
@@ -172,7 +176,7 @@ impl SessionActor {
             Err(_) => Err(Error::Timeout(deadline)),
         };
         match outcome {
-            Ok(results) => {
+            Ok(()) => {
                 // Counted before any caller is answered, so that a caller that reads the stats
                 // after its reply finds its own command counted.
                 let mut failures = Failures::default();
@@ -180,7 +184,7 @@ impl SessionActor {
                 let mut unavailable = None;
                 let mut refused_for_memory = None;
                 let mut wrote = false;
-                for (result, command) in results.iter().zip(commands.iter()) {
+                for (result, command) in replies.iter().zip(commands.iter()) {
                     match result {
                         Err(Error::Server(_)) | Err(Error::NotAnInteger(_)) => failures.server += 1,
                         Err(error @ Error::Unavailable(_)) => {
@@ -234,7 +238,7 @@ impl SessionActor {
                     }
                     _ => {}
                 }
-                for ((reply, _depth), result) in waiters.drain(..).zip(results) {
+                for ((reply, _depth), result) in waiters.drain(..).zip(replies.drain(..)) {
                     reply.send(result);
                 }
             }
@@ -264,9 +268,11 @@ impl SessionActor {
             }
         }
         // Kept for the next batch, empty. A backend answers one result per command; should one
-        // answer fewer, the callers left over are dropped here and get `ActorClosed`.
+        // answer fewer, the callers left over are dropped here and get `ActorClosed`. A batch
+        // that failed or timed out may have left some replies behind.
         waiters.clear();
         commands.clear();
+        replies.clear();
         // Every depth guard of the batch is released: the depth is what waits for the next one.
         stats.sample_queue_depth();
     }

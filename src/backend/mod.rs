@@ -37,17 +37,20 @@ impl sealed::Sealed for redis::RedisBackend {}
 /// A session store: [`RedisBackend`](redis::RedisBackend) or
 /// [`MemoryBackend`](memory::MemoryBackend). Sealed: see the module docs for why.
 pub trait Backend: sealed::Sealed + Send + Sync + 'static {
-    /// Runs a batch. The reply vector has exactly one entry per command. `Err` only when the
-    /// whole batch failed (connection lost, pool timeout): every caller of the batch then gets
-    /// that error. An error that concerns one command (for example `WRONGTYPE`) goes in that
+    /// Runs a batch, pushing exactly one reply per command, in order, onto `replies` (which the
+    /// caller passes empty, and keeps from one batch to the next so that a batch allocates no
+    /// reply vector of its own). `Err` only when the whole batch failed (connection lost, pool
+    /// timeout): every caller of the batch then gets that error, and `replies` is to be
+    /// ignored. An error that concerns one command (for example `WRONGTYPE`) goes in that
     /// command's slot, and the others succeed. What the batch cost (round trips, Redis
     /// commands) goes in `tally`.
     #[doc(hidden)]
     fn execute<'a>(
         &'a self,
         batch: &'a [Command],
+        replies: &'a mut BatchReplies,
         tally: &'a Tally,
-    ) -> BoxFuture<'a, Result<Vec<Result<Reply, Error>>, Error>>;
+    ) -> BoxFuture<'a, Result<(), Error>>;
 
     /// The prefix of session keys: a session is stored under `<prefix>:{<tag>}:<id>`.
     #[doc(hidden)]
@@ -76,8 +79,9 @@ pub(crate) mod fake {
         fn execute<'a>(
             &'a self,
             _batch: &'a [Command],
+            _replies: &'a mut BatchReplies,
             _tally: &'a Tally,
-        ) -> BoxFuture<'a, Result<BatchReplies, Error>> {
+        ) -> BoxFuture<'a, Result<(), Error>> {
             Box::pin(futures::future::pending())
         }
 
@@ -94,10 +98,11 @@ pub(crate) mod fake {
         fn execute<'a>(
             &'a self,
             batch: &'a [Command],
+            replies: &'a mut BatchReplies,
             _tally: &'a Tally,
-        ) -> BoxFuture<'a, Result<BatchReplies, Error>> {
-            let replies = batch.iter().map(|_| Ok(Reply::Done)).collect();
-            Box::pin(futures::future::ready(Ok(replies)))
+        ) -> BoxFuture<'a, Result<(), Error>> {
+            replies.extend(batch.iter().map(|_| Ok(Reply::Done)));
+            Box::pin(futures::future::ready(Ok(())))
         }
 
         fn key_prefix(&self) -> &str {

@@ -284,15 +284,25 @@ impl RedisBackend {
     /// Runs a batch; if its connection was lost after it was sent, sends again the commands
     /// that may safely run twice (see [`replay_safe`]) on a live connection, once, and fails
     /// the others.
-    async fn execute_batch(&self, batch: &[Command], tally: &Tally) -> Result<BatchReplies, Error> {
+    async fn execute_batch(
+        &self,
+        batch: &[Command],
+        out: &mut BatchReplies,
+        tally: &Tally,
+    ) -> Result<(), Error> {
         let connections = match &self.store {
             Store::Standalone(connections) => connections,
-            Store::Cluster(cluster) => return cluster.execute(batch, tally, &self.scripts).await,
+            Store::Cluster(cluster) => {
+                return cluster.execute(batch, out, tally, &self.scripts).await
+            }
         };
         let plan = Plan::build(batch, true);
         plan.count(tally);
         let lost = match self.run(connections, &plan, tally).await {
-            Ok(replies) => return Ok(plan.answer(batch, replies)),
+            Ok(replies) => {
+                plan.answer(batch, replies, out);
+                return Ok(());
+            }
             Err(Failure::Lost(error)) => error,
             Err(Failure::Failed(error)) => return Err(error),
         };
@@ -306,18 +316,21 @@ impl RedisBackend {
         let again: Vec<Command> = safe.iter().map(|&i| batch[i].clone()).collect();
         let plan = Plan::build(&again, true);
         plan.count(tally);
-        let replies = match self.run(connections, &plan, tally).await {
-            Ok(replies) => plan.answer(&again, replies),
+        let mut replies = BatchReplies::with_capacity(again.len());
+        match self.run(connections, &plan, tally).await {
+            Ok(values) => plan.answer(&again, values, &mut replies),
             Err(Failure::Lost(e) | Failure::Failed(e)) => return Err(e),
         };
         let mut answers: Vec<Option<Result<Reply, Error>>> = vec![None; batch.len()];
         for (i, reply) in safe.into_iter().zip(replies) {
             answers[i] = Some(reply);
         }
-        Ok(answers
-            .into_iter()
-            .map(|answer| answer.unwrap_or_else(|| Err(lost.clone())))
-            .collect())
+        out.extend(
+            answers
+                .into_iter()
+                .map(|answer| answer.unwrap_or_else(|| Err(lost.clone()))),
+        );
+        Ok(())
     }
 }
 
@@ -325,9 +338,10 @@ impl Backend for RedisBackend {
     fn execute<'a>(
         &'a self,
         batch: &'a [Command],
+        replies: &'a mut BatchReplies,
         tally: &'a Tally,
-    ) -> BoxFuture<'a, Result<BatchReplies, Error>> {
-        Box::pin(self.execute_batch(batch, tally))
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(self.execute_batch(batch, replies, tally))
     }
 
     fn key_prefix(&self) -> &str {

@@ -264,9 +264,10 @@ impl Cluster {
     pub(super) async fn execute(
         &self,
         batch: &[Command],
+        out: &mut BatchReplies,
         tally: &Tally,
         scripts: &Scripts,
-    ) -> Result<BatchReplies, Error> {
+    ) -> Result<(), Error> {
         // No fast writes on a cluster: a redirection inside a MULTI would need ASKING per command.
         let plan = Plan::build(batch, false);
         plan.count(tally);
@@ -336,7 +337,8 @@ impl Cluster {
             };
             answers.failed.insert(pending.step, error);
         }
-        Ok(plan.answer_with(batch, answers.values, &answers.failed))
+        plan.answer_with(batch, answers.values, &answers.failed, out);
+        Ok(())
     }
 
     /// Groups the steps by the node they go to, each group in batch order. A step whose slot

@@ -130,7 +130,9 @@ impl<'a> Plan<'a> {
             fused_reads: 0,
             fused_refreshes: 0,
         };
-        let mut sessions: HashMap<&str, SessionState> = HashMap::with_capacity(batch.len());
+        // foldhash, not SipHash: the keys are session ids this crate issued (see Cargo.toml).
+        let mut sessions: HashMap<&str, SessionState, foldhash::fast::RandomState> =
+            HashMap::with_capacity_and_hasher(batch.len(), Default::default());
         for command in batch {
             let key: &str = &command.key;
             let state = sessions.entry(key).or_default();
@@ -392,7 +394,7 @@ impl<'a> Plan<'a> {
 
     /// Encodes the steps as one pipeline; per-command errors stay in their slots.
     pub(super) fn pipeline(&self, scripts: &Scripts) -> redis::Pipeline {
-        let mut pipe = redis::pipe();
+        let mut pipe = redis::Pipeline::with_capacity(self.steps.len());
         pipe.ignore_errors();
         for step in 0..self.steps.len() {
             self.encode(step, &mut pipe, scripts);
@@ -433,7 +435,13 @@ impl<'a> Plan<'a> {
             }
             Step::Call(command) => call_args(pipe, command, scripts),
             Step::HMGet(key, fields) => {
-                pipe.cmd("HMGET").arg(*key).arg(fields.as_slice());
+                // Sized up front: a read's command is built without reallocating (a third
+                // of its encoding cost in callgrind, BENCHMARKS.md §10).
+                let bytes =
+                    "HMGET".len() + key.len() + fields.iter().map(|f| f.len()).sum::<usize>();
+                let mut read = redis::Cmd::with_capacity(fields.len() + 2, bytes);
+                read.arg("HMGET").arg(*key).arg(fields.as_slice());
+                pipe.add_command(read);
             }
             Step::HGetAll(key) => {
                 pipe.cmd("HGETALL").arg(*key);
@@ -463,9 +471,10 @@ impl<'a> Plan<'a> {
         }
     }
 
-    /// Maps the steps' replies (one per step, in step order) back to the batch's commands.
-    pub(super) fn answer(&self, batch: &[Command], replies: Vec<Value>) -> BatchReplies {
-        self.answer_with(batch, replies, &HashMap::new())
+    /// Maps the steps' replies (one per step, in step order) back to the batch's commands,
+    /// pushing one answer per command onto `out`.
+    pub(super) fn answer(&self, batch: &[Command], replies: Vec<Value>, out: &mut BatchReplies) {
+        self.answer_with(batch, replies, &HashMap::new(), out)
     }
 
     /// [`answer`](Self::answer), where the steps in `failed` have no reply but an error (a
@@ -476,89 +485,77 @@ impl<'a> Plan<'a> {
         batch: &[Command],
         mut replies: Vec<Value>,
         failed: &HashMap<usize, Error>,
-    ) -> BatchReplies {
-        // HMGET steps may answer several commands; take their arrays out once.
-        let mut arrays: HashMap<usize, Vec<Value>> = HashMap::new();
-        for (i, step) in self.steps.iter().enumerate() {
-            if matches!(step, Step::HMGet(..)) && matches!(replies[i], Value::Array(_)) {
-                if let Value::Array(items) = std::mem::take(&mut replies[i]) {
-                    arrays.insert(i, items);
-                }
+        out: &mut BatchReplies,
+    ) {
+        let answers = batch.iter().zip(&self.routes).map(|(command, route)| {
+            if let Some(error) = failed.get(&route.step) {
+                return Err(error.clone());
             }
-        }
-        batch
-            .iter()
-            .zip(&self.routes)
-            .map(|(command, route)| {
-                if let Some(error) = failed.get(&route.step) {
+            // A refreshing read learns from the session's PEXPIRE (or EXISTS) whether the
+            // session exists; a plain read just reads, like the memory backend.
+            if let Some(expire) = route.expire {
+                let reads = matches!(command.op, Op::Get(_) | Op::Entries);
+                if let Some(error) = failed.get(&expire).filter(|_| reads) {
                     return Err(error.clone());
                 }
-                // A refreshing read learns from the session's PEXPIRE (or EXISTS) whether the
-                // session exists; a plain read just reads, like the memory backend.
-                if let Some(expire) = route.expire {
-                    let reads = matches!(command.op, Op::Get(_) | Op::Entries);
-                    if let Some(error) = failed.get(&expire).filter(|_| reads) {
-                        return Err(error.clone());
+                if reads && command.refresh.is_some() && matches!(replies[expire], Value::Int(0)) {
+                    return Ok(Reply::Gone);
+                }
+            }
+            if let Value::ServerError(e) = &replies[route.step] {
+                return Err(server_error(command, e));
+            }
+            match &command.op {
+                Op::Get(fields) => {
+                    // A fused HMGET answers several commands: each takes its own values
+                    // out of the array, in place.
+                    let Value::Array(items) = &mut replies[route.step] else {
+                        return Err(Error::Server("unexpected HMGET reply".to_owned()));
+                    };
+                    // No `\0created`: no session, or a fast write's orphan (see `fast`).
+                    if matches!(items.first(), Some(Value::Nil)) {
+                        return Ok(match command.refresh {
+                            Some(_) => Reply::Gone,
+                            None => Reply::Values(smallvec::smallvec![None; fields.len()]),
+                        });
                     }
-                    if reads
-                        && command.refresh.is_some()
-                        && matches!(replies[expire], Value::Int(0))
-                    {
-                        return Ok(Reply::Gone);
+                    match items.get_mut(route.offset..route.offset + fields.len()) {
+                        Some(slice) => Ok(Reply::Values(
+                            slice.iter_mut().map(|v| bytes(std::mem::take(v))).collect(),
+                        )),
+                        None => Err(Error::Server("unexpected HMGET reply".to_owned())),
                     }
                 }
-                if let Value::ServerError(e) = &replies[route.step] {
-                    return Err(server_error(command, e));
+                Op::Entries => Ok(
+                    match (
+                        entries(std::mem::take(&mut replies[route.step])),
+                        command.refresh,
+                    ) {
+                        (Some(entries), _) => entries,
+                        (None, Some(_)) => Reply::Gone,
+                        (None, None) => Reply::Entries(Vec::new()),
+                    },
+                ),
+                Op::Touch | Op::Invalidate => Ok(Reply::Bool(
+                    matches!(replies[route.step], Value::Int(n) if n > 0),
+                )),
+                Op::Renew { .. } => Ok(match replies[route.step] {
+                    Value::Int(1) => Reply::Done,
+                    _ => Reply::Gone,
+                }),
+                Op::Bind(_) | Op::Revoke { .. } | Op::RevokeAll { .. } => {
+                    revoked_reply(&replies[route.step])
                 }
-                match &command.op {
-                    Op::Get(fields) => {
-                        let Some(items) = arrays.get_mut(&route.step) else {
-                            return Err(Error::Server("unexpected HMGET reply".to_owned()));
-                        };
-                        // No `\0created`: no session, or a fast write's orphan (see `fast`).
-                        if matches!(items.first(), Some(Value::Nil)) {
-                            return Ok(match command.refresh {
-                                Some(_) => Reply::Gone,
-                                None => Reply::Values(smallvec::smallvec![None; fields.len()]),
-                            });
-                        }
-                        match items.get_mut(route.offset..route.offset + fields.len()) {
-                            Some(slice) => Ok(Reply::Values(
-                                slice.iter_mut().map(|v| bytes(std::mem::take(v))).collect(),
-                            )),
-                            None => Err(Error::Server("unexpected HMGET reply".to_owned())),
-                        }
-                    }
-                    Op::Entries => Ok(
-                        match (
-                            entries(std::mem::take(&mut replies[route.step])),
-                            command.refresh,
-                        ) {
-                            (Some(entries), _) => entries,
-                            (None, Some(_)) => Reply::Gone,
-                            (None, None) => Reply::Entries(Vec::new()),
-                        },
-                    ),
-                    Op::Touch | Op::Invalidate => Ok(Reply::Bool(
-                        matches!(replies[route.step], Value::Int(n) if n > 0),
-                    )),
-                    Op::Renew { .. } => Ok(match replies[route.step] {
-                        Value::Int(1) => Reply::Done,
-                        _ => Reply::Gone,
-                    }),
-                    Op::Bind(_) | Op::Revoke { .. } | Op::RevokeAll { .. } => {
-                        revoked_reply(&replies[route.step])
-                    }
-                    Op::SessionsOf { .. } => sessions_reply(&replies[route.step]),
-                    Op::Set(..)
-                    | Op::Remove(_)
-                    | Op::Incr(..)
-                    | Op::SetIfAbsent(..)
-                    | Op::CompareAndSet(..)
-                    | Op::SetTti { .. } => write_reply(command, &replies[route.step]),
-                }
-            })
-            .collect()
+                Op::SessionsOf { .. } => sessions_reply(&replies[route.step]),
+                Op::Set(..)
+                | Op::Remove(_)
+                | Op::Incr(..)
+                | Op::SetIfAbsent(..)
+                | Op::CompareAndSet(..)
+                | Op::SetTti { .. } => write_reply(command, &replies[route.step]),
+            }
+        });
+        out.extend(answers);
     }
 }
 
@@ -597,6 +594,13 @@ mod tests {
             limits: Limits::default(),
             reindex: false,
         }
+    }
+
+    /// The plan's answers to `replies`, as the backend collects them.
+    fn answer(plan: &Plan, batch: &[Command], replies: Vec<Value>) -> BatchReplies {
+        let mut out = Vec::new();
+        plan.answer(batch, replies, &mut out);
+        out
     }
 
     fn get(fields: &[&str]) -> Op {
@@ -698,7 +702,7 @@ mod tests {
             Value::Nil,
             Value::BulkString(b"3".to_vec()),
         ]);
-        let answers = plan.answer(&batch, vec![reply]);
+        let answers = answer(&plan, &batch, vec![reply]);
         assert_eq!(
             answers[0].as_ref().unwrap(),
             &Reply::Values(vec![Some(b"1".to_vec())].into())
@@ -713,7 +717,11 @@ mod tests {
     fn a_refresh_that_finds_no_session_makes_the_read_gone() {
         let batch = vec![cmd("s:1", get(&["a"]), true)];
         let plan = Plan::build(&batch, true);
-        let answers = plan.answer(&batch, vec![Value::Int(0), Value::Array(vec![Value::Nil])]);
+        let answers = answer(
+            &plan,
+            &batch,
+            vec![Value::Int(0), Value::Array(vec![Value::Nil])],
+        );
         assert_eq!(answers[0].as_ref().unwrap(), &Reply::Gone);
     }
 
@@ -723,11 +731,11 @@ mod tests {
         let orphan = || Value::Array(vec![Value::Nil, Value::BulkString(b"1".to_vec())]);
         let batch = vec![cmd("s:1", get(&["a"]), true)];
         let plan = Plan::build(&batch, true);
-        let answers = plan.answer(&batch, vec![Value::Int(1), orphan()]);
+        let answers = answer(&plan, &batch, vec![Value::Int(1), orphan()]);
         assert_eq!(answers[0].as_ref().unwrap(), &Reply::Gone);
         let batch = vec![cmd("s:1", get(&["a"]), false)];
         let plan = Plan::build(&batch, true);
-        let answers = plan.answer(&batch, vec![orphan()]);
+        let answers = answer(&plan, &batch, vec![orphan()]);
         assert_eq!(
             answers[0].as_ref().unwrap(),
             &Reply::Values(vec![None].into())
