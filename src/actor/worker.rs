@@ -38,6 +38,58 @@ pub(crate) struct SessionActor {
     waiters: Vec<Waiter>,
     /// The backend's reply to each command of the batch, in the same order.
     replies: BatchReplies,
+    /// The batches' deadline timer, kept armed from one batch to the next (see
+    /// [`BatchTimer`]).
+    timer: BatchTimer,
+}
+
+/// One timer for every batch, re-armed only when it must be.
+///
+/// A fresh timer per batch (`tokio::time::timeout_at`) registers with Tokio's timer wheel each
+/// time, and a timer earlier than any other wakes the runtime's driver: an `eventfd` write, a
+/// system call per batch (`strace -c` of `ENGINE_PROFILE=actor PROFILE_LEVEL=1 cargo bench
+/// --bench engine`; figures in BENCHMARKS.md §10). Deadlines only move forward from batch to
+/// batch (every command gets the same allowance when it is queued), so the timer armed for an
+/// earlier batch still fires no later than this one's deadline: it is kept, and when it fires
+/// early the batch's own deadline is checked and the timer re-armed to it. A batch whose
+/// deadline is earlier than the armed one (not the case with one allowance for all), or a
+/// timer that fired while the actor was idle, re-arms it at once.
+struct BatchTimer {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    armed: Instant,
+}
+
+impl BatchTimer {
+    fn new() -> Self {
+        let now = clock::now();
+        BatchTimer {
+            sleep: Box::pin(tokio::time::sleep_until(now)),
+            armed: now,
+        }
+    }
+
+    /// Runs `work` until `until`: `None` if the deadline passed first.
+    async fn run<F: std::future::Future>(&mut self, until: Instant, work: F) -> Option<F::Output> {
+        if self.armed > until || self.armed <= clock::now() {
+            self.sleep.as_mut().reset(until);
+            self.armed = until;
+        }
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                biased;
+                output = &mut work => return Some(output),
+                () = &mut self.sleep => {
+                    if clock::now() >= until {
+                        return None;
+                    }
+                    // Armed for an earlier batch: wait out this one's own deadline.
+                    self.sleep.as_mut().reset(until);
+                    self.armed = until;
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for SessionActor {
@@ -50,8 +102,11 @@ impl std::fmt::Debug for SessionActor {
 }
 
 impl SessionActor {
-    /// Starts an actor on the current thread's local task set (an actix-web worker's, or the
-    /// `actix_web::rt::System`'s) and answers the queue's sending end. The actor stops once
+    /// Starts an actor as a task of the current thread's Tokio runtime (an actix-web worker's,
+    /// or the `actix_web::rt::System`'s) and answers the queue's sending end. A runtime task
+    /// (`tokio::spawn`), like redis-rs's connection task that wakes it with Redis's replies,
+    /// rather than a task of actix's local set: one `epoll_wait` fewer per batch (`strace -c`,
+    /// BENCHMARKS.md §10). The actor stops once
     /// every sender is gone; whatever is still queued then is dropped, so its callers get
     /// `ActorClosed`.
     pub(crate) fn start(
@@ -72,8 +127,9 @@ impl SessionActor {
             commands: Vec::new(),
             waiters: Vec::new(),
             replies: Vec::new(),
+            timer: BatchTimer::new(),
         };
-        actix_web::rt::spawn(actor.run());
+        tokio::spawn(actor.run());
         sender
     }
 
@@ -128,6 +184,7 @@ impl SessionActor {
             commands,
             waiters,
             replies,
+            timer,
             ..
         } = self;
         let deadline = *deadline;
@@ -158,9 +215,7 @@ impl SessionActor {
         // Counted for this batch alone: other actors add to `stats` at the same time.
         let tally = Tally::default();
         let run = backend.execute(commands, replies, &tally);
-        let outcome = tokio::time::timeout_at(until, run)
-            .instrument(span.clone())
-            .await;
+        let outcome = timer.run(until, run).instrument(span.clone()).await;
         stats.metrics.flushed(flush);
         let round_trips = stats.add(&tally);
         // Recording into a span no subscriber wants still costs (about 250 instructions a batch,
@@ -171,10 +226,7 @@ impl SessionActor {
         }
         // No await below: what is logged from here on is logged in the batch's span.
         let _in_span = span.enter();
-        let outcome = match outcome {
-            Ok(outcome) => outcome,
-            Err(_) => Err(Error::Timeout(deadline)),
-        };
+        let outcome = outcome.unwrap_or(Err(Error::Timeout(deadline)));
         match outcome {
             Ok(()) => {
                 // Counted before any caller is answered, so that a caller that reads the stats
@@ -320,6 +372,55 @@ mod tests {
         let stats = engine.stats();
         assert_eq!(stats.errors_timeout, 4);
         assert_eq!(stats.queue_depth, 0);
+    }
+
+    #[actix_web::test]
+    async fn a_timer_kept_from_an_earlier_batch_neither_cuts_a_later_one_short_nor_outlives_it() {
+        tokio::time::pause();
+        let start = clock::now();
+        let mut timer = BatchTimer::new();
+        // A first batch arms the timer for its deadline and finishes at once.
+        let first = start + Duration::from_millis(100);
+        assert_eq!(timer.run(first, async { 1 }).await, Some(1));
+        // A later batch with a later deadline outlives the first deadline: the timer fires
+        // early, and the batch still gets its own allowance.
+        let second = start + Duration::from_millis(300);
+        let slow = tokio::time::sleep(Duration::from_millis(200));
+        assert_eq!(
+            timer
+                .run(second, async {
+                    slow.await;
+                    2
+                })
+                .await,
+            Some(2)
+        );
+        let took = clock::now() - start;
+        assert!(
+            took < Duration::from_millis(202),
+            "finished when its work did: {took:?}"
+        );
+        // One that never finishes is cut off at its own deadline, past the armed one.
+        let third = start + Duration::from_millis(500);
+        let never = futures::future::pending::<()>();
+        assert_eq!(timer.run(third, never).await, None);
+        let late = clock::now() - third;
+        assert!(
+            late < Duration::from_millis(2),
+            "cut {late:?} after its deadline"
+        );
+        // A batch whose deadline is earlier than the one armed (for a batch with a longer
+        // allowance, once the timer fired while idle) re-arms it: it is cut at its own.
+        let long = clock::now() + Duration::from_millis(1000);
+        assert_eq!(timer.run(long, async { 4 }).await, Some(4));
+        let short = clock::now() + Duration::from_millis(10);
+        let never = futures::future::pending::<()>();
+        assert_eq!(timer.run(short, never).await, None);
+        let late = clock::now() - short;
+        assert!(
+            late < Duration::from_millis(2),
+            "cut {late:?} after its deadline"
+        );
     }
 
     #[actix_web::test]
