@@ -46,9 +46,10 @@ pub(crate) struct SessionActor {
 /// One timer for every batch, re-armed only when it must be.
 ///
 /// A fresh timer per batch (`tokio::time::timeout_at`) registers with Tokio's timer wheel each
-/// time, and a timer earlier than any other wakes the runtime's driver: an `eventfd` write, a
-/// system call per batch (`strace -c` of `ENGINE_PROFILE=actor PROFILE_LEVEL=1 cargo bench
-/// --bench engine`; figures in BENCHMARKS.md §10). Deadlines only move forward from batch to
+/// time, and a timer earlier than any other wakes the runtime's driver: two `eventfd` writes
+/// and two more `epoll_wait`s per batch, which a shared multiplexed connection does not pay
+/// (`strace -c` of `ENGINE_PROFILE=actor PROFILE_LEVEL=1 cargo bench --bench engine`;
+/// BENCHMARKS.md §10). Deadlines only move forward from batch to
 /// batch (every command gets the same allowance when it is queued), so the timer armed for an
 /// earlier batch still fires no later than this one's deadline: it is kept, and when it fires
 /// early the batch's own deadline is checked and the timer re-armed to it. A batch whose
