@@ -103,11 +103,11 @@ impl std::fmt::Debug for SessionActor {
 }
 
 impl SessionActor {
-    /// Starts an actor as a task of the current thread's Tokio runtime (an actix-web worker's,
-    /// or the `actix_web::rt::System`'s) and answers the queue's sending end. A runtime task
-    /// (`tokio::spawn`), like redis-rs's connection task that wakes it with Redis's replies,
-    /// rather than a task of actix's local set: one `epoll_wait` fewer per batch (`strace -c`,
-    /// BENCHMARKS.md §10). The actor stops once
+    /// Starts an actor on the current thread's local task set (an actix-web worker's, or the
+    /// `actix_web::rt::System`'s) and answers the queue's sending end. A local task, like the
+    /// requests it answers: it wakes them within the same pass over the set. (A runtime task
+    /// saved one `epoll_wait` per batch in the engine bench, whose callers are not local tasks,
+    /// and moved nothing that `scripts/bench.sh` could resolve: BENCHMARKS.md §10.) The actor stops once
     /// every sender is gone; whatever is still queued then is dropped, so its callers get
     /// `ActorClosed`.
     pub(crate) fn start(
@@ -130,7 +130,7 @@ impl SessionActor {
             replies: Vec::new(),
             timer: BatchTimer::new(),
         };
-        tokio::spawn(actor.run());
+        actix_web::rt::spawn(actor.run());
         sender
     }
 
