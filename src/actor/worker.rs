@@ -47,14 +47,13 @@ pub(crate) struct SessionActor {
 ///
 /// A fresh timer per batch (`tokio::time::timeout_at`) registers with Tokio's timer wheel each
 /// time, and a timer earlier than any other wakes the runtime's driver: two `eventfd` writes
-/// and two more `epoll_wait`s per batch, which a shared multiplexed connection does not pay
+/// and one more `epoll_wait` per batch, which a shared multiplexed connection does not pay
 /// (`strace -c` of `ENGINE_PROFILE=actor PROFILE_LEVEL=1 cargo bench --bench engine`;
-/// BENCHMARKS.md §10). Deadlines only move forward from batch to
-/// batch (every command gets the same allowance when it is queued), so the timer armed for an
-/// earlier batch still fires no later than this one's deadline: it is kept, and when it fires
-/// early the batch's own deadline is checked and the timer re-armed to it. A batch whose
-/// deadline is earlier than the armed one (not the case with one allowance for all), or a
-/// timer that fired while the actor was idle, re-arms it at once.
+/// BENCHMARKS.md §10). Deadlines only move forward from batch to batch (every command gets the
+/// same allowance when it is queued), so the timer armed for an earlier batch still fires no
+/// later than this one's deadline: it is kept, and when it fires early the batch's own
+/// deadline is checked and the timer re-armed to it. A batch whose deadline is earlier than
+/// the armed one, or a timer that fired while the actor was idle, re-arms it at once.
 struct BatchTimer {
     sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
     armed: Instant,
