@@ -1,5 +1,9 @@
 //! The actor itself: its queue, when it flushes, and how a batch's replies reach the callers
 //! (the why is in the module docs of `actor`).
+//!
+//! Why this file is long: about 125 of its lines are the actor's unit tests (timeouts,
+//! batching, callers that left, the kept batch timer), which need its private parts; the rest
+//! is one job, the batch loop and its deadline.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -105,10 +109,10 @@ impl SessionActor {
     /// Starts an actor on the current thread's local task set (an actix-web worker's, or the
     /// `actix_web::rt::System`'s) and answers the queue's sending end. A local task, like the
     /// requests it answers: it wakes them within the same pass over the set. (A runtime task
-    /// saved one `epoll_wait` per batch in the engine bench, whose callers are not local tasks,
-    /// and moved nothing that `scripts/bench.sh` could resolve: BENCHMARKS.md §10.) The actor stops once
-    /// every sender is gone; whatever is still queued then is dropped, so its callers get
-    /// `ActorClosed`.
+    /// saved one `epoll_wait` per batch in the engine bench, whose callers are not local
+    /// tasks, and moved nothing that `scripts/bench.sh` could resolve: BENCHMARKS.md §10.)
+    /// The actor stops once every sender is gone; whatever is still queued then is dropped, so
+    /// its callers get `ActorClosed`.
     pub(crate) fn start(
         backend: Arc<dyn Backend>,
         stats: Arc<Stats>,
