@@ -4,16 +4,37 @@
 //! reader, `\0size` drift never refuses a write that fits, a write past a limit is undone,
 //! and a script cache flushed under it changes none of this.
 
-use circumflex_session::testing::{Command, Limits, Op, Reply};
+use std::sync::Arc;
+
+use circumflex_session::testing::{Command, Handle, Limits, Op, Reply};
 
 use crate::support::engine::*;
 use crate::support::RedisServer;
 
-fn limited(key: &std::sync::Arc<str>, op: Op, limits: Limits) -> Command {
+fn limited(key: &Arc<str>, op: Op, limits: Limits) -> Command {
     Command {
         limits,
         ..cmd(key, op, None)
     }
+}
+
+/// A session `name` created with `pairs` under at most `max_keys` keys and `max_bytes` bytes.
+async fn created(
+    c: &Handle,
+    name: &str,
+    pairs: &[(&str, &str)],
+    (max_keys, max_bytes): (u64, u64),
+) -> (Arc<str>, Limits) {
+    let (s, limits) = (
+        key(name),
+        Limits {
+            max_keys,
+            max_bytes,
+        },
+    );
+    let made = c.call(limited(&s, set_new(TTL, pairs), limits)).await;
+    assert_eq!(made.as_ref().ok(), Some(&Reply::Done), "{name} created");
+    (s, limits)
 }
 
 fn recorded_size(server: &RedisServer, key: &str) -> u64 {
@@ -67,22 +88,12 @@ async fn a_hash_without_its_creation_stamp_is_no_session_to_readers() {
 async fn overwrites_that_inflate_the_recorded_size_never_refuse_a_write_that_fits() {
     let server = RedisServer::start();
     let c = redis_client(&server).await;
-    let s = key("drift");
-    let limits = Limits {
-        max_keys: 4,
-        max_bytes: 64,
-    };
-    let first = c
-        .batch(vec![limited(&s, set_new(TTL, &[("n", "0")]), limits)])
-        .await;
-    assert_eq!(first[0].as_ref().ok(), Some(&Reply::Done));
+    let (s, limits) = created(&c, "drift", &[("n", "0")], (4, 64)).await;
     // Each overwrite adds its 11 bytes to the upper bound; the session holds 11 bytes at most.
     for i in 0..40 {
         let value = format!("{:010}", i);
-        let done = c
-            .batch(vec![limited(&s, set(&[("n", &value)]), limits)])
-            .await;
-        assert_eq!(done[0].as_ref().ok(), Some(&Reply::Done), "write {i}");
+        let done = c.call(limited(&s, set(&[("n", &value)]), limits)).await;
+        assert_eq!(done.as_ref().ok(), Some(&Reply::Done), "write {i}");
     }
     assert_eq!(raw_hget(&server, &s, "n").as_deref(), Some("0000000039"));
     let recorded = recorded_size(&server, &s);
@@ -100,22 +111,10 @@ async fn overwrites_that_inflate_the_recorded_size_never_refuse_a_write_that_fit
 async fn a_fast_write_past_a_limit_is_undone_and_refused() {
     let server = RedisServer::start();
     let c = redis_client(&server).await;
-    let s = key("full");
-    let limits = Limits {
-        max_keys: 2,
-        max_bytes: 32,
-    };
-    let made = c
-        .batch(vec![limited(
-            &s,
-            set_new(TTL, &[("a", "1"), ("b", "2")]),
-            limits,
-        )])
-        .await;
-    assert_eq!(made[0].as_ref().ok(), Some(&Reply::Done));
+    let (s, limits) = created(&c, "full", &[("a", "1"), ("b", "2")], (2, 32)).await;
     // A third key: past max_keys.
-    let third = c.batch(vec![limited(&s, set(&[("c", "3")]), limits)]).await;
-    assert!(third[0].is_err(), "{:?}", third[0]);
+    let third = c.call(limited(&s, set(&[("c", "3")]), limits)).await;
+    assert!(third.is_err(), "{:?}", third);
     assert_eq!(
         raw_hget(&server, &s, "c"),
         None,
@@ -123,10 +122,8 @@ async fn a_fast_write_past_a_limit_is_undone_and_refused() {
     );
     // A value that grows the session past max_bytes: the old value comes back.
     let big = "x".repeat(40);
-    let grown = c
-        .batch(vec![limited(&s, set(&[("a", &big)]), limits)])
-        .await;
-    assert!(grown[0].is_err(), "{:?}", grown[0]);
+    let grown = c.call(limited(&s, set(&[("a", &big)]), limits)).await;
+    assert!(grown.is_err(), "{:?}", grown);
     assert_eq!(raw_hget(&server, &s, "a").as_deref(), Some("1"));
     assert_eq!(
         recorded_size(&server, &s),
@@ -134,23 +131,15 @@ async fn a_fast_write_past_a_limit_is_undone_and_refused() {
         "exact after the settle: a1 b2"
     );
     // Within the limits, still fine.
-    let ok = c.batch(vec![limited(&s, set(&[("a", "9")]), limits)]).await;
-    assert_eq!(ok[0].as_ref().ok(), Some(&Reply::Done));
+    let ok = c.call(limited(&s, set(&[("a", "9")]), limits)).await;
+    assert_eq!(ok.as_ref().ok(), Some(&Reply::Done));
 }
 
 #[actix_web::test]
 async fn a_fast_write_in_a_batch_that_meets_noscript_is_answered_from_its_first_run() {
     let server = RedisServer::start();
     let c = redis_client(&server).await;
-    let s = key("flushed");
-    let limits = Limits {
-        max_keys: 1,
-        max_bytes: 1024,
-    };
-    let made = c
-        .batch(vec![limited(&s, set_new(TTL, &[("a", "1")]), limits)])
-        .await;
-    assert_eq!(made[0].as_ref().ok(), Some(&Reply::Done));
+    let (s, limits) = created(&c, "flushed", &[("a", "1")], (1, 1024)).await;
     script_flush(&server);
     // The fast write adds a second key (past max_keys) and runs twice (NOSCRIPT on the
     // increment of another session); its first run saw the key added, so it is still undone.
