@@ -17,7 +17,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use actix_web::cookie::{Cookie, Key};
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{test, web, App, HttpResponse};
-use circumflex_session::{AsyncSession, MemoryBackend, SessionEngine, SessionMiddleware};
+use circumflex_session::{
+    AsyncSession, MemoryBackend, RedisBackend, RedisConfig, SessionEngine, SessionMiddleware,
+};
+use clap::Parser;
+
+/// Heap allocations per request through the session layer.
+#[derive(Parser)]
+struct Args {
+    /// Measure the layer over this Redis instead of the memory backend (the data of the
+    /// sessions it makes is left there, to expire)
+    #[arg(long)]
+    redis_url: Option<String>,
+}
 
 /// The system allocator, counting.
 struct Counting;
@@ -124,7 +136,16 @@ where
 
 #[actix_web::main]
 async fn main() {
-    let engine = SessionEngine::new(MemoryBackend::new());
+    let args = Args::parse();
+    let (engine, store) = match &args.redis_url {
+        Some(url) => {
+            let backend = RedisBackend::connect(RedisConfig::new(url.clone()))
+                .await
+                .expect("the Redis of --redis-url");
+            (SessionEngine::new(backend), "Redis backend")
+        }
+        None => (SessionEngine::new(MemoryBackend::new()), "memory backend"),
+    };
     let with_layer = test::init_service(
         App::new()
             .wrap(
@@ -159,7 +180,7 @@ async fn main() {
         .expect("login sets the session cookie")
         .into_owned();
 
-    println!("| path | no session layer | with the layer (memory backend) | added by the layer |");
+    println!("| path | no session layer | with the layer ({store}) | added by the layer |");
     println!("|---|---:|---:|---:|");
     for path in ["/noop", "/read", "/incr"] {
         let base = per_request(&without, path, &cookie).await;

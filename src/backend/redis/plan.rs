@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 
 use redis::Value;
+use smallvec::SmallVec;
 
 use super::scripts::Scripts;
 use crate::actor::message::{Command, Op, Reply, WriteMode, META_CREATED};
@@ -35,7 +36,8 @@ enum Step<'a> {
     Expire(&'a str, u64),
     /// The refresh of a bound session: `PEXPIRE` and its index entry (touch script).
     Touch(&'a str, u64),
-    HMGet(&'a str, Vec<&'a str>),
+    /// `\0created` and the fields read: up to three inline, the common read of a few keys.
+    HMGet(&'a str, SmallVec<[&'a str; 4]>),
     HGetAll(&'a str),
     /// The write script, with the TTL refresh it carries (0: none).
     Write(&'a Command, u64),
@@ -117,6 +119,18 @@ struct SessionState {
     open_read: Option<usize>,
 }
 
+/// The most bytes an integer argument takes (`u64::MAX` in decimal).
+const INT: usize = 20;
+
+/// A command with its name, sized up front for `args` more arguments of at most `bytes` bytes
+/// in all: built with two allocations, where growing its buffers took one per doubling
+/// (`alloc_count --redis-url`, BENCHMARKS.md §10).
+fn sized(name: &str, args: usize, bytes: usize) -> redis::Cmd {
+    let mut cmd = redis::Cmd::with_capacity(1 + args, name.len() + bytes);
+    cmd.arg(name);
+    cmd
+}
+
 fn millis(d: std::time::Duration) -> u64 {
     (d.as_millis() as u64).max(1)
 }
@@ -131,11 +145,19 @@ impl<'a> Plan<'a> {
             fused_refreshes: 0,
         };
         // foldhash, not SipHash: the keys are session ids this crate issued (see Cargo.toml).
+        // A batch of one command (a quiet server's usual batch) needs no map at all.
         let mut sessions: HashMap<&str, SessionState, foldhash::fast::RandomState> =
-            HashMap::with_capacity_and_hasher(batch.len(), Default::default());
+            HashMap::with_capacity_and_hasher(
+                if batch.len() > 1 { batch.len() } else { 0 },
+                Default::default(),
+            );
+        let mut only = SessionState::default();
         for command in batch {
             let key: &str = &command.key;
-            let state = sessions.entry(key).or_default();
+            let state = match batch.len() {
+                1 => &mut only,
+                _ => sessions.entry(key).or_default(),
+            };
             // Reads and touches refresh with a plain PEXPIRE placed before them; writes refresh
             // inside their script. Either way, once per session per batch.
             let wants_refresh = command.refresh.is_some();
@@ -193,7 +215,7 @@ impl<'a> Plan<'a> {
                     None => {
                         // `\0created` first: a hash without it is no session (see `fast`).
                         let step = plan.steps.len();
-                        let mut read = Vec::with_capacity(fields.len() + 1);
+                        let mut read = SmallVec::with_capacity(fields.len() + 1);
                         read.push(META_CREATED);
                         read.extend(fields.iter());
                         plan.steps.push(Step::HMGet(key, read));
@@ -281,19 +303,25 @@ impl<'a> Plan<'a> {
         self.steps.iter().map(Step::commands).sum()
     }
 
-    /// Turns the pipeline's replies (one per command) into one per step.
-    pub(super) fn fold(&self, replies: Vec<Value>) -> Vec<Value> {
+    /// Turns the pipeline's replies (one per command) into one per step, in place: a fast
+    /// write's seven become one. Missing replies read as `Nil`.
+    pub(super) fn fold(&self, mut replies: Vec<Value>) -> Vec<Value> {
         if replies.len() == self.steps.len() {
             return replies;
         }
-        let mut replies = replies.into_iter();
-        self.steps
-            .iter()
-            .map(|step| match step.commands() {
-                1 => replies.next().unwrap_or(Value::Nil),
-                n => fast::reply_of(replies.by_ref().take(n)),
-            })
-            .collect()
+        replies.resize(self.commands(), Value::Nil);
+        let mut read = 0;
+        // Step `write` reads from `read` on, and `write <= read`: every step has a reply.
+        for (write, step) in self.steps.iter().enumerate() {
+            let end = read + step.commands();
+            replies[write] = match step.commands() {
+                1 => std::mem::take(&mut replies[read]),
+                _ => fast::reply_of(replies[read..end].iter_mut().map(std::mem::take)),
+            };
+            read = end;
+        }
+        replies.truncate(self.steps.len());
+        replies
     }
 
     /// The replies of a pipeline sent twice (after `NOSCRIPT`): the second's, except for the
@@ -394,7 +422,7 @@ impl<'a> Plan<'a> {
 
     /// Encodes the steps as one pipeline; per-command errors stay in their slots.
     pub(super) fn pipeline(&self, scripts: &Scripts) -> redis::Pipeline {
-        let mut pipe = redis::Pipeline::with_capacity(self.steps.len());
+        let mut pipe = redis::Pipeline::with_capacity(self.commands());
         pipe.ignore_errors();
         for step in 0..self.steps.len() {
             self.encode(step, &mut pipe, scripts);
@@ -421,7 +449,9 @@ impl<'a> Plan<'a> {
     pub(super) fn encode(&self, step: usize, pipe: &mut redis::Pipeline, scripts: &Scripts) {
         match &self.steps[step] {
             Step::Expire(key, ms) => {
-                pipe.cmd("PEXPIRE").arg(*key).arg(*ms);
+                let mut expire = sized("PEXPIRE", 2, key.len() + INT);
+                expire.arg(*key).arg(*ms);
+                pipe.add_command(expire);
             }
             Step::Touch(key, ms) => {
                 pipe.cmd("EVALSHA")
@@ -431,16 +461,17 @@ impl<'a> Plan<'a> {
                     .arg(*ms);
             }
             Step::Exists(key) => {
-                pipe.cmd("EXISTS").arg(*key);
+                let mut exists = sized("EXISTS", 1, key.len());
+                exists.arg(*key);
+                pipe.add_command(exists);
             }
             Step::Call(command) => call_args(pipe, command, scripts),
             Step::HMGet(key, fields) => {
                 // Sized up front, so that a read's command is built without reallocating:
                 // about 2,200 instructions before, 800 after (callgrind, BENCHMARKS.md §10).
-                let bytes =
-                    "HMGET".len() + key.len() + fields.iter().map(|f| f.len()).sum::<usize>();
-                let mut read = redis::Cmd::with_capacity(fields.len() + 2, bytes);
-                read.arg("HMGET").arg(*key).arg(fields.as_slice());
+                let bytes = key.len() + fields.iter().map(|f| f.len()).sum::<usize>();
+                let mut read = sized("HMGET", 1 + fields.len(), bytes);
+                read.arg(*key).arg(fields.as_slice());
                 pipe.add_command(read);
             }
             Step::HGetAll(key) => {
@@ -619,9 +650,9 @@ mod tests {
             plan.steps,
             vec![
                 Step::Expire("s:1", 60_000),
-                Step::HMGet("s:1", vec![META_CREATED, "a", "b", "c"]),
+                Step::HMGet("s:1", smallvec::smallvec![META_CREATED, "a", "b", "c"]),
                 Step::Expire("s:2", 60_000),
-                Step::HMGet("s:2", vec![META_CREATED, "x"]),
+                Step::HMGet("s:2", smallvec::smallvec![META_CREATED, "x"]),
             ]
         );
         assert_eq!(
@@ -648,7 +679,7 @@ mod tests {
             plan.steps,
             vec![
                 Step::Touch("s:1", 60_000),
-                Step::HMGet("s:1", vec![META_CREATED, "a", "b"])
+                Step::HMGet("s:1", smallvec::smallvec![META_CREATED, "a", "b"])
             ]
         );
         // After a write that refreshed inside its script: a touch step of its own.
@@ -775,6 +806,63 @@ mod tests {
         let folded = plan.fold(replies);
         assert_eq!(folded.len(), 2);
         assert_eq!(folded[1], exec);
+    }
+
+    #[test]
+    fn fast_writes_fold_in_place_around_other_steps_and_each_command_is_sent_as_planned() {
+        let set = |v: &[u8]| {
+            Op::Set(
+                WriteMode::Existing,
+                vec![("a".into(), v.to_vec()), ("bb".into(), b"2".to_vec())].into(),
+            )
+        };
+        let batch = vec![
+            cmd("s:1", set(b"1"), false),
+            cmd("s:2", get(&["x"]), false),
+            cmd("s:3", set(b"3"), true),
+        ];
+        let plan = Plan::build(&batch, true);
+        let pipe = plan.pipeline(&Scripts::new());
+        let sent: Vec<Vec<Vec<u8>>> = pipe
+            .cmd_iter()
+            .map(|c| {
+                c.args_iter()
+                    .map(|a| match a {
+                        redis::Arg::Simple(a) => a.to_vec(),
+                        _ => b"<not a plain argument>".to_vec(),
+                    })
+                    .collect()
+            })
+            .collect();
+        let words = |s: &str| s.split(' ').map(|w| w.as_bytes().to_vec()).collect();
+        let fast = |key: &str, value: &str, expire: &str| -> Vec<Vec<Vec<u8>>> {
+            vec![
+                words("MULTI"),
+                words(&format!("HMGET {key} \0created a bb")),
+                words(&format!("HSET {key} a {value} bb 2")),
+                words(&format!("HINCRBY {key} \0size 5")),
+                words(&format!("HLEN {key}")),
+                words(&format!("PEXPIRE {key} {expire}")),
+                words("EXEC"),
+            ]
+        };
+        let mut expected = fast("s:1", "1", "60000 NX");
+        expected.push(words("HMGET s:2 \0created x"));
+        expected.extend(fast("s:3", "3", "60000"));
+        assert_eq!(sent, expected);
+
+        let ok = |s: &str| Value::SimpleString(s.to_owned());
+        let exec = |n| Value::Array(vec![Value::Int(n)]);
+        let read = Value::Array(vec![Value::Int(7), Value::Nil]);
+        let mut replies = vec![ok("OK")];
+        replies.extend(std::iter::repeat_n(ok("QUEUED"), 5));
+        replies.extend([exec(1), read.clone(), ok("OK")]);
+        replies.extend(std::iter::repeat_n(ok("QUEUED"), 5));
+        replies.push(exec(3));
+        assert_eq!(plan.fold(replies.clone()), vec![exec(1), read, exec(3)]);
+        // A short reply (never sent by `send`, which checks the count) reads as Nil.
+        replies.truncate(8);
+        assert_eq!(plan.fold(replies)[2], Value::Nil);
     }
 
     #[test]

@@ -27,8 +27,11 @@
 
 use redis::Value;
 
-use super::Scripts;
+use super::{sized, Scripts, INT};
 use crate::actor::message::{Command, Op, WriteMode, META_CREATED};
+
+/// The field that holds a session's size in bytes (an upper bound, see the module doc).
+const META_SIZE: &str = "\0size";
 
 /// Most fields a fast write takes; a larger one uses the write script.
 const MAX_FAST_FIELDS: usize = 16;
@@ -67,29 +70,44 @@ fn entries(command: &Command) -> &[(String, Vec<u8>)] {
     }
 }
 
-/// Appends the fast write's `MULTI` ... `EXEC` to the pipeline.
+/// Appends the fast write's `MULTI` ... `EXEC` to the pipeline, each command sized up front.
 pub(super) fn encode(pipe: &mut redis::Pipeline, command: &Command, refresh_ms: u64) {
     let key = &*command.key;
     let entries = entries(command);
-    pipe.cmd("MULTI");
-    pipe.cmd("HMGET").arg(key).arg(META_CREATED);
+    let names: usize = entries.iter().map(|(field, _)| field.len()).sum();
+    let written = names + entries.iter().map(|(_, value)| value.len()).sum::<usize>();
+    pipe.add_command(sized("MULTI", 0, 0));
+    let mut before = sized(
+        "HMGET",
+        2 + entries.len(),
+        key.len() + META_CREATED.len() + names,
+    );
+    before.arg(key).arg(META_CREATED);
     for (field, _) in entries {
-        pipe.arg(field.as_str());
+        before.arg(field.as_str());
     }
-    pipe.cmd("HSET").arg(key);
-    let mut written = 0;
+    pipe.add_command(before);
+    let mut write = sized("HSET", 1 + 2 * entries.len(), key.len() + written);
+    write.arg(key);
     for (field, value) in entries {
-        pipe.arg(field.as_str()).arg(value.as_slice());
-        written += field.len() + value.len();
+        write.arg(field.as_str()).arg(value.as_slice());
     }
-    pipe.cmd("HINCRBY").arg(key).arg("\0size").arg(written);
-    pipe.cmd("HLEN").arg(key);
+    pipe.add_command(write);
+    let mut size = sized("HINCRBY", 3, key.len() + META_SIZE.len() + INT);
+    size.arg(key).arg(META_SIZE).arg(written);
+    pipe.add_command(size);
+    let mut fields = sized("HLEN", 1, key.len());
+    fields.arg(key);
+    pipe.add_command(fields);
+    let mut expire = sized("PEXPIRE", 3, key.len() + INT + 2);
+    expire.arg(key);
     if refresh_ms > 0 {
-        pipe.cmd("PEXPIRE").arg(key).arg(refresh_ms);
+        expire.arg(refresh_ms);
     } else {
-        pipe.cmd("PEXPIRE").arg(key).arg(ORPHAN_TTL_MS).arg("NX");
+        expire.arg(ORPHAN_TTL_MS).arg("NX");
     }
-    pipe.cmd("EXEC");
+    pipe.add_command(expire);
+    pipe.add_command(sized("EXEC", 0, 0));
 }
 
 /// The reply of a step of several commands: the first error among them (a command refused
