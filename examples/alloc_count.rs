@@ -29,6 +29,9 @@ struct Args {
     /// sessions it makes is left there, to expire)
     #[arg(long)]
     redis_url: Option<String>,
+    /// Measure only this path (`/noop`, `/read` or `/incr`), for a profiler such as callgrind
+    #[arg(long)]
+    only: Option<String>,
 }
 
 /// The system allocator, counting.
@@ -182,7 +185,9 @@ async fn main() {
 
     println!("| path | no session layer | with the layer ({store}) | added by the layer |");
     println!("|---|---:|---:|---:|");
-    for path in ["/noop", "/read", "/incr"] {
+    let paths = ["/noop", "/read", "/incr"];
+    let paths = paths.iter().filter(|p| args.only.as_deref().is_none_or(|only| only == **p));
+    for path in paths {
         let base = per_request(&without, path, &cookie).await;
         let layer = per_request(&with_layer, path, &cookie).await;
         println!("| {path} | {base:.1} | {layer:.1} | {:.1} |", layer - base);
