@@ -29,8 +29,8 @@ struct Args {
     /// sessions it makes is left there, to expire)
     #[arg(long)]
     redis_url: Option<String>,
-    /// Measure only this path (`/noop`, `/read` or `/incr`), for a profiler such as callgrind
-    #[arg(long)]
+    /// Measure only this path, for a profiler such as callgrind
+    #[arg(long, value_parser = PATHS)]
     only: Option<String>,
 }
 
@@ -63,6 +63,9 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 const REQUESTS: u64 = 2000;
+
+/// The paths measured, in order.
+const PATHS: [&str; 3] = ["/noop", "/read", "/incr"];
 
 fn counter_body(n: u64) -> String {
     format!(r#"{{"counter":{n}}}"#)
@@ -142,9 +145,13 @@ async fn main() {
     let args = Args::parse();
     let (engine, store) = match &args.redis_url {
         Some(url) => {
-            let backend = RedisBackend::connect(RedisConfig::new(url.clone()))
-                .await
-                .expect("the Redis of --redis-url");
+            let backend = match RedisBackend::connect(RedisConfig::new(url.clone())).await {
+                Ok(backend) => backend,
+                Err(e) => {
+                    eprintln!("alloc_count: --redis-url: {e}");
+                    std::process::exit(2);
+                }
+            };
             (SessionEngine::new(backend), "Redis backend")
         }
         None => (SessionEngine::new(MemoryBackend::new()), "memory backend"),
@@ -176,6 +183,14 @@ async fn main() {
         test::TestRequest::get().uri("/login").to_request(),
     )
     .await;
+    if !login.status().is_success() {
+        // The Redis backend connects on first use: a wrong `--redis-url` shows here.
+        eprintln!(
+            "alloc_count: the login answered {}; is the store reachable?",
+            login.status()
+        );
+        std::process::exit(2);
+    }
     let cookie = login
         .response()
         .cookies()
@@ -185,9 +200,11 @@ async fn main() {
 
     println!("| path | no session layer | with the layer ({store}) | added by the layer |");
     println!("|---|---:|---:|---:|");
-    let paths = ["/noop", "/read", "/incr"];
-    let paths = paths.iter().filter(|p| args.only.as_deref().is_none_or(|only| only == **p));
-    for path in paths {
+    let only = args.only.as_deref();
+    for path in PATHS
+        .into_iter()
+        .filter(|p| only.is_none_or(|only| only == *p))
+    {
         let base = per_request(&without, path, &cookie).await;
         let layer = per_request(&with_layer, path, &cookie).await;
         println!("| {path} | {base:.1} | {layer:.1} | {:.1} |", layer - base);
