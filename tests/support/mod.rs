@@ -2,7 +2,7 @@
 //! and the engine benchmark: a private `redis-server` (or Redis Cluster) per test, the HTTP app
 //! and its request helpers, the engine-level helpers on `testing::Handle`, the suites every
 //! store must pass (acceptance, differential, the two-browser flow of sessions by user), the
-//! fault tests' Redis administration, a
+//! fault tests' Redis administration, a record of the sentinels' failover events, a
 //! capture of what is logged and of the spans opened, a reader of Prometheus scrapes, and
 //! (with a TLS feature) certificates and a TLS-only server; the
 //! cluster and Sentinel starters also start their nodes TLS-only on request.
@@ -19,6 +19,7 @@ pub mod prometheus;
 mod redis_cluster;
 pub mod redis_sentinel;
 mod redis_server;
+pub mod sentinel_events;
 #[cfg(any(feature = "tls-rustls", feature = "tls-native-tls"))]
 pub mod tls;
 pub mod users;
