@@ -2,7 +2,7 @@
 //! reads of one session fuse into one `HMGET` and refreshes into one `PEXPIRE`, and how the
 //! replies find their way back to each command.
 //!
-//! Why this file is long: about 220 of its lines are the unit tests of fusion, routing and the
+//! Why this file is long: about 280 of its lines are the unit tests of fusion, routing and the
 //! fast write's steps, which need the plan's private steps; the rest is one job (building the
 //! steps, and routing each step's answer back to its commands, a fast write's follow-up
 //! included). The arguments of the script calls are in `args`, the reading of replies into
