@@ -122,12 +122,12 @@ struct SessionState {
 /// The most bytes an integer argument takes (`u64::MAX` in decimal).
 const INT: usize = 20;
 
-/// A command with its name, sized up front for `args` more arguments of at most `bytes` bytes
-/// in all: built with two allocations, where growing its buffers took one per doubling
-/// (`alloc_count --redis-url`, BENCHMARKS.md §10).
-fn sized(name: &str, args: usize, bytes: usize) -> redis::Cmd {
-    let mut cmd = redis::Cmd::with_capacity(1 + args, name.len() + bytes);
-    cmd.arg(name);
+/// A command on `key`, sized up front for `args` more arguments of at most `bytes` bytes in
+/// all: built with two allocations, where growing its buffers took one per doubling
+/// (`alloc_count --redis-url`, BENCHMARKS.md §10). The pipeline's `arg` appends the rest.
+fn keyed(name: &str, key: &str, args: usize, bytes: usize) -> redis::Cmd {
+    let mut cmd = redis::Cmd::with_capacity(2 + args, name.len() + key.len() + bytes);
+    cmd.arg(name).arg(key);
     cmd
 }
 
@@ -449,9 +449,7 @@ impl<'a> Plan<'a> {
     pub(super) fn encode(&self, step: usize, pipe: &mut redis::Pipeline, scripts: &Scripts) {
         match &self.steps[step] {
             Step::Expire(key, ms) => {
-                let mut expire = sized("PEXPIRE", 2, key.len() + INT);
-                expire.arg(*key).arg(*ms);
-                pipe.add_command(expire);
+                pipe.add_command(keyed("PEXPIRE", key, 1, INT)).arg(*ms);
             }
             Step::Touch(key, ms) => {
                 pipe.cmd("EVALSHA")
@@ -461,18 +459,15 @@ impl<'a> Plan<'a> {
                     .arg(*ms);
             }
             Step::Exists(key) => {
-                let mut exists = sized("EXISTS", 1, key.len());
-                exists.arg(*key);
-                pipe.add_command(exists);
+                pipe.add_command(keyed("EXISTS", key, 0, 0));
             }
             Step::Call(command) => call_args(pipe, command, scripts),
             Step::HMGet(key, fields) => {
                 // Sized up front, so that a read's command is built without reallocating:
                 // about 2,200 instructions before, 800 after (callgrind, BENCHMARKS.md §10).
-                let bytes = key.len() + fields.iter().map(|f| f.len()).sum::<usize>();
-                let mut read = sized("HMGET", 1 + fields.len(), bytes);
-                read.arg(*key).arg(fields.as_slice());
-                pipe.add_command(read);
+                let bytes = fields.iter().map(|f| f.len()).sum();
+                pipe.add_command(keyed("HMGET", key, fields.len(), bytes))
+                    .arg(fields.as_slice());
             }
             Step::HGetAll(key) => {
                 pipe.cmd("HGETALL").arg(*key);

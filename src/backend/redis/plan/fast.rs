@@ -27,7 +27,7 @@
 
 use redis::Value;
 
-use super::{sized, Scripts, INT};
+use super::{keyed, Scripts, INT};
 use crate::actor::message::{Command, Op, WriteMode, META_CREATED};
 
 /// The field that holds a session's size in bytes (an upper bound, see the module doc).
@@ -76,38 +76,28 @@ pub(super) fn encode(pipe: &mut redis::Pipeline, command: &Command, refresh_ms: 
     let entries = entries(command);
     let names: usize = entries.iter().map(|(field, _)| field.len()).sum();
     let written = names + entries.iter().map(|(_, value)| value.len()).sum::<usize>();
-    pipe.add_command(sized("MULTI", 0, 0));
-    let mut before = sized(
-        "HMGET",
-        2 + entries.len(),
-        key.len() + META_CREATED.len() + names,
-    );
-    before.arg(key).arg(META_CREATED);
+    pipe.cmd("MULTI");
+    let (n, created) = (entries.len(), META_CREATED.len());
+    pipe.add_command(keyed("HMGET", key, 1 + n, created + names))
+        .arg(META_CREATED);
     for (field, _) in entries {
-        before.arg(field.as_str());
+        pipe.arg(field.as_str());
     }
-    pipe.add_command(before);
-    let mut write = sized("HSET", 1 + 2 * entries.len(), key.len() + written);
-    write.arg(key);
+    pipe.add_command(keyed("HSET", key, 2 * n, written));
     for (field, value) in entries {
-        write.arg(field.as_str()).arg(value.as_slice());
+        pipe.arg(field.as_str()).arg(value.as_slice());
     }
-    pipe.add_command(write);
-    let mut size = sized("HINCRBY", 3, key.len() + META_SIZE.len() + INT);
-    size.arg(key).arg(META_SIZE).arg(written);
-    pipe.add_command(size);
-    let mut fields = sized("HLEN", 1, key.len());
-    fields.arg(key);
-    pipe.add_command(fields);
-    let mut expire = sized("PEXPIRE", 3, key.len() + INT + 2);
-    expire.arg(key);
+    pipe.add_command(keyed("HINCRBY", key, 2, META_SIZE.len() + INT))
+        .arg(META_SIZE)
+        .arg(written);
+    pipe.add_command(keyed("HLEN", key, 0, 0));
+    pipe.add_command(keyed("PEXPIRE", key, 2, INT + "NX".len()));
     if refresh_ms > 0 {
-        expire.arg(refresh_ms);
+        pipe.arg(refresh_ms);
     } else {
-        expire.arg(ORPHAN_TTL_MS).arg("NX");
+        pipe.arg(ORPHAN_TTL_MS).arg("NX");
     }
-    pipe.add_command(expire);
-    pipe.add_command(sized("EXEC", 0, 0));
+    pipe.cmd("EXEC");
 }
 
 /// The reply of a step of several commands: the first error among them (a command refused
